@@ -1,0 +1,14 @@
+//! rwop-guard: a Kubernetes admission webhook that enforces and adopts ReadWriteOncePod.
+//!
+//! The library holds everything the binary runs, so tests and benchmarks call the same code.
+
+pub mod admission;
+pub mod cli;
+pub mod manifests;
+pub mod policy;
+pub mod policy_file;
+
+/// Folds a multi-line error message into one line, for one-line findings and log fields.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,71 @@
+//! The policy core: pure functions from typed objects and [`Facts`] to a [`Decision`].
+//!
+//! No I/O, no async, no Kubernetes client: everything a rule needs arrives as an argument, so every
+//! rule can be tested exhaustively and the webhook can answer in microseconds.
+
+mod config;
+mod facts;
+mod mutation;
+mod rules;
+pub mod selector;
+
+mod modes;
+
+pub use config::{
+    Action, MutationPolicy, Policy, PolicyError, ProvisionerPolicy, ValidationPolicy,
+};
+pub use facts::{ClusterFacts, Facts, StorageClassFacts};
+pub use modes::{AccessMode, AccessModes};
+pub use mutation::{MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, mutate_claim};
+pub use rules::{
+    Rule, Subject, TASK_URL, Violation, exclusive_rwop_violation, transition_violation,
+    validate_claim, validate_volume,
+};
+
+use std::collections::BTreeMap;
+
+/// What the webhook answers. `message` is the denial reason (one line); `explanation` is for the
+/// log only and says why nothing was changed when mutation was considered and skipped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub message: Option<String>,
+    pub warnings: Vec<String>,
+    pub patch: Option<json_patch::Patch>,
+    pub audit: BTreeMap<String, String>,
+    pub explanation: Option<String>,
+}
+
+impl Decision {
+    pub fn allow() -> Self {
+        Self {
+            allowed: true,
+            message: None,
+            warnings: Vec::new(),
+            patch: None,
+            audit: BTreeMap::new(),
+            explanation: None,
+        }
+    }
+
+    /// Allowed and unchanged, with the reason for the log.
+    pub fn allow_because(explanation: impl Into<String>) -> Self {
+        Self {
+            explanation: Some(explanation.into()),
+            ..Self::allow()
+        }
+    }
+
+    /// A short label for logs and metrics: `denied`, `mutated`, `warned` or `allowed`.
+    pub fn outcome(&self) -> &'static str {
+        if !self.allowed {
+            "denied"
+        } else if self.patch.is_some() {
+            "mutated"
+        } else if !self.warnings.is_empty() {
+            "warned"
+        } else {
+            "allowed"
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Validation rules V1 (ReadWriteOncePod stands alone) and V2 (the one allowed mode change), and
+//! the W1 warnings on that change.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::admission::Operation;
+
+use super::{AccessMode, AccessModes, Action, Decision, Policy};
+
+/// The upstream task this tool automates; linked from messages so users know the way forward.
+pub const TASK_URL: &str =
+    "https://kubernetes.io/docs/tasks/administer-cluster/change-pv-access-mode-readwriteoncepod/";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// ReadWriteOncePod, where present, is the only mode.
+    V1,
+    /// On update, the only change of the mode set is {ReadWriteOnce} -> {ReadWriteOncePod}.
+    V2,
+}
+
+impl Rule {
+    pub fn id(self) -> &'static str {
+        match self {
+            Rule::V1 => "V1",
+            Rule::V2 => "V2",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: Rule,
+    pub message: String,
+}
+
+/// The object a message is about, printed as `PersistentVolumeClaim "shop/orders-db"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subject<'a> {
+    pub kind: &'static str,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl<'a> Subject<'a> {
+    pub fn volume(meta: &'a ObjectMeta) -> Self {
+        Self::of("PersistentVolume", meta)
+    }
+
+    pub fn claim(meta: &'a ObjectMeta) -> Self {
+        Self::of("PersistentVolumeClaim", meta)
+    }
+
+    fn of(kind: &'static str, meta: &'a ObjectMeta) -> Self {
+        let name = meta
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or(meta.generate_name.as_deref())
+            .unwrap_or("");
+        Self {
+            kind,
+            namespace: meta.namespace.as_deref().filter(|ns| !ns.is_empty()),
+            name,
+        }
+    }
+}
+
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.namespace {
+            Some(ns) => write!(f, "{} \"{}/{}\"", self.kind, ns, self.name),
+            None => write!(f, "{} \"{}\"", self.kind, self.name),
+        }
+    }
+}
+
+/// V1: ReadWriteOncePod must be the only mode wherever it appears.
+pub fn exclusive_rwop_violation(subject: Subject<'_>, modes: &AccessModes) -> Option<Violation> {
+    (modes.contains(AccessMode::ReadWriteOncePod) && modes.len() > 1).then(|| Violation {
+        rule: Rule::V1,
+        message: format!(
+            "{subject}: access modes {modes} combine ReadWriteOncePod with other modes; \
+             ReadWriteOncePod must be the only access mode: use [ReadWriteOncePod] for a single \
+             writer pod, or remove ReadWriteOncePod"
+        ),
+    })
+}
+
+/// V2: an update may change the mode set only from {ReadWriteOnce} to {ReadWriteOncePod}.
+pub fn transition_violation(
+    subject: Subject<'_>,
+    old: &AccessModes,
+    new: &AccessModes,
+) -> Option<Violation> {
+    if old == new || is_rwo_to_rwop(old, new) {
+        return None;
+    }
+    Some(Violation {
+        rule: Rule::V2,
+        message: format!(
+            "{subject}: access mode change {old} -> {new} is not allowed; only [ReadWriteOnce] -> \
+             [ReadWriteOncePod] is supported ({TASK_URL})"
+        ),
+    })
+}
+
+fn is_rwo_to_rwop(old: &AccessModes, new: &AccessModes) -> bool {
+    old.is_only(AccessMode::ReadWriteOnce) && new.is_only(AccessMode::ReadWriteOncePod)
+}
+
+/// V1 and V2 for a PersistentVolume, plus the W1 warnings on an allowed RWO -> RWOP change.
+pub fn validate_volume(
+    policy: &Policy,
+    operation: &Operation,
+    new: &PersistentVolume,
+    old: Option<&PersistentVolume>,
+) -> Decision {
+    let modes = |pv: &PersistentVolume| {
+        AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+    };
+    let subject = Subject::volume(&new.metadata);
+    let Some((new_modes, old_modes)) = applicable(operation, new, old, modes) else {
+        return Decision::allow();
+    };
+    let mut decision = decide(policy, subject, &new_modes, old_modes.as_ref());
+    if decision.allowed
+        && old_modes
+            .as_ref()
+            .is_some_and(|old| is_rwo_to_rwop(old, &new_modes))
+    {
+        let warnings = transition_warnings(subject, new);
+        if !warnings.is_empty() {
+            decision.audit.insert("w1".to_owned(), warnings.join("; "));
+            decision.warnings.extend(warnings);
+        }
+    }
+    decision
+}
+
+/// V1 and V2 for a PersistentVolumeClaim. (The API server makes a claim's spec immutable, so V2
+/// only fires if that ever changes; it costs nothing to keep the rule uniform.)
+pub fn validate_claim(
+    policy: &Policy,
+    operation: &Operation,
+    new: &PersistentVolumeClaim,
+    old: Option<&PersistentVolumeClaim>,
+) -> Decision {
+    let modes = |pvc: &PersistentVolumeClaim| {
+        AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+    };
+    let Some((new_modes, old_modes)) = applicable(operation, new, old, modes) else {
+        return Decision::allow();
+    };
+    decide(
+        policy,
+        Subject::claim(&new.metadata),
+        &new_modes,
+        old_modes.as_ref(),
+    )
+}
+
+/// The mode sets the rules look at, or None when no rule applies to this operation.
+fn applicable<T>(
+    operation: &Operation,
+    new: &T,
+    old: Option<&T>,
+    modes: impl Fn(&T) -> AccessModes,
+) -> Option<(AccessModes, Option<AccessModes>)> {
+    match operation {
+        Operation::Create => Some((modes(new), None)),
+        Operation::Update => Some((modes(new), old.map(&modes))),
+        Operation::Delete | Operation::Connect => None,
+    }
+}
+
+fn decide(
+    policy: &Policy,
+    subject: Subject<'_>,
+    new: &AccessModes,
+    old: Option<&AccessModes>,
+) -> Decision {
+    let violations: Vec<Violation> = exclusive_rwop_violation(subject, new)
+        .into_iter()
+        .chain(old.and_then(|old| transition_violation(subject, old, new)))
+        .collect();
+    let mut decision = Decision::allow();
+    if violations.is_empty() {
+        return decision;
+    }
+    let action = policy.validation.action;
+    decision
+        .audit
+        .insert("action".to_owned(), action.as_str().to_owned());
+    for v in &violations {
+        decision
+            .audit
+            .insert(v.rule.id().to_lowercase(), v.message.clone());
+    }
+    let messages = violations.into_iter().map(|v| v.message);
+    match action {
+        Action::Deny => {
+            decision.allowed = false;
+            decision.message = Some(messages.collect::<Vec<_>>().join("; "));
+        }
+        Action::Warn => decision.warnings.extend(messages),
+    }
+    decision
+}
+
+/// W1: an allowed {RWO} -> {RWOP} change is only safe once the claim is released and the volume is
+/// retained, and only works for CSI volumes.
+fn transition_warnings(subject: Subject<'_>, pv: &PersistentVolume) -> Vec<String> {
+    let Some(spec) = pv.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    if spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete") {
+        warnings.push(format!(
+            "{subject}: reclaim policy is Delete, so deleting its claim to finish the change \
+             deletes the volume and its data; set persistentVolumeReclaimPolicy to Retain first"
+        ));
+    }
+    if let Some(claim) = spec.claim_ref.as_ref().filter(|c| c.uid.is_some()) {
+        warnings.push(format!(
+            "{subject}: still bound to claim \"{}/{}\" (spec.claimRef.uid is set); the claim keeps \
+             its old access modes until it is deleted, claimRef.uid is cleared and it is recreated \
+             with [ReadWriteOncePod]",
+            claim.namespace.as_deref().unwrap_or(""),
+            claim.name.as_deref().unwrap_or("")
+        ));
+    }
+    if spec.csi.is_none() {
+        warnings.push(format!(
+            "{subject}: not a CSI volume; ReadWriteOncePod is only supported for CSI volumes, so \
+             pods using it may fail to start"
+        ));
+    }
+    warnings
+}

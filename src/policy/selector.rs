@@ -1,0 +1,127 @@
+//! Kubernetes label selector semantics (matchLabels AND matchExpressions), as the API server
+//! applies them to a webhook's namespaceSelector.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Rejects selectors the API server would reject: unknown operators, missing or extra values.
+pub fn check(selector: &LabelSelector) -> Result<(), String> {
+    for (i, expr) in selector.match_expressions.iter().flatten().enumerate() {
+        let values = expr.values.as_deref().unwrap_or_default();
+        match expr.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(format!(
+                    "matchExpressions[{i}]: operator {} needs at least one value",
+                    expr.operator
+                ));
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(format!(
+                    "matchExpressions[{i}]: operator {} takes no values",
+                    expr.operator
+                ));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(format!(
+                    "matchExpressions[{i}]: unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"
+                ));
+            }
+        }
+        if expr.key.is_empty() {
+            return Err(format!("matchExpressions[{i}]: key is empty"));
+        }
+    }
+    Ok(())
+}
+
+/// True when `labels` match. An empty selector matches everything.
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_ok
+        && selector.match_expressions.iter().flatten().all(|expr| {
+            let values = expr.values.as_deref().unwrap_or_default();
+            let value = labels.get(&expr.key);
+            match expr.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.to_owned(),
+            operator: op.to_owned(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn empty_selector_matches_all() {
+        assert!(matches(&LabelSelector::default(), &labels(&[])));
+    }
+
+    #[test]
+    fn operators_follow_kubernetes() {
+        let l = labels(&[("team", "a"), ("tier", "db")]);
+        let sel = |e| LabelSelector {
+            match_expressions: Some(vec![e]),
+            ..Default::default()
+        };
+        assert!(matches(&sel(expr("team", "In", &["a", "b"])), &l));
+        assert!(!matches(&sel(expr("team", "In", &["b"])), &l));
+        assert!(!matches(&sel(expr("missing", "In", &["a"])), &l));
+        assert!(matches(&sel(expr("team", "NotIn", &["b"])), &l));
+        assert!(!matches(&sel(expr("team", "NotIn", &["a"])), &l));
+        // NotIn matches objects without the key, as in Kubernetes.
+        assert!(matches(&sel(expr("missing", "NotIn", &["a"])), &l));
+        assert!(matches(&sel(expr("tier", "Exists", &[])), &l));
+        assert!(!matches(&sel(expr("tier", "DoesNotExist", &[])), &l));
+        assert!(matches(&sel(expr("missing", "DoesNotExist", &[])), &l));
+    }
+
+    #[test]
+    fn match_labels_and_expressions_are_anded() {
+        let l = labels(&[("team", "a")]);
+        let s = LabelSelector {
+            match_labels: Some(labels(&[("team", "a")])),
+            match_expressions: Some(vec![expr("tier", "Exists", &[])]),
+        };
+        assert!(!matches(&s, &l));
+        assert!(matches(&s, &labels(&[("team", "a"), ("tier", "x")])));
+    }
+
+    #[test]
+    fn check_rejects_what_the_api_server_rejects() {
+        let sel = |e| LabelSelector {
+            match_expressions: Some(vec![e]),
+            ..Default::default()
+        };
+        assert!(check(&sel(expr("a", "In", &[]))).is_err());
+        assert!(check(&sel(expr("a", "Exists", &["x"]))).is_err());
+        assert!(check(&sel(expr("a", "Near", &["x"]))).is_err());
+        assert!(check(&sel(expr("", "Exists", &[]))).is_err());
+        assert!(check(&sel(expr("a", "NotIn", &["x"]))).is_ok());
+    }
+}
