@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::policy::{
-    AccessModes, Facts, Policy, Rule, Subject, exclusive_rwop_violation, mutate_claim,
+    AccessModes, Facts, Policy, Rule, Subject, Violation, exclusive_rwop_violation, mutate_claim,
 };
 
 /// One rule violation found in a document.
@@ -112,14 +112,14 @@ pub fn check_document(doc: &Value, document: usize) -> Result<Vec<Finding>, Docu
                 );
                 if let Some(v) = exclusive_rwop_violation(Subject::volume(&pv.metadata), &modes) {
                     let name = Subject::volume(&pv.metadata).name;
-                    findings.push(finding(v.rule, v.message, name));
+                    findings.push(finding(v.rule, v.detail, name));
                 }
             }
             "PersistentVolumeClaim" => {
                 let pvc = decode_claim(obj).map_err(|e| undecodable("PersistentVolumeClaim", e))?;
                 if let Some(v) = claim_violation(&pvc, Subject::claim(&pvc.metadata)) {
                     let name = Subject::claim(&pvc.metadata).name;
-                    findings.push(finding(v.0, v.1, name));
+                    findings.push(finding(v.rule, v.detail, name));
                 }
             }
             "StatefulSet" => {
@@ -137,7 +137,7 @@ pub fn check_document(doc: &Value, document: usize) -> Result<Vec<Finding>, Docu
                         name: pvc.metadata.name.as_deref().unwrap_or(""),
                     };
                     if let Some(v) = claim_violation(&pvc, subject) {
-                        findings.push(finding(v.0, v.1, name));
+                        findings.push(finding(v.rule, v.message, name));
                     }
                 }
             }
@@ -166,9 +166,9 @@ fn decode_claim(v: &Value) -> Result<PersistentVolumeClaim, serde_json::Error> {
     serde_json::from_value(v)
 }
 
-fn claim_violation(pvc: &PersistentVolumeClaim, subject: Subject<'_>) -> Option<(Rule, String)> {
+fn claim_violation(pvc: &PersistentVolumeClaim, subject: Subject<'_>) -> Option<Violation> {
     let modes = AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
-    exclusive_rwop_violation(subject, &modes).map(|v| (v.rule, v.message))
+    exclusive_rwop_violation(subject, &modes)
 }
 
 /// What `--mutate` did to one claim or template.

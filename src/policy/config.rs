@@ -103,6 +103,13 @@ impl Policy {
         if value.is_null() {
             return Ok(Policy::default());
         }
+        if !value.is_object() {
+            return Err(PolicyError::Invalid {
+                origin: origin.to_owned(),
+                key: "(top level)".to_owned(),
+                message: "expected a mapping with the keys `validation` and `mutation`".to_owned(),
+            });
+        }
         let policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             PolicyError::Invalid {

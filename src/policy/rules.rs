@@ -33,7 +33,20 @@ impl Rule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     pub rule: Rule,
+    /// The full one-line message: `<subject>: <detail>`.
     pub message: String,
+    /// What is wrong and what to do, without the subject (for outputs that name it already).
+    pub detail: String,
+}
+
+impl Violation {
+    fn new(rule: Rule, subject: Subject<'_>, detail: String) -> Self {
+        Self {
+            rule,
+            message: format!("{subject}: {detail}"),
+            detail,
+        }
+    }
 }
 
 /// The object a message is about, printed as `PersistentVolumeClaim "shop/orders-db"`.
@@ -79,13 +92,16 @@ impl fmt::Display for Subject<'_> {
 
 /// V1: ReadWriteOncePod must be the only mode wherever it appears.
 pub fn exclusive_rwop_violation(subject: Subject<'_>, modes: &AccessModes) -> Option<Violation> {
-    (modes.contains(AccessMode::ReadWriteOncePod) && modes.len() > 1).then(|| Violation {
-        rule: Rule::V1,
-        message: format!(
-            "{subject}: access modes {modes} combine ReadWriteOncePod with other modes; \
-             ReadWriteOncePod must be the only access mode: use [ReadWriteOncePod] for a single \
-             writer pod, or remove ReadWriteOncePod"
-        ),
+    (modes.contains(AccessMode::ReadWriteOncePod) && modes.len() > 1).then(|| {
+        Violation::new(
+            Rule::V1,
+            subject,
+            format!(
+                "access modes {modes} combine ReadWriteOncePod with other modes; \
+                 ReadWriteOncePod must be the only access mode: use [ReadWriteOncePod] for a \
+                 single writer pod, or remove ReadWriteOncePod"
+            ),
+        )
     })
 }
 
@@ -98,13 +114,14 @@ pub fn transition_violation(
     if old == new || is_rwo_to_rwop(old, new) {
         return None;
     }
-    Some(Violation {
-        rule: Rule::V2,
-        message: format!(
-            "{subject}: access mode change {old} -> {new} is not allowed; only [ReadWriteOnce] -> \
+    Some(Violation::new(
+        Rule::V2,
+        subject,
+        format!(
+            "access mode change {old} -> {new} is not allowed; only [ReadWriteOnce] -> \
              [ReadWriteOncePod] is supported ({TASK_URL})"
         ),
-    })
+    ))
 }
 
 fn is_rwo_to_rwop(old: &AccessModes, new: &AccessModes) -> bool {

@@ -1,0 +1,835 @@
+//! The rules of DESIGN §2, row by row, and a property test against a reference model.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::core::admission::Operation;
+use proptest::prelude::*;
+use rwop_guard::policy::{
+    AccessMode, AccessModes, Action, ClusterFacts, Decision, Facts, MUTATED_FROM_ANNOTATION,
+    Policy, StorageClassFacts, Subject, TASK_URL, exclusive_rwop_violation, mutate_claim,
+    transition_violation, validate_claim, validate_volume,
+};
+use serde_json::json;
+
+const RWO: &str = "ReadWriteOnce";
+const ROX: &str = "ReadOnlyMany";
+const RWX: &str = "ReadWriteMany";
+const RWOP: &str = "ReadWriteOncePod";
+
+fn pv(
+    name: &str,
+    modes: &[&str],
+    reclaim: &str,
+    csi: bool,
+    claim_uid: Option<&str>,
+) -> PersistentVolume {
+    let mut spec = json!({
+        "accessModes": modes,
+        "capacity": {"storage": "1Gi"},
+        "persistentVolumeReclaimPolicy": reclaim,
+    });
+    if csi {
+        spec["csi"] = json!({"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"});
+    } else {
+        spec["hostPath"] = json!({"path": "/srv/v"});
+    }
+    if let Some(uid) = claim_uid {
+        spec["claimRef"] = json!({"namespace": "shop", "name": "orders-db", "uid": uid});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn pvc(
+    modes: &[&str],
+    extra_spec: serde_json::Value,
+    annotations: Option<serde_json::Value>,
+) -> PersistentVolumeClaim {
+    let mut spec = json!({"accessModes": modes, "resources": {"requests": {"storage": "1Gi"}}});
+    for (k, v) in extra_spec.as_object().cloned().unwrap_or_default() {
+        spec[k] = v;
+    }
+    let mut meta = json!({"name": "orders-db", "namespace": "shop"});
+    if let Some(a) = annotations {
+        meta["annotations"] = a;
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn warn_policy() -> Policy {
+    let mut p = Policy::default();
+    p.validation.action = Action::Warn;
+    p
+}
+
+fn mutating_policy(classes: &[&str]) -> Policy {
+    let mut p = Policy::default();
+    p.mutation.enabled = true;
+    p.mutation.storage_classes = classes.iter().map(|c| (*c).to_owned()).collect();
+    p
+}
+
+fn cluster_facts() -> Facts {
+    let classes = [
+        ("fast-csi", "ebs.csi.aws.com"),
+        ("local-disks", "kubernetes.io/no-provisioner"),
+        ("gce-intree", "kubernetes.io/gce-pd"),
+        ("expandable", "example.com/fake-no-provisioner"),
+    ];
+    Facts {
+        cluster: Some(ClusterFacts {
+            storage_classes: classes
+                .iter()
+                .map(|(n, p)| {
+                    (
+                        (*n).to_owned(),
+                        StorageClassFacts {
+                            provisioner: (*p).to_owned(),
+                        },
+                    )
+                })
+                .collect(),
+            default_storage_class: Some("fast-csi".to_owned()),
+            volumes: HashMap::from([
+                ("pv-rwop".to_owned(), AccessModes::from_names([RWOP])),
+                ("pv-rwo".to_owned(), AccessModes::from_names([RWO])),
+            ]),
+            namespaces: HashMap::from([
+                (
+                    "shop".to_owned(),
+                    BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+                ),
+                ("lab".to_owned(), BTreeMap::new()),
+            ]),
+        }),
+    }
+}
+
+// ---- V1 ----------------------------------------------------------------------------------
+
+#[test]
+fn v1_rows() {
+    // (modes, allowed)
+    let rows: &[(&[&str], bool)] = &[
+        (&[RWOP], true),
+        (&[RWOP, RWOP], true),
+        (&[RWO], true),
+        (&[RWX, ROX], true),
+        (&[], true),
+        (&[RWOP, RWO], false),
+        (&[RWO, RWOP], false),
+        (&[RWOP, RWX], false),
+        (&[RWOP, ROX], false),
+        (&[RWOP, RWO, RWX, ROX], false),
+        (&[RWOP, "ReadWriteOnePod"], false),
+    ];
+    let policy = Policy::default();
+    for (modes, allowed) in rows {
+        let volume = pv("v", modes, "Retain", true, None);
+        let claim = pvc(modes, json!({}), None);
+        for op in [Operation::Create, Operation::Update] {
+            let dv = validate_volume(&policy, &op, &volume, Some(&volume));
+            let dc = validate_claim(&policy, &op, &claim, Some(&claim));
+            assert_eq!(dv.allowed, *allowed, "PV {op:?} {modes:?}");
+            assert_eq!(dc.allowed, *allowed, "PVC {op:?} {modes:?}");
+            if !allowed {
+                assert_eq!(dv.audit.get("v1"), dv.message.as_ref());
+                assert_eq!(dv.audit.get("action").map(String::as_str), Some("deny"));
+                assert!(dv.warnings.is_empty());
+            } else {
+                assert_eq!(dv, Decision::allow(), "{op:?} {modes:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn v1_message_is_one_actionable_line() {
+    let claim = pvc(&[RWOP, RWO], json!({}), None);
+    let d = validate_claim(&Policy::default(), &Operation::Create, &claim, None);
+    assert_eq!(
+        d.message.as_deref(),
+        Some(
+            "PersistentVolumeClaim \"shop/orders-db\": access modes [ReadWriteOnce, ReadWriteOncePod] \
+             combine ReadWriteOncePod with other modes; ReadWriteOncePod must be the only access \
+             mode: use [ReadWriteOncePod] for a single writer pod, or remove ReadWriteOncePod"
+        )
+    );
+    assert!(!d.message.unwrap().contains('\n'));
+}
+
+#[test]
+fn v1_warn_action_allows_with_warning_and_audit() {
+    let volume = pv("v", &[RWOP, RWX], "Retain", true, None);
+    let d = validate_volume(&warn_policy(), &Operation::Create, &volume, None);
+    assert!(d.allowed);
+    assert_eq!(d.message, None);
+    assert_eq!(d.warnings.len(), 1);
+    assert!(
+        d.warnings[0]
+            .starts_with("PersistentVolume \"v\": access modes [ReadWriteMany, ReadWriteOncePod]")
+    );
+    assert_eq!(d.audit.get("action").map(String::as_str), Some("warn"));
+    assert_eq!(d.audit.get("v1"), Some(&d.warnings[0]));
+    assert_eq!(d.outcome(), "warned");
+}
+
+// ---- V2 ----------------------------------------------------------------------------------
+
+#[test]
+fn v2_rows() {
+    // (old, new, allowed)
+    let rows: &[(&[&str], &[&str], bool)] = &[
+        (&[RWO], &[RWOP], true),
+        (&[RWO, RWO], &[RWOP], true),
+        (&[RWO], &[RWO], true),
+        (&[RWX, ROX], &[ROX, RWX, RWX], true),
+        (&[RWOP], &[RWOP], true),
+        (&[RWX], &[RWOP], false),
+        (&[ROX], &[RWOP], false),
+        (&[RWO, ROX], &[RWOP], false),
+        (&[RWOP], &[RWO], false),
+        (&[RWOP], &[RWX], false),
+        (&[RWO], &[RWX], false),
+        (&[RWO], &[RWO, ROX], false),
+        (&[], &[RWOP], false),
+        (&[RWO], &[], false),
+    ];
+    let policy = Policy::default();
+    for (old, new, allowed) in rows {
+        let (o, n) = (
+            pv("v", old, "Retain", true, None),
+            pv("v", new, "Retain", true, None),
+        );
+        let d = validate_volume(&policy, &Operation::Update, &n, Some(&o));
+        assert_eq!(d.allowed, *allowed, "PV {old:?} -> {new:?}: {d:?}");
+        let (o, n) = (pvc(old, json!({}), None), pvc(new, json!({}), None));
+        let d = validate_claim(&policy, &Operation::Update, &n, Some(&o));
+        assert_eq!(d.allowed, *allowed, "PVC {old:?} -> {new:?}: {d:?}");
+        if !allowed {
+            assert!(d.audit.contains_key("v2"), "{d:?}");
+        }
+    }
+}
+
+#[test]
+fn v2_message_matches_the_design_example() {
+    let old = pv("cat-pictures-pv", &[RWX], "Retain", true, None);
+    let new = pv("cat-pictures-pv", &[RWOP], "Retain", true, None);
+    let d = validate_volume(&Policy::default(), &Operation::Update, &new, Some(&old));
+    assert_eq!(
+        d.message.as_deref(),
+        Some(
+            "PersistentVolume \"cat-pictures-pv\": access mode change [ReadWriteMany] -> \
+             [ReadWriteOncePod] is not allowed; only [ReadWriteOnce] -> [ReadWriteOncePod] is \
+             supported (https://kubernetes.io/docs/tasks/administer-cluster/change-pv-access-mode-readwriteoncepod/)"
+        )
+    );
+    assert!(d.message.unwrap().ends_with(&format!("({TASK_URL})")));
+}
+
+#[test]
+fn v1_and_v2_together_report_both() {
+    let old = pv("v", &[RWX], "Retain", true, None);
+    let new = pv("v", &[RWOP, RWO], "Retain", true, None);
+    let d = validate_volume(&Policy::default(), &Operation::Update, &new, Some(&old));
+    assert!(!d.allowed);
+    assert!(d.audit.contains_key("v1") && d.audit.contains_key("v2"));
+    let msg = d.message.unwrap();
+    assert!(
+        msg.contains("combine ReadWriteOncePod")
+            && msg.contains("access mode change [ReadWriteMany]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn v2_warn_action_allows_reverse_change_with_warning() {
+    let old = pv("v", &[RWOP], "Retain", true, None);
+    let new = pv("v", &[RWO], "Retain", true, None);
+    let d = validate_volume(&warn_policy(), &Operation::Update, &new, Some(&old));
+    assert!(d.allowed);
+    assert_eq!(d.warnings.len(), 1);
+    assert!(d.warnings[0].contains("[ReadWriteOncePod] -> [ReadWriteOnce] is not allowed"));
+}
+
+#[test]
+fn delete_and_connect_are_never_judged() {
+    let bad = pv("v", &[RWOP, RWO], "Delete", false, None);
+    let bad_claim = pvc(&[RWOP, RWO], json!({}), None);
+    for op in [Operation::Delete, Operation::Connect] {
+        assert_eq!(
+            validate_volume(&Policy::default(), &op, &bad, None),
+            Decision::allow()
+        );
+        assert_eq!(
+            validate_claim(&Policy::default(), &op, &bad_claim, None),
+            Decision::allow()
+        );
+        let d = mutate_claim(
+            &mutating_policy(&["fast-csi"]),
+            &cluster_facts(),
+            &op,
+            &pvc(&[RWO], json!({}), None),
+            Some("shop"),
+        );
+        assert_eq!(d, Decision::allow());
+    }
+}
+
+// ---- W1 ----------------------------------------------------------------------------------
+
+#[test]
+fn w1_rows() {
+    // (reclaim, csi, claim uid, expected warning fragments)
+    let rows: &[(&str, bool, Option<&str>, &[&str])] = &[
+        ("Retain", true, None, &[]),
+        ("Delete", true, None, &["reclaim policy is Delete"]),
+        (
+            "Retain",
+            true,
+            Some("u-1"),
+            &["still bound to claim \"shop/orders-db\""],
+        ),
+        ("Retain", false, None, &["not a CSI volume"]),
+        (
+            "Delete",
+            false,
+            Some("u-1"),
+            &[
+                "reclaim policy is Delete",
+                "still bound to claim",
+                "not a CSI volume",
+            ],
+        ),
+    ];
+    for (reclaim, csi, uid, expected) in rows {
+        let old = pv("v", &[RWO], reclaim, *csi, *uid);
+        let new = pv("v", &[RWOP], reclaim, *csi, *uid);
+        let d = validate_volume(&Policy::default(), &Operation::Update, &new, Some(&old));
+        assert!(d.allowed);
+        assert_eq!(
+            d.warnings.len(),
+            expected.len(),
+            "{reclaim} {csi} {uid:?}: {:?}",
+            d.warnings
+        );
+        for (w, frag) in d.warnings.iter().zip(expected.iter()) {
+            assert!(w.starts_with("PersistentVolume \"v\": "), "{w}");
+            assert!(w.contains(frag), "{w} should contain {frag}");
+        }
+        assert_eq!(d.audit.contains_key("w1"), !expected.is_empty());
+    }
+}
+
+#[test]
+fn w1_only_on_the_allowed_change() {
+    // Same modes: no W1 even with a Delete, non-CSI, bound volume (the PV controller's updates).
+    let v = pv("v", &[RWO], "Delete", false, Some("u"));
+    assert_eq!(
+        validate_volume(&Policy::default(), &Operation::Update, &v, Some(&v)),
+        Decision::allow()
+    );
+    // Create of an RWOP volume: not a transition.
+    let v = pv("v", &[RWOP], "Delete", false, None);
+    assert_eq!(
+        validate_volume(&Policy::default(), &Operation::Create, &v, None),
+        Decision::allow()
+    );
+}
+
+// ---- M1 ----------------------------------------------------------------------------------
+
+fn assert_mutated(d: &Decision) {
+    assert!(d.allowed);
+    let patch = serde_json::to_value(d.patch.as_ref().expect("a patch")).unwrap();
+    assert_eq!(
+        patch[0],
+        json!({"op": "replace", "path": "/spec/accessModes", "value": [RWOP]})
+    );
+    assert_eq!(d.warnings.len(), 1);
+    assert!(
+        d.warnings[0].contains("[ReadWriteOnce] to [ReadWriteOncePod]"),
+        "{:?}",
+        d.warnings
+    );
+    assert!(d.warnings[0].contains("rwop-guard.dev/mutate=\"false\""));
+    assert_eq!(
+        d.audit.get("mutation").map(String::as_str),
+        Some("ReadWriteOnce -> ReadWriteOncePod")
+    );
+    assert_eq!(d.outcome(), "mutated");
+    assert_eq!(d.explanation, None);
+}
+
+fn assert_skipped(d: &Decision, why: &str) {
+    assert!(d.allowed);
+    assert!(d.patch.is_none(), "unexpected patch: {d:?}");
+    assert!(d.warnings.is_empty());
+    let e = d.explanation.as_deref().unwrap_or_default();
+    assert!(e.contains(why), "explanation {e:?} should contain {why:?}");
+}
+
+#[test]
+fn m1_rows() {
+    let sc = |c: &str| json!({"storageClassName": c});
+    let on = mutating_policy(&["listed"]);
+    let none = Facts::default();
+    let cluster = cluster_facts();
+    let empty_cluster = Facts {
+        cluster: Some(ClusterFacts::default()),
+    };
+    let create = Operation::Create;
+    let shop = Some("shop");
+
+    // Mutates: listed class without cluster facts; CSI class from the cluster; default class.
+    assert_mutated(&mutate_claim(
+        &on,
+        &none,
+        &create,
+        &pvc(&[RWO], sc("listed"), None),
+        shop,
+    ));
+    assert_mutated(&mutate_claim(
+        &on,
+        &cluster,
+        &create,
+        &pvc(&[RWO, RWO], sc("fast-csi"), None),
+        shop,
+    ));
+    assert_mutated(&mutate_claim(
+        &on,
+        &cluster,
+        &create,
+        &pvc(&[RWO], json!({}), None),
+        shop,
+    ));
+    assert_mutated(&mutate_claim(
+        &on,
+        &cluster,
+        &create,
+        &pvc(&[RWO], sc("expandable"), None),
+        shop,
+    ));
+    // volumeName naming a volume that offers RWOP.
+    assert_mutated(&mutate_claim(
+        &on,
+        &cluster,
+        &create,
+        &pvc(
+            &[RWO],
+            json!({"volumeName": "pv-rwop", "storageClassName": "fast-csi"}),
+            None,
+        ),
+        shop,
+    ));
+    // Opt-out annotation with another value does not opt out.
+    assert_mutated(&mutate_claim(
+        &on,
+        &cluster,
+        &create,
+        &pvc(
+            &[RWO],
+            sc("fast-csi"),
+            Some(json!({"rwop-guard.dev/mutate": "true"})),
+        ),
+        shop,
+    ));
+
+    let rows: Vec<(Policy, &Facts, PersistentVolumeClaim, &str)> = vec![
+        (
+            Policy::default(),
+            &cluster,
+            pvc(&[RWO], sc("fast-csi"), None),
+            "mutation is disabled",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[RWX], sc("fast-csi"), None),
+            "are not exactly [ReadWriteOnce]",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[ROX], sc("fast-csi"), None),
+            "are not exactly [ReadWriteOnce]",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[RWO, RWX], sc("fast-csi"), None),
+            "are not exactly [ReadWriteOnce]",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[RWOP], sc("fast-csi"), None),
+            "are not exactly [ReadWriteOnce]",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[], sc("fast-csi"), None),
+            "are not exactly [ReadWriteOnce]",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(
+                &[RWO],
+                sc("fast-csi"),
+                Some(json!({"rwop-guard.dev/mutate": "false"})),
+            ),
+            "opts out",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(
+                &[RWO],
+                sc("fast-csi"),
+                Some(json!({"rwop-guard.dev/mutate": "False"})),
+            ),
+            "opts out",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(
+                &[RWO],
+                json!({"storageClassName": "fast-csi", "selector": {"matchLabels": {"a": "b"}}}),
+                None,
+            ),
+            "spec.selector is set",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(
+                &[RWO],
+                json!({"storageClassName": "fast-csi", "volumeName": "pv-rwo"}),
+                None,
+            ),
+            "do not offer ReadWriteOncePod",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(
+                &[RWO],
+                json!({"storageClassName": "fast-csi", "volumeName": "pv-gone"}),
+                None,
+            ),
+            "whose modes are unknown",
+        ),
+        (
+            on.clone(),
+            &none,
+            pvc(
+                &[RWO],
+                json!({"storageClassName": "listed", "volumeName": "pv-rwop"}),
+                None,
+            ),
+            "whose modes are unknown",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[RWO], sc(""), None),
+            "storageClassName is \"\"",
+        ),
+        (
+            on.clone(),
+            &none,
+            pvc(&[RWO], json!({}), None),
+            "default class is unknown",
+        ),
+        (
+            on.clone(),
+            &empty_cluster,
+            pvc(&[RWO], json!({}), None),
+            "has no default class",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[RWO], sc("local-disks"), None),
+            "in-tree provisioner \"kubernetes.io/no-provisioner\"",
+        ),
+        (
+            mutating_policy(&["local-disks"]),
+            &cluster,
+            pvc(&[RWO], sc("local-disks"), None),
+            "not a CSI driver",
+        ),
+        (
+            on.clone(),
+            &cluster,
+            pvc(&[RWO], sc("missing"), None),
+            "does not exist in the cluster",
+        ),
+        (
+            on.clone(),
+            &none,
+            pvc(&[RWO], sc("fast-csi"), None),
+            "not in mutation.storageClasses and there are no cluster facts",
+        ),
+    ];
+    for (policy, facts, claim, why) in rows {
+        assert_skipped(&mutate_claim(&policy, facts, &create, &claim, shop), why);
+    }
+}
+
+#[test]
+fn m1_only_on_create() {
+    let on = mutating_policy(&["fast-csi"]);
+    let claim = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
+    assert_mutated(&mutate_claim(
+        &on,
+        &Facts::default(),
+        &Operation::Create,
+        &claim,
+        Some("shop"),
+    ));
+    assert_eq!(
+        mutate_claim(
+            &on,
+            &Facts::default(),
+            &Operation::Update,
+            &claim,
+            Some("shop")
+        ),
+        Decision::allow()
+    );
+}
+
+#[test]
+fn m1_namespaces() {
+    let claim = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
+    let facts = cluster_facts();
+    let create = Operation::Create;
+
+    let mut p = mutating_policy(&[]);
+    p.mutation.exclude_namespaces.insert("shop".to_owned());
+    assert_skipped(
+        &mutate_claim(&p, &facts, &create, &claim, Some("shop")),
+        "in mutation.excludeNamespaces",
+    );
+    // Default policy excludes kube-system.
+    assert_skipped(
+        &mutate_claim(
+            &mutating_policy(&[]),
+            &facts,
+            &create,
+            &claim,
+            Some("kube-system"),
+        ),
+        "excludeNamespaces",
+    );
+
+    let mut p = mutating_policy(&[]);
+    p.mutation.namespaces.insert("lab".to_owned());
+    assert_skipped(
+        &mutate_claim(&p, &facts, &create, &claim, Some("shop")),
+        "not in mutation.namespaces",
+    );
+    assert_mutated(&mutate_claim(&p, &facts, &create, &claim, Some("lab")));
+    // Exclusion wins over inclusion.
+    p.mutation.exclude_namespaces.insert("lab".to_owned());
+    assert_skipped(
+        &mutate_claim(&p, &facts, &create, &claim, Some("lab")),
+        "excludeNamespaces",
+    );
+
+    // The request's namespace is used when the object carries none.
+    let mut bare = claim.clone();
+    bare.metadata.namespace = None;
+    let mut p = mutating_policy(&[]);
+    p.mutation.namespaces.insert("shop".to_owned());
+    assert_mutated(&mutate_claim(&p, &facts, &create, &bare, Some("shop")));
+}
+
+#[test]
+fn m1_namespace_selector() {
+    let claim = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
+    let mut p = mutating_policy(&["fast-csi"]);
+    p.mutation.namespace_selector =
+        Some(serde_json::from_value(json!({"matchLabels": {"team": "payments"}})).unwrap());
+    let create = Operation::Create;
+    assert_mutated(&mutate_claim(
+        &p,
+        &cluster_facts(),
+        &create,
+        &claim,
+        Some("shop"),
+    ));
+    assert_skipped(
+        &mutate_claim(&p, &cluster_facts(), &create, &claim, Some("lab")),
+        "does not match mutation.namespaceSelector",
+    );
+    assert_skipped(
+        &mutate_claim(&p, &cluster_facts(), &create, &claim, Some("nowhere")),
+        "labels of namespace \"nowhere\" are unknown",
+    );
+    assert_skipped(
+        &mutate_claim(&p, &Facts::default(), &create, &claim, Some("shop")),
+        "are unknown",
+    );
+}
+
+#[test]
+fn m1_provisioner_overrides() {
+    let claim_in_tree = pvc(&[RWO], json!({"storageClassName": "gce-intree"}), None);
+    let claim_csi = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
+    let facts = cluster_facts();
+    let create = Operation::Create;
+    let mut p = mutating_policy(&[]);
+    assert_skipped(
+        &mutate_claim(&p, &facts, &create, &claim_in_tree, Some("shop")),
+        "in-tree provisioner",
+    );
+    p.mutation
+        .provisioners
+        .allow
+        .insert("kubernetes.io/gce-pd".to_owned());
+    assert_mutated(&mutate_claim(
+        &p,
+        &facts,
+        &create,
+        &claim_in_tree,
+        Some("shop"),
+    ));
+    p.mutation
+        .provisioners
+        .deny
+        .insert("ebs.csi.aws.com".to_owned());
+    assert_skipped(
+        &mutate_claim(&p, &facts, &create, &claim_csi, Some("shop")),
+        "mutation.provisioners.deny",
+    );
+}
+
+#[test]
+fn m1_patch_escapes_the_annotation_key() {
+    let on = mutating_policy(&["fast-csi"]);
+    let with = pvc(
+        &[RWO],
+        json!({"storageClassName": "fast-csi"}),
+        Some(json!({"a": "b"})),
+    );
+    let d = mutate_claim(&on, &Facts::default(), &Operation::Create, &with, None);
+    let patch = serde_json::to_value(d.patch.unwrap()).unwrap();
+    assert_eq!(
+        patch[1],
+        json!({"op": "add", "path": "/metadata/annotations/rwop-guard.dev~1mutated-from", "value": RWO})
+    );
+
+    let without = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
+    let d = mutate_claim(&on, &Facts::default(), &Operation::Create, &without, None);
+    let patch = serde_json::to_value(d.patch.unwrap()).unwrap();
+    assert_eq!(
+        patch[1],
+        json!({"op": "add", "path": "/metadata/annotations", "value": {MUTATED_FROM_ANNOTATION: RWO}})
+    );
+}
+
+// ---- Properties ----------------------------------------------------------------------------
+
+/// The rules written the simplest possible way, over bit masks.
+mod model {
+    pub const RWOP: u8 = 1 << 3;
+    pub const RWO: u8 = 1;
+    pub fn v1_ok(modes: u8) -> bool {
+        modes & RWOP == 0 || modes == RWOP
+    }
+    pub fn v2_ok(old: u8, new: u8) -> bool {
+        old == new || (old == RWO && new == RWOP)
+    }
+}
+
+fn names_of(mask: u8) -> Vec<&'static str> {
+    AccessMode::ALL
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, m)| m.as_str())
+        .collect()
+}
+
+#[test]
+fn rules_agree_with_the_model_on_every_subset_and_pair() {
+    let subject = Subject {
+        kind: "PersistentVolume",
+        namespace: None,
+        name: "v",
+    };
+    for new in 0u8..16 {
+        let new_set = AccessModes::from_names(names_of(new));
+        assert_eq!(
+            exclusive_rwop_violation(subject, &new_set).is_none(),
+            model::v1_ok(new),
+            "{new_set}"
+        );
+        for old in 0u8..16 {
+            let old_set = AccessModes::from_names(names_of(old));
+            assert_eq!(
+                transition_violation(subject, &old_set, &new_set).is_none(),
+                model::v2_ok(old, new),
+                "{old_set} -> {new_set}"
+            );
+            let (o, n) = (
+                pv("v", &names_of(old), "Retain", true, None),
+                pv("v", &names_of(new), "Retain", true, None),
+            );
+            let d = validate_volume(&Policy::default(), &Operation::Update, &n, Some(&o));
+            assert_eq!(
+                d.allowed,
+                model::v1_ok(new) && model::v2_ok(old, new),
+                "{old_set} -> {new_set}"
+            );
+        }
+    }
+}
+
+/// A raw mode list (any order, duplicates) and the mask of the set it denotes.
+fn raw_modes() -> impl Strategy<Value = (u8, Vec<&'static str>)> {
+    proptest::collection::vec(0usize..4, 0..8).prop_map(|idx| {
+        let mask = idx.iter().fold(0u8, |m, i| m | (1 << i));
+        (
+            mask,
+            idx.into_iter()
+                .map(|i| AccessMode::ALL[i].as_str())
+                .collect(),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn decisions_ignore_order_and_duplicates(
+        (old, old_names) in raw_modes(),
+        (new, new_names) in raw_modes(),
+        reclaim in prop_oneof![Just("Retain"), Just("Delete")],
+        csi in any::<bool>(),
+    ) {
+        let canonical = validate_volume(
+            &Policy::default(), &Operation::Update,
+            &pv("v", &names_of(new), reclaim, csi, None), Some(&pv("v", &names_of(old), reclaim, csi, None)));
+        let raw = validate_volume(
+            &Policy::default(), &Operation::Update,
+            &pv("v", &new_names, reclaim, csi, None), Some(&pv("v", &old_names, reclaim, csi, None)));
+        prop_assert_eq!(canonical.allowed, model::v1_ok(new) && model::v2_ok(old, new));
+        prop_assert_eq!(canonical, raw);
+        let c1 = validate_claim(&Policy::default(), &Operation::Create, &pvc(&names_of(new), json!({}), None), None);
+        let c2 = validate_claim(&Policy::default(), &Operation::Create, &pvc(&new_names, json!({}), None), None);
+        prop_assert_eq!(c1, c2);
+    }
+}

@@ -1,0 +1,802 @@
+//! Real AdmissionReviews captured from a kube-apiserver, through the library and through
+//! `rwop-guard review`, with the expected decision written down per file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use proptest::prelude::*;
+use rwop_guard::admission::{ReviewError, Webhook, review};
+use rwop_guard::policy::{Facts, Policy};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+const MUTATING_POLICY: &str = "mutation:\n  enabled: true\n  storageClasses: [fast-csi]\n";
+
+fn mutating_policy() -> Policy {
+    Policy::from_yaml(MUTATING_POLICY, "test").unwrap()
+}
+
+/// What a fixture must get: outcome, a fragment of the denial message, the number of warnings.
+struct Expect {
+    file: &'static str,
+    webhook: Webhook,
+    mutating: bool,
+    outcome: &'static str,
+    message: Option<&'static str>,
+    warnings: usize,
+}
+
+const fn e(
+    file: &'static str,
+    webhook: Webhook,
+    outcome: &'static str,
+    message: Option<&'static str>,
+    warnings: usize,
+) -> Expect {
+    Expect {
+        file,
+        webhook,
+        mutating: false,
+        outcome,
+        message,
+        warnings,
+    }
+}
+
+const fn m(file: &'static str, outcome: &'static str, warnings: usize) -> Expect {
+    Expect {
+        file,
+        webhook: Webhook::Mutate,
+        mutating: true,
+        outcome,
+        message: None,
+        warnings,
+    }
+}
+
+use Webhook::{Mutate as M, Validate as V};
+
+const V2_RWX_RWOP: &str = "PersistentVolume \"pv-rwx\": access mode change [ReadWriteMany] -> [ReadWriteOncePod] is not allowed";
+const V2_RWOP_RWX: &str = "PersistentVolume \"pv-rwo\": access mode change [ReadWriteOncePod] -> [ReadWriteMany] is not allowed";
+
+/// Every file in the capture directory, as each webhook would answer it under the default policy,
+/// plus the mutating webhook under a policy that enables mutation for `fast-csi`.
+const EXPECTED: &[Expect] = &[
+    e("01-pvc-create-rwo.pvc.mutate.json", M, "allowed", None, 0),
+    e("01-pvc-create-rwo.pvc.validate.json", V, "allowed", None, 0),
+    e("02-pvc-create-rwop.pvc.mutate.json", M, "allowed", None, 0),
+    e(
+        "02-pvc-create-rwop.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "03-pvc-create-rwop+rwo-rejected-by-apiserver.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "04-pv-create-rwo-hostpath.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "04-pv-create-rwo-hostpath.pv.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "05-pv-patch-rwo-to-rwop.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    // The allowed change, on a hostPath volume: W1 warns that RWOP needs CSI.
+    e(
+        "05-pv-patch-rwo-to-rwop.pv.validate.json",
+        V,
+        "warned",
+        None,
+        1,
+    ),
+    e("06a-pv-create-rwx.pv.mutate.json", M, "allowed", None, 0),
+    e("06a-pv-create-rwx.pv.validate.json", V, "allowed", None, 0),
+    e(
+        "06b-pv-patch-rwx-to-rwop.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "06b-pv-patch-rwx-to-rwop.pv.validate.json",
+        V,
+        "denied",
+        Some(V2_RWX_RWOP),
+        0,
+    ),
+    e(
+        "06e-pv-apply-manifest-change-rwop-to-rwx.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "06e-pv-apply-manifest-change-rwop-to-rwx.pv.validate.json",
+        V,
+        "denied",
+        Some(V2_RWOP_RWX),
+        0,
+    ),
+    e(
+        "07-pvc-dryrun-server-create.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "07-pvc-dryrun-server-create.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "07b-pvc-dryrun-server-create-rwop+rwo.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "08-pvc-server-side-apply-create.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "08-pvc-server-side-apply-create.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e("09-pvc-label-update.pvc.mutate.json", M, "allowed", None, 0),
+    e(
+        "09-pvc-label-update.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "10-pvc-resize-unbound.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e("16-pvc-delete.pvc.mutate.json", M, "allowed", None, 0),
+    e("16-pvc-delete.pvc.validate.json", V, "allowed", None, 0),
+    e("17-pv-delete.pv.mutate.json", M, "allowed", None, 0),
+    e("17-pv-delete.pv.validate.json", V, "allowed", None, 0),
+    e(
+        "19b-kcm-auto-binding-pvc-rwo-to-pre-pv-rwo.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "19b-kcm-auto-binding-pvc-rwo-to-pre-pv-rwo.pv.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "19b-kcm-auto-binding-pvc-rwo-to-pre-pv-rwo.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "19b-kcm-auto-binding-pvc-rwo-to-pre-pv-rwo.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "20-bind-test-create-sc-csi-pv-rwop-pvc-with-volumeName.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "20-bind-test-create-sc-csi-pv-rwop-pvc-with-volumeName.pv.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "20-bind-test-create-sc-csi-pv-rwop-pvc-with-volumeName.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "20-bind-test-create-sc-csi-pv-rwop-pvc-with-volumeName.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "21-kcm-binding-pvc-bind-rwop-background.pv.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "21-kcm-binding-pvc-bind-rwop-background.pv.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "21-kcm-binding-pvc-bind-rwop-background.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "21-kcm-binding-pvc-bind-rwop-background.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "22-pvc-resize-bound-expandable-sc.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "22-pvc-resize-bound-expandable-sc.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "23-pvc-bound-patch-accessmodes-rwop-to-rwo.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "28-after-restart-pvc-dryrun-server-create.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "28-after-restart-pvc-dryrun-server-create.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "31-pvc-create-no-sc-default-class-filled.pvc.mutate.json",
+        M,
+        "allowed",
+        None,
+        0,
+    ),
+    e(
+        "31-pvc-create-no-sc-default-class-filled.pvc.validate.json",
+        V,
+        "allowed",
+        None,
+        0,
+    ),
+    // Mutation enabled for fast-csi, no cluster facts:
+    m(
+        "31-pvc-create-no-sc-default-class-filled.pvc.mutate.json",
+        "mutated",
+        1,
+    ),
+    m("01-pvc-create-rwo.pvc.mutate.json", "allowed", 0), // no class, default unknown
+    m("02-pvc-create-rwop.pvc.mutate.json", "allowed", 0),
+    m(
+        "03-pvc-create-rwop+rwo-rejected-by-apiserver.pvc.mutate.json",
+        "allowed",
+        0,
+    ),
+    m("09-pvc-label-update.pvc.mutate.json", "allowed", 0), // UPDATE
+    m(
+        "20-bind-test-create-sc-csi-pv-rwop-pvc-with-volumeName.pvc.mutate.json",
+        "allowed",
+        0,
+    ),
+    m("05-pv-patch-rwo-to-rwop.pv.mutate.json", "allowed", 0), // PVs are never mutated
+];
+
+fn run_library(x: &Expect) -> Value {
+    let policy = if x.mutating {
+        mutating_policy()
+    } else {
+        Policy::default()
+    };
+    let reviewed = review(x.webhook, &policy, &Facts::default(), &fixture(x.file))
+        .unwrap_or_else(|e| panic!("{}: {e}", x.file));
+    assert_eq!(reviewed.summary.outcome, x.outcome, "{}", x.file);
+    serde_json::from_slice(&reviewed.body).unwrap()
+}
+
+fn check_response(x: &Expect, out: &Value) {
+    let request: Value = serde_json::from_slice(&fixture(x.file)).unwrap();
+    assert_eq!(out["apiVersion"], "admission.k8s.io/v1", "{}", x.file);
+    assert_eq!(out["kind"], "AdmissionReview", "{}", x.file);
+    let resp = &out["response"];
+    assert_eq!(
+        resp["uid"], request["request"]["uid"],
+        "{}: uid must be echoed",
+        x.file
+    );
+    assert_eq!(resp["allowed"], x.outcome != "denied", "{}", x.file);
+    match x.message {
+        Some(fragment) => {
+            let msg = resp["status"]["message"].as_str().unwrap();
+            assert!(msg.starts_with(fragment), "{}: {msg}", x.file);
+            assert!(!msg.contains('\n'), "{}: message must be one line", x.file);
+            assert_eq!(resp["status"]["code"], 403, "{}", x.file);
+            assert_eq!(resp["status"]["reason"], "Forbidden", "{}", x.file);
+            assert!(resp["auditAnnotations"]["v2"].is_string(), "{}", x.file);
+        }
+        None => assert!(resp["status"].get("code").is_none(), "{}", x.file),
+    }
+    let warnings = resp["warnings"].as_array().map_or(0, Vec::len);
+    assert_eq!(warnings, x.warnings, "{}: {resp}", x.file);
+    assert_eq!(
+        resp.get("patch").is_some(),
+        x.outcome == "mutated",
+        "{}",
+        x.file
+    );
+    assert_eq!(
+        resp.get("patchType").is_some(),
+        x.outcome == "mutated",
+        "{}",
+        x.file
+    );
+}
+
+#[test]
+fn every_fixture_is_listed() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = EXPECTED
+        .iter()
+        .filter(|x| !x.mutating)
+        .map(|x| x.file.to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+    for x in EXPECTED.iter().filter(|x| !x.mutating) {
+        let is_validate = x.file.ends_with(".validate.json");
+        assert_eq!(
+            x.webhook == V,
+            is_validate,
+            "{}: webhook must match the capture",
+            x.file
+        );
+    }
+}
+
+#[test]
+fn fixtures_through_the_library() {
+    for x in EXPECTED {
+        check_response(x, &run_library(x));
+    }
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+}
+
+fn run_binary(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = binary()
+        .args(args)
+        .env_remove("RWOP_GUARD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The binary may exit before reading stdin (a bad policy file): a broken pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        out.stdout,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn fixtures_through_the_binary_match_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(&policy_path, MUTATING_POLICY).unwrap();
+    let policy_arg = policy_path.to_str().unwrap();
+    for x in EXPECTED {
+        let webhook = if x.webhook == V { "validate" } else { "mutate" };
+        let mut args = vec!["review", "--webhook", webhook];
+        if x.mutating {
+            args.extend(["--config", policy_arg]);
+        }
+        let (code, stdout, stderr) = run_binary(&args, &fixture(x.file));
+        assert_eq!(code, 0, "{}: {stderr}", x.file);
+        let out: Value = serde_json::from_slice(&stdout).unwrap();
+        check_response(x, &out);
+        assert_eq!(out, run_library(x), "{}", x.file);
+    }
+}
+
+#[test]
+fn validate_webhook_denies_what_the_api_server_also_rejects() {
+    // The API server rejects these before the validating phase; the webhook agrees if asked.
+    for (file, rule) in [
+        (
+            "03-pvc-create-rwop+rwo-rejected-by-apiserver.pvc.mutate.json",
+            "v1",
+        ),
+        (
+            "07b-pvc-dryrun-server-create-rwop+rwo.pvc.mutate.json",
+            "v1",
+        ),
+        (
+            "23-pvc-bound-patch-accessmodes-rwop-to-rwo.pvc.mutate.json",
+            "v2",
+        ),
+    ] {
+        let r = review(V, &Policy::default(), &Facts::default(), &fixture(file)).unwrap();
+        assert_eq!(r.summary.outcome, "denied", "{file}");
+        let out: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            out["response"]["auditAnnotations"][rule].is_string(),
+            "{file}: {out}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_gets_the_same_decision() {
+    let normal = review(
+        M,
+        &mutating_policy(),
+        &Facts::default(),
+        &fixture("31-pvc-create-no-sc-default-class-filled.pvc.mutate.json"),
+    )
+    .unwrap();
+    let mut dry: Value = serde_json::from_slice(&fixture(
+        "31-pvc-create-no-sc-default-class-filled.pvc.mutate.json",
+    ))
+    .unwrap();
+    dry["request"]["dryRun"] = json!(true);
+    let dry = review(
+        M,
+        &mutating_policy(),
+        &Facts::default(),
+        &serde_json::to_vec(&dry).unwrap(),
+    )
+    .unwrap();
+    assert!(dry.summary.dry_run);
+    assert_eq!(normal.body, dry.body);
+}
+
+// ---- The patch on the wire ----------------------------------------------------------------
+
+/// Decodes the base64 patch of a response and applies it to the request's object.
+fn apply_wire_patch(request: &Value, response_body: &[u8]) -> (Value, Value) {
+    let out: Value = serde_json::from_slice(response_body).unwrap();
+    let resp = &out["response"];
+    assert_eq!(resp["patchType"], "JSONPatch");
+    let encoded = resp["patch"]
+        .as_str()
+        .expect("patch must be a base64 string on the wire");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut object = request["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    (object, out)
+}
+
+fn assert_mutated_claim(object: Value, original_annotations: usize) {
+    let claim: PersistentVolumeClaim = serde_json::from_value(object).unwrap();
+    let spec = claim.spec.unwrap();
+    assert_eq!(
+        spec.access_modes.unwrap(),
+        vec!["ReadWriteOncePod".to_owned()]
+    );
+    let annotations = claim.metadata.annotations.unwrap();
+    assert_eq!(
+        annotations
+            .get("rwop-guard.dev/mutated-from")
+            .map(String::as_str),
+        Some("ReadWriteOnce")
+    );
+    assert_eq!(
+        annotations.len(),
+        original_annotations + 1,
+        "existing annotations are kept"
+    );
+}
+
+#[test]
+fn patch_is_base64_and_yields_a_valid_rwop_claim_with_annotations() {
+    let body = fixture("31-pvc-create-no-sc-default-class-filled.pvc.mutate.json");
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let r = review(M, &mutating_policy(), &Facts::default(), &body).unwrap();
+    let (object, out) = apply_wire_patch(&request, &r.body);
+    assert_mutated_claim(object, 1);
+    assert_eq!(
+        out["response"]["auditAnnotations"]["mutation"],
+        "ReadWriteOnce -> ReadWriteOncePod"
+    );
+    assert!(
+        out["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("PersistentVolumeClaim \"shop/orders-db\": access modes changed")
+    );
+}
+
+#[test]
+fn patch_yields_a_valid_rwop_claim_without_annotations() {
+    let mut request: Value = serde_json::from_slice(&fixture(
+        "31-pvc-create-no-sc-default-class-filled.pvc.mutate.json",
+    ))
+    .unwrap();
+    request["request"]["object"]["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    let body = serde_json::to_vec(&request).unwrap();
+    let r = review(M, &mutating_policy(), &Facts::default(), &body).unwrap();
+    let (object, _) = apply_wire_patch(&request, &r.body);
+    assert_mutated_claim(object, 0);
+}
+
+// ---- Unusable input ----------------------------------------------------------------------
+
+#[test]
+fn unusable_reviews_say_what_is_wrong() {
+    let valid: Value =
+        serde_json::from_slice(&fixture("01-pvc-create-rwo.pvc.validate.json")).unwrap();
+    let mut no_request = valid.clone();
+    no_request.as_object_mut().unwrap().remove("request");
+    let mut v1beta1 = valid.clone();
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let mut bad_object = valid.clone();
+    bad_object["request"]["object"]["spec"]["accessModes"] = json!(5);
+    let mut bad_operation = valid.clone();
+    bad_operation["request"]["operation"] = json!("PATCH");
+
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"".to_vec(), "body is not valid JSON"),
+        (b"{\"kind\":".to_vec(), "body is not valid JSON"),
+        (b"<html>".to_vec(), "body is not valid JSON"),
+        (b"[]".to_vec(), "body is not an AdmissionReview"),
+        (
+            b"{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}".to_vec(),
+            "expected apiVersion admission.k8s.io/v1",
+        ),
+        (
+            serde_json::to_vec(&v1beta1).unwrap(),
+            "\"admission.k8s.io/v1beta1\"",
+        ),
+        (
+            serde_json::to_vec(&no_request).unwrap(),
+            "AdmissionReview has no request",
+        ),
+        (
+            serde_json::to_vec(&bad_object).unwrap(),
+            "the PersistentVolumeClaim in request \"2b398f2d-a1cc-423e-ae0a-85ac055d2dda\" does not decode",
+        ),
+        (serde_json::to_vec(&bad_operation).unwrap(), "PATCH"),
+    ];
+    for (body, expected) in cases {
+        let err = review(V, &Policy::default(), &Facts::default(), &body).unwrap_err();
+        assert!(err.is_client_error());
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should contain {expected}"
+        );
+        let (code, stdout, stderr) = run_binary(&["review", "--webhook", "validate"], &body);
+        assert_eq!(code, 2, "{expected}");
+        assert!(stdout.is_empty());
+        assert!(
+            stderr.contains(expected),
+            "stderr {stderr:?} should contain {expected}"
+        );
+    }
+}
+
+#[test]
+fn other_kinds_are_allowed_untouched() {
+    let mut review_json: Value =
+        serde_json::from_slice(&fixture("01-pvc-create-rwo.pvc.mutate.json")).unwrap();
+    review_json["request"]["kind"] =
+        json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    review_json["request"]["object"] = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"whatever": [1, 2]}});
+    let body = serde_json::to_vec(&review_json).unwrap();
+    for webhook in [V, M] {
+        let r = review(webhook, &mutating_policy(), &Facts::default(), &body).unwrap();
+        let out: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(out["response"]["allowed"], true);
+        assert!(out["response"].get("patch").is_none());
+        assert_eq!(out["response"]["uid"], review_json["request"]["uid"]);
+    }
+}
+
+#[test]
+fn unreadable_policy_is_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "validation:\n  action: block\n").unwrap();
+    let body = fixture("01-pvc-create-rwo.pvc.validate.json");
+    let (code, _, stderr) = run_binary(
+        &[
+            "review",
+            "--webhook",
+            "validate",
+            "--config",
+            bad.to_str().unwrap(),
+        ],
+        &body,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("validation.action"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing.yaml");
+    let (code, _, stderr) = run_binary(
+        &[
+            "review",
+            "--webhook",
+            "validate",
+            "--config",
+            missing.to_str().unwrap(),
+        ],
+        &body,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("cannot read policy file") && stderr.contains("missing.yaml"),
+        "{stderr}"
+    );
+}
+
+// ---- The decoder never panics ----------------------------------------------------------------
+
+fn all_fixture_bodies() -> Vec<Vec<u8>> {
+    EXPECTED
+        .iter()
+        .filter(|x| !x.mutating)
+        .map(|x| fixture(x.file))
+        .collect()
+}
+
+fn review_both(body: &[u8]) -> Result<(), ReviewError> {
+    for webhook in [V, M] {
+        review(webhook, &mutating_policy(), &Facts::default(), body)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = review_both(&body);
+    }
+
+    #[test]
+    fn damaged_fixtures_never_panic(
+        index in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+    ) {
+        let bodies = all_fixture_bodies();
+        let mut body = bodies[index.index(bodies.len())].clone();
+        for (at, byte) in flips {
+            let i = at.index(body.len());
+            body[i] = byte;
+        }
+        body.truncate(cut.index(body.len() + 1));
+        let _ = review_both(&body);
+    }
+}
+
+/// Structurally valid reviews with arbitrary JSON in the object: decisions or clean errors.
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-zA-Z]{0,12}".prop_map(Value::from),
+        Just(Value::from("ReadWriteOncePod")),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("spec".to_owned()),
+                    Just("accessModes".to_owned()),
+                    Just("metadata".to_owned()),
+                    "[a-z]{1,6}"
+                ],
+                inner,
+                0..4
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_objects_never_panic(object in arbitrary_json(), old in arbitrary_json(), kind in prop_oneof![Just("PersistentVolume"), Just("PersistentVolumeClaim"), Just("Pod")]) {
+        let mut r: Value = serde_json::from_slice(&fixture("05-pv-patch-rwo-to-rwop.pv.validate.json")).unwrap();
+        r["request"]["kind"]["kind"] = json!(kind);
+        r["request"]["object"] = object;
+        r["request"]["oldObject"] = old;
+        let _ = review_both(&serde_json::to_vec(&r).unwrap());
+    }
+}
