@@ -3,10 +3,12 @@
 //! The library holds everything the binary runs, so tests and benchmarks call the same code.
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod manifests;
 pub mod policy;
 pub mod policy_file;
+pub mod server;
 
 /// Folds a multi-line error message into one line, for one-line findings and log fields.
 pub(crate) fn one_line(s: &str) -> String {

@@ -1,14 +1,18 @@
 //! The command line: one module per subcommand, no policy logic here.
 
+mod certs;
 mod check;
 mod review;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use certs::CertsArgs;
 pub use check::{CheckArgs, OutputFormat};
 pub use review::ReviewArgs;
+pub use serve::{LogFormat, ServeArgs, parse_duration};
 
 /// Exit code for input that cannot be used (the reason goes to stderr).
 pub const EXIT_UNUSABLE: u8 = 2;
@@ -30,16 +34,50 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the admission webhook server.
+    Serve(ServeArgs),
     /// Answer one AdmissionReview read from stdin (for debugging and scripts).
     Review(ReviewArgs),
     /// Check manifests offline against the policy (for CI pipelines).
     Check(CheckArgs),
+    /// Write a CA and a serving certificate for the webhook Service.
+    Certs(CertsArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(match &cli.command {
+        Command::Serve(args) => Some(args.log_format),
+        _ => None,
+    });
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Certs(args) => certs::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Check(args) => check::run(&args),
+    }
+}
+
+/// Logs go to stderr. The server logs at `info` in the chosen format; other commands only warn.
+/// `RUST_LOG` overrides the level (e.g. `RUST_LOG=rwop_guard=debug`).
+fn init_tracing(server_format: Option<LogFormat>) {
+    use tracing_subscriber::EnvFilter;
+    let default = if server_format.is_some() {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if server_format == Some(LogFormat::Json) {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.with_ansi(false).init();
     }
 }

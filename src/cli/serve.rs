@@ -1,0 +1,230 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use crate::certs;
+use crate::server::{self, Limits, ServeOptions, TlsSource};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Runs the admission webhook: `POST /validate` and `POST /mutate` (AdmissionReview
+/// admission.k8s.io/v1) over TLS, `GET /metrics` and the probes over plain HTTP.
+///
+/// Certificate and policy files are reloaded when they change (including the atomic `..data`
+/// symlink swap of Secret and ConfigMap volumes); a bad new file keeps the old one serving.
+/// SIGTERM or Ctrl-C: /readyz fails at once, open requests finish, exit 0.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TLS listener for the webhook endpoints. [default: 0.0.0.0:8443; 127.0.0.1:8443 with --dev]
+    #[arg(long, env = "RWOP_GUARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP listener for /metrics, /healthz, /readyz. [default: 0.0.0.0:9090; 127.0.0.1:9090 with --dev]
+    #[arg(long, env = "RWOP_GUARD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serving certificate chain (PEM). Required unless --dev.
+    #[arg(
+        long,
+        env = "RWOP_GUARD_TLS_CERT",
+        value_name = "FILE",
+        required_unless_present = "dev"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM: PKCS#8, PKCS#1 or SEC1). Required unless --dev.
+    #[arg(
+        long,
+        env = "RWOP_GUARD_TLS_KEY",
+        value_name = "FILE",
+        required_unless_present = "dev"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Policy file (YAML). Without it, the default policy applies.
+    #[arg(long, env = "RWOP_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run without Kubernetes API access: mutation relies on mutation.storageClasses only.
+    #[arg(long, env = "RWOP_GUARD_NO_CLUSTER")]
+    pub no_cluster: bool,
+    /// Development mode: a self-signed certificate for localhost and 127.0.0.1 generated in memory
+    /// (its CA is written to a file whose path is printed), loopback listeners, no cluster.
+    #[arg(long, env = "RWOP_GUARD_DEV", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub dev: bool,
+    /// Where --dev writes its CA certificate.
+    #[arg(long, env = "RWOP_GUARD_DEV_CA_OUT", value_name = "FILE")]
+    pub dev_ca_out: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "RWOP_GUARD_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// Largest accepted request body, in bytes (larger: 413).
+    #[arg(long, env = "RWOP_GUARD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest a request may take, body included (then 408). Keep it below the webhook's
+    /// timeoutSeconds so the API server gets an answer, not a timeout.
+    #[arg(long, env = "RWOP_GUARD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "4s")]
+    pub request_timeout: Duration,
+    /// Time a client has to complete the TLS handshake and send its request headers.
+    #[arg(long, env = "RWOP_GUARD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub header_timeout: Duration,
+    /// Requests handled at once; more wait (within the request timeout).
+    #[arg(long, env = "RWOP_GUARD_MAX_CONCURRENCY", default_value_t = 512)]
+    pub max_concurrency: usize,
+    /// After SIGTERM, how long open requests may take to finish.
+    #[arg(long, env = "RWOP_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
+    pub drain_timeout: Duration,
+    /// After SIGTERM, keep serving this long (readiness failing) before draining, so Service
+    /// endpoints are updated before connections close.
+    #[arg(long, env = "RWOP_GUARD_SHUTDOWN_DELAY", value_parser = parse_duration, default_value = "0s")]
+    pub shutdown_delay: Duration,
+    /// Re-read certificate and policy files this often, besides change notifications.
+    #[arg(long, env = "RWOP_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub reload_interval: Duration,
+}
+
+/// Parses `500ms`, `4s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 4s, 2m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    }
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rwop-guard serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("rwop-guard serve: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+    let base = if args.dev { loopback } else { any };
+    let listen = args.listen.unwrap_or(SocketAddr::new(base.ip(), 8443));
+    let metrics_listen = args
+        .metrics_listen
+        .unwrap_or(SocketAddr::new(base.ip(), 9090));
+
+    let (tls, dev_ca) = if args.dev {
+        let generated = certs::generate(
+            "rwop-guard dev",
+            &["localhost".to_owned()],
+            &[
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
+            Duration::from_secs(7 * 86_400),
+        )?;
+        let path = args
+            .dev_ca_out
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("rwop-guard-dev-ca.crt"));
+        std::fs::write(&path, &generated.ca_cert_pem)
+            .with_context(|| format!("cannot write the dev CA to {}", path.display()))?;
+        (TlsSource::InMemory(generated), Some(path))
+    } else {
+        match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => (TlsSource::Files { cert, key }, None),
+            _ => anyhow::bail!("--tls-cert and --tls-key are required (or use --dev)"),
+        }
+    };
+    if args.dev || args.no_cluster {
+        tracing::info!(
+            "running without cluster access: mutation uses mutation.storageClasses only"
+        );
+    }
+
+    let server = server::start(ServeOptions {
+        listen,
+        metrics_listen,
+        tls,
+        config: args.config,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: args.request_timeout,
+            header_timeout: args.header_timeout,
+            max_concurrency: args.max_concurrency.max(1),
+        },
+        drain_timeout: args.drain_timeout,
+        shutdown_delay: args.shutdown_delay,
+        reload_interval: args.reload_interval.max(Duration::from_secs(1)),
+    })
+    .await?;
+
+    if let Some(ca) = dev_ca {
+        let port = server.addr.port();
+        println!(
+            "rwop-guard dev server on https://localhost:{port} (metrics: http://{})",
+            server.metrics_addr
+        );
+        println!("CA certificate: {}", ca.display());
+        println!("Try:");
+        println!(
+            "  curl --cacert {} -H 'Content-Type: application/json' \\\n    --data-binary @tests/fixtures/admission/06b-pv-patch-rwx-to-rwop.pv.validate.json \\\n    https://localhost:{port}/validate",
+            ca.display()
+        );
+    }
+
+    wait_for_signal().await?;
+    server.shutdown();
+    server.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("4s"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("4").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("4d").is_err());
+    }
+}

@@ -1,0 +1,304 @@
+//! HTTP handlers: AdmissionReview endpoints, probes, metrics, and the error answers.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use super::metrics::{ErrorLabels, RequestLabels, WebhookLabel};
+use super::{AppState, Limits};
+use crate::admission::{self, Webhook};
+
+/// `POST /validate`, `POST /mutate` and the probes, with every limit applied.
+pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
+    let router = Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    apply_layers(router, state, limits)
+}
+
+/// `GET /metrics` and the probes, for the plain-HTTP port.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Limits and last-resort protections, outermost first: a panic becomes a 500; the whole
+/// request (queueing and body included) is bounded in time; concurrency is bounded; bodies are
+/// bounded in size. Unknown paths and methods get JSON errors.
+pub fn apply_layers(router: Router, state: Arc<AppState>, limits: &Limits) -> Router {
+    let timeout = limits.request_timeout;
+    let panic_state = state.clone();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(ConcurrencyLimitLayer::new(limits.max_concurrency))
+        .layer(middleware::from_fn(move |req, next: middleware::Next| {
+            let state = state.clone();
+            async move { with_timeout(timeout, state, req, next).await }
+        }))
+        .layer(CatchPanicLayer::custom(
+            move |panic: Box<dyn Any + Send>| panic_response(&panic_state, panic),
+        ))
+}
+
+async fn with_timeout(
+    timeout: Duration,
+    state: Arc<AppState>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let webhook = webhook_of(req.uri().path());
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                webhook,
+                timeout_ms = timeout.as_millis() as u64,
+                "request timed out"
+            );
+            error_response(
+                &state,
+                webhook,
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request not completed within {} ms", timeout.as_millis()),
+            )
+        }
+    }
+}
+
+fn webhook_of(path: &str) -> &'static str {
+    match path {
+        "/validate" => "validate",
+        "/mutate" => "mutate",
+        _ => "none",
+    }
+}
+
+fn panic_response(state: &AppState, panic: Box<dyn Any + Send>) -> Response<Body> {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    state.metrics.panics.inc();
+    tracing::error!(panic = what, "request handler panicked; answered 500");
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error (see the server log)",
+    )
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into(), "code": status.as_u16() });
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(
+    state: &AppState,
+    webhook: &'static str,
+    status: StatusCode,
+    message: String,
+) -> Response {
+    state
+        .metrics
+        .rejected
+        .get_or_create(&ErrorLabels {
+            webhook,
+            code: status.as_u16(),
+        })
+        .inc();
+    json_error(status, message)
+}
+
+async fn validate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(Webhook::Validate, &state, &headers, body)
+}
+
+async fn mutate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer(Webhook::Mutate, &state, &headers, body)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn answer(
+    webhook: Webhook,
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let name = webhook.as_str();
+    if !is_json(headers) {
+        let found = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        return error_response(
+            state,
+            name,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json (found {found})"),
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request body is larger than the limit (--max-body-bytes)".to_owned()
+            } else {
+                format!("cannot read the request body: {}", rejection.body_text())
+            };
+            return error_response(state, name, status, message);
+        }
+    };
+    let policy = state.policy.load();
+    let facts = state.facts.load();
+    match admission::review(webhook, &policy, &facts, &body) {
+        Ok(reviewed) => {
+            let elapsed = started.elapsed();
+            let s = &reviewed.summary;
+            state
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    webhook: name,
+                    kind: s.kind.clone(),
+                    operation: s.operation,
+                    decision: s.outcome,
+                })
+                .inc();
+            state
+                .metrics
+                .latency
+                .get_or_create(&WebhookLabel { webhook: name })
+                .observe(elapsed.as_secs_f64());
+            if s.mutated() {
+                state.metrics.mutations.inc();
+            }
+            tracing::info!(
+                target: "rwop_guard::review",
+                uid = %s.uid,
+                webhook = name,
+                kind = %s.kind,
+                namespace = s.namespace.as_deref().unwrap_or(""),
+                name = %s.name,
+                operation = s.operation,
+                user = %s.user,
+                dry_run = s.dry_run,
+                decision = s.outcome,
+                mutated = s.mutated(),
+                latency_us = elapsed.as_micros() as u64,
+                denial = s.message.as_deref().unwrap_or(""),
+                reason = s.explanation.as_deref().unwrap_or(""),
+                "review"
+            );
+            (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                reviewed.body,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let status = if e.is_client_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            tracing::warn!(
+                webhook = name,
+                status = status.as_u16(),
+                "unusable AdmissionReview: {e}"
+            );
+            error_response(state, name, status, e.to_string())
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    state.update_ready_metric();
+    match state.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.update_ready_metric();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: POST /validate or /mutate, GET /healthz or /readyz (GET /metrics on the metrics port)",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed for this endpoint",
+    )
+}

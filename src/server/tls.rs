@@ -1,0 +1,289 @@
+//! TLS: a certificate resolver whose key pair can be swapped while connections stay open, the
+//! rustls server configuration, and an acceptor that answers plain HTTP with a clear error.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum_server::accept::Accept;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+}
+
+fn invalid(what: &str, message: impl ToString) -> TlsError {
+    TlsError::Invalid {
+        what: what.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and key that belong together, with the leaf's notAfter.
+pub struct KeyPairPem {
+    pub certified: CertifiedKey,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// Parses and checks a PEM chain and key: at least one certificate, a supported key, and a key
+/// that matches the leaf certificate.
+pub fn parse_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<KeyPairPem, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| invalid("certificate", format!("not PEM: {e}")))?;
+    let Some(leaf) = chain.first() else {
+        return Err(invalid("certificate", "no CERTIFICATE block in the PEM"));
+    };
+    let not_after =
+        not_after(leaf).ok_or_else(|| invalid("certificate", "cannot read the validity period"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| invalid("private key", format!("no usable PEM private key: {e}")))?;
+    let certified = CertifiedKey::from_der(chain, key, &crypto_provider())
+        .map_err(|e| invalid("certificate and key", format!("do not form a pair: {e}")))?;
+    Ok(KeyPairPem {
+        certified,
+        not_after,
+    })
+}
+
+/// Reads and checks the pair from files.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<(KeyPairPem, Vec<u8>), TlsError> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| TlsError::Read {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let pair = parse_pair(&cert_pem, &key_pem)?;
+    let mut fingerprint = cert_pem;
+    fingerprint.extend_from_slice(&key_pem);
+    Ok((pair, fingerprint))
+}
+
+/// Serves whichever key pair was stored last. New handshakes pick up a reload at once; open
+/// connections keep the keys they negotiated.
+#[derive(Debug)]
+pub struct CertReloader {
+    current: ArcSwap<CertifiedKey>,
+    not_after: AtomicI64,
+}
+
+impl CertReloader {
+    pub fn new(pair: KeyPairPem) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(pair.certified),
+            not_after: AtomicI64::new(pair.not_after),
+        }
+    }
+
+    pub fn store(&self, pair: KeyPairPem) {
+        self.current.store(Arc::new(pair.certified));
+        self.not_after.store(pair.not_after, Ordering::Relaxed);
+    }
+
+    /// notAfter of the served certificate, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(Ordering::Relaxed)
+    }
+}
+
+impl ResolvesServerCert for CertReloader {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// TLS 1.2 and 1.3 with the ring provider, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(resolver: Arc<CertReloader>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("TLS configuration", e))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads notAfter from a DER certificate: Certificate → tbsCertificate → validity → notAfter.
+fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, cert_body, _) = der_item(cert)?;
+    let (_, mut tbs, _) = der_item(cert_body)?;
+    // Optional [0] version, then serialNumber, signature, issuer, validity.
+    let (tag, _, rest) = der_item(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    for _ in 0..3 {
+        let (_, _, rest) = der_item(tbs)?;
+        tbs = rest;
+    }
+    let (tag, validity, _) = der_item(tbs)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, rest) = der_item(validity)?;
+    let (tag, time, _) = der_item(rest)?;
+    parse_time(tag, std::str::from_utf8(time).ok()?)
+}
+
+/// One DER element: (tag, contents, rest).
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) to Unix seconds.
+fn parse_time(tag: u8, s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 if s.len() == 12 => {
+            let yy: i64 = s[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
+        }
+        0x18 if s.len() == 14 => (s[..4].parse().ok()?, &s[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// What a plain-HTTP client on the TLS port gets, instead of a reset it cannot explain.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 49\r\n\r\nThis port speaks HTTPS: use https:// to reach it\n";
+
+/// Accepts TCP connections whose first byte opens a TLS handshake; anything else (plain HTTP)
+/// gets a short 400 answer and is closed. Waits at most `timeout` for that first byte.
+#[derive(Clone, Debug)]
+pub struct TlsOnlyAcceptor {
+    pub timeout: Duration,
+}
+
+impl<S: Send + 'static> Accept<TcpStream, S> for TlsOnlyAcceptor {
+    type Stream = TcpStream;
+    type Service = S;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(TcpStream, S)>> + Send>>;
+
+    fn accept(&self, mut stream: TcpStream, service: S) -> Self::Future {
+        let timeout = self.timeout;
+        Box::pin(async move {
+            stream.set_nodelay(true)?;
+            let mut first = [0u8; 1];
+            let n = tokio::time::timeout(timeout, stream.peek(&mut first))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time")
+                })??;
+            // 0x16: a TLS handshake record.
+            if n == 1 && first[0] != 0x16 {
+                let _ = tokio::time::timeout(timeout, stream.write_all(PLAIN_HTTP_ANSWER)).await;
+                let _ = stream.shutdown().await;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "plain HTTP on the TLS port",
+                ));
+            }
+            Ok((stream, service))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        assert_eq!(parse_time(0x17, "700101000000Z"), Some(0));
+        assert_eq!(parse_time(0x17, "491231235959Z"), Some(2_524_607_999));
+        assert_eq!(parse_time(0x18, "20380119031408Z"), Some(2_147_483_648));
+        assert_eq!(parse_time(0x18, "2038011903140Z"), None);
+        assert_eq!(parse_time(0x17, "700101000000"), None);
+    }
+
+    #[test]
+    fn not_after_of_a_generated_certificate() {
+        let validity = Duration::from_secs(30 * 86_400);
+        let g = crate::certs::generate("t", &["localhost".to_owned()], &[], validity).unwrap();
+        let pair = parse_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes()).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let expected = now + validity.as_secs() as i64;
+        assert!(
+            (pair.not_after - expected).abs() <= 5,
+            "{} vs {expected}",
+            pair.not_after
+        );
+    }
+
+    #[test]
+    fn mismatched_or_garbage_pairs_are_rejected() {
+        let a =
+            crate::certs::generate("a", &["a".to_owned()], &[], Duration::from_secs(3600)).unwrap();
+        let b =
+            crate::certs::generate("b", &["b".to_owned()], &[], Duration::from_secs(3600)).unwrap();
+        let err = parse_pair(a.cert_pem.as_bytes(), b.key_pem.as_bytes())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("do not form a pair"), "{err}");
+        let err = parse_pair(b"hello", a.key_pem.as_bytes()).err().unwrap();
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        let err = parse_pair(a.cert_pem.as_bytes(), b"").err().unwrap();
+        assert!(err.to_string().contains("private key"), "{err}");
+        assert!(not_after(&[0x30, 0x82]).is_none());
+    }
+}
