@@ -4,7 +4,7 @@
 //! detail is the `patch` field: kube-core serializes it as an array of numbers, while the API
 //! documents a base64 string, which is what we send.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -260,6 +260,12 @@ struct WireResponse<'a> {
     /// Base64 of the JSON Patch, as the AdmissionReview API documents it.
     #[serde(skip_serializing_if = "Option::is_none")]
     patch: Option<String>,
+    /// Sorted, so the same decision always gives the same bytes.
+    #[serde(
+        rename = "auditAnnotations",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    audit_annotations: BTreeMap<String, String>,
 }
 
 /// Serializes the response review with the patch as a base64 string.
@@ -268,12 +274,16 @@ pub fn encode(mut response: AdmissionResponse) -> Result<Vec<u8>, ReviewError> {
         .patch
         .take()
         .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+    let audit_annotations = std::mem::take(&mut response.audit_annotations)
+        .into_iter()
+        .collect();
     let wire = WireReview {
         api_version: META_API_VERSION_V1,
         kind: META_KIND,
         response: WireResponse {
             response: &response,
             patch,
+            audit_annotations,
         },
     };
     serde_json::to_vec(&wire).map_err(|e| ReviewError::Encode(e.to_string()))

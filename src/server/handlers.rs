@@ -67,6 +67,7 @@ async fn with_timeout(
     next: middleware::Next,
 ) -> Response {
     let webhook = webhook_of(req.uri().path());
+    let _in_flight = InFlight::enter(&state);
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
@@ -82,6 +83,22 @@ async fn with_timeout(
                 format!("request not completed within {} ms", timeout.as_millis()),
             )
         }
+    }
+}
+
+/// Counts a request in `requests_in_flight` until dropped (also when the request panics).
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(state: &AppState) -> Self {
+        state.metrics.in_flight.inc();
+        Self(state.metrics.in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub mutations: Counter,
     pub rejected: Family<ErrorLabels, Counter>,
     pub panics: Counter,
+    pub in_flight: Gauge,
     pub tls_reloads: Family<ResultLabel, Counter>,
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub cert_not_after: Gauge,
@@ -95,6 +96,12 @@ impl Metrics {
             "Requests that panicked (answered 500)",
             panics.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests on the TLS port being handled now",
+            in_flight.clone(),
+        );
         let tls_reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "tls_reloads",
@@ -134,6 +141,7 @@ impl Metrics {
             mutations,
             rejected,
             panics,
+            in_flight,
             tls_reloads,
             policy_reloads,
             cert_not_after,

@@ -1,0 +1,985 @@
+//! The server over a real TLS socket on 127.0.0.1, with a rustls client trusting the generated CA.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rwop_guard::admission::{Webhook, review};
+use rwop_guard::certs::{GeneratedCerts, generate};
+use rwop_guard::policy::{Facts, Policy};
+use rwop_guard::server::{Limits, ReloadEvent, RunningServer, ServeOptions, TlsSource, start};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Upper bound for anything a test waits for; reaching it fails the test.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(name)).unwrap()
+}
+
+fn new_certs() -> GeneratedCerts {
+    generate(
+        "rwop-guard test",
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse().unwrap()],
+        Duration::from_secs(86_400),
+    )
+    .unwrap()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    server: RunningServer,
+    roots: Vec<String>,
+}
+
+fn write_pair(dir: &Path, certs: &GeneratedCerts) {
+    std::fs::write(dir.join("tls.crt"), &certs.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &certs.key_pem).unwrap();
+}
+
+async fn serve_with(limits: Limits, policy: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = new_certs();
+    write_pair(dir.path(), &certs);
+    let config = policy.map(|p| {
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(&path, p).unwrap();
+        path
+    });
+    let server = start(ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: TlsSource::Files {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        },
+        config,
+        limits,
+        drain_timeout: Duration::from_secs(10),
+        shutdown_delay: Duration::ZERO,
+        reload_interval: Duration::from_secs(3600),
+    })
+    .await
+    .unwrap();
+    Fixture {
+        dir,
+        server,
+        roots: vec![certs.ca_cert_pem],
+    }
+}
+
+async fn serve() -> Fixture {
+    serve_with(Limits::default(), None).await
+}
+
+fn connector(roots_pem: &[String]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in roots_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(addr: SocketAddr, roots: &[String]) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector(roots)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+fn peer_leaf(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn leaf_der(certs: &GeneratedCerts) -> Vec<u8> {
+    CertificateDer::from_pem_slice(certs.cert_pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Reads one response with a Content-Length body.
+async fn read_response<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<HttpResponse> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let headers = String::from_utf8_lossy(&buf[..header_end]).to_string();
+    let status = headers.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(HttpResponse {
+        status,
+        headers,
+        body: buf[header_end..header_end + length].to_vec(),
+    })
+}
+
+async fn send<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    stream: &mut S,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    tokio::time::timeout(PATIENCE, read_response(stream))
+        .await
+        .expect("response in time")
+        .expect("a response")
+}
+
+async fn post_review(stream: &mut TlsStream<TcpStream>, path: &str, body: &[u8]) -> HttpResponse {
+    send(stream, "POST", path, Some("application/json"), body).await
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    send(&mut tcp, "GET", path, None, b"").await
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<ReloadEvent>) -> ReloadEvent {
+    tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("a reload event in time")
+        .unwrap()
+}
+
+// ---- Answers ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_fixture_gets_the_same_answer_as_review() {
+    let f = serve().await;
+    let mut stream = connect(f.server.addr, &f.roots).await;
+    let mut names: Vec<_> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 40);
+    for name in names {
+        let body = fixture(&name);
+        let (webhook, path) = if name.ends_with(".validate.json") {
+            (Webhook::Validate, "/validate?timeout=5s")
+        } else {
+            (Webhook::Mutate, "/mutate?timeout=5s")
+        };
+        // Same keep-alive connection for all of them, as the API server does.
+        let resp = post_review(&mut stream, path, &body).await;
+        assert_eq!(resp.status, 200, "{name}");
+        assert!(
+            resp.headers
+                .to_ascii_lowercase()
+                .contains("content-type: application/json")
+        );
+        let expected = review(webhook, &Policy::default(), &Facts::default(), &body).unwrap();
+        assert_eq!(resp.body, expected.body, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_and_answers() {
+    let f = serve().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(f.roots[0].as_bytes()).unwrap())
+        .unwrap();
+    let tcp = TcpStream::connect(f.server.addr).await.unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+}
+
+// ---- Bad input ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_requests_get_clear_answers_and_do_not_disturb_others() {
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    let f = serve_with(limits, None).await;
+    let mut other = connect(f.server.addr, &f.roots).await;
+    let good = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
+
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/validate",
+            Some("application/json"),
+            b"not json".to_vec(),
+            400,
+            "body is not valid JSON",
+        ),
+        (
+            "POST",
+            "/validate",
+            Some("application/json"),
+            b"{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}".to_vec(),
+            400,
+            "expected apiVersion admission.k8s.io/v1",
+        ),
+        (
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            b"[1,2]".to_vec(),
+            400,
+            "not an AdmissionReview",
+        ),
+        (
+            "POST",
+            "/validate",
+            Some("application/json"),
+            vec![b' '; 100 * 1024],
+            413,
+            "larger than the limit",
+        ),
+        (
+            "POST",
+            "/validate",
+            Some("text/plain"),
+            good.clone(),
+            415,
+            "Content-Type must be application/json",
+        ),
+        ("POST", "/validate", None, good.clone(), 415, "found none"),
+        (
+            "GET",
+            "/validate",
+            None,
+            Vec::new(),
+            405,
+            "method not allowed",
+        ),
+        (
+            "PUT",
+            "/mutate",
+            Some("application/json"),
+            good.clone(),
+            405,
+            "method not allowed",
+        ),
+        (
+            "POST",
+            "/nope",
+            Some("application/json"),
+            good.clone(),
+            404,
+            "no such endpoint",
+        ),
+    ];
+    for (method, path, ct, body, status, fragment) in cases {
+        let mut s = connect(f.server.addr, &f.roots).await;
+        let resp = send(&mut s, method, path, ct, &body).await;
+        assert_eq!(resp.status, status, "{method} {path}: {resp:?}");
+        let json = resp.json();
+        assert_eq!(json["code"], status);
+        let msg = json["error"].as_str().unwrap();
+        assert!(msg.contains(fragment), "{method} {path}: {msg}");
+        // Another client's connection is not disturbed.
+        let ok = post_review(&mut other, "/validate", &good).await;
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.json()["response"]["allowed"], false);
+    }
+    let metrics =
+        String::from_utf8(http_get(f.server.metrics_addr, "/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("rwop_guard_rejected_requests_total{webhook=\"validate\",code=\"413\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rwop_guard_rejected_requests_total{webhook=\"validate\",code=\"400\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_is_refused_with_an_explanation() {
+    let f = serve().await;
+    let mut tcp = TcpStream::connect(f.server.addr).await.unwrap();
+    tcp.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, read_response(&mut tcp))
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(resp.status, 400);
+    assert!(String::from_utf8_lossy(&resp.body).contains("use https://"));
+    // And the connection is closed.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let f = serve_with(limits, None).await;
+    let mut s = connect(f.server.addr, &f.roots).await;
+    s.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    // Never finish the headers: the server must close the connection by itself.
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, s.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "connection was not closed");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+
+    // A TCP client that never starts the TLS handshake is also dropped.
+    let mut tcp = TcpStream::connect(f.server.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "idle TCP connection was not closed");
+}
+
+#[tokio::test]
+async fn slow_bodies_time_out_with_408() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let f = serve_with(limits, None).await;
+    let mut s = connect(f.server.addr, &f.roots).await;
+    s.write_all(b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, read_response(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status, 408);
+    assert!(
+        resp.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not completed within 300 ms")
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_wait_instead_of_failing() {
+    let limits = Limits {
+        max_concurrency: 1,
+        request_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let f = serve_with(limits, None).await;
+    // Occupy the only slot with a request whose body is not finished yet.
+    let mut slow = connect(f.server.addr, &f.roots).await;
+    let body = fixture("01-pvc-create-rwo.pvc.validate.json");
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..10]).await.unwrap();
+    // A second request queues; it is answered once the first one completes.
+    let addr = f.server.addr;
+    let roots = f.roots.clone();
+    let second = tokio::spawn(async move {
+        let mut s = connect(addr, &roots).await;
+        post_review(
+            &mut s,
+            "/validate",
+            &fixture("02-pvc-create-rwop.pvc.validate.json"),
+        )
+        .await
+    });
+    slow.write_all(&body[10..]).await.unwrap();
+    let first = tokio::time::timeout(PATIENCE, read_response(&mut slow))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, 200);
+    let second = tokio::time::timeout(PATIENCE, second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.status, 200);
+}
+
+// ---- Reload -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn certificate_rotation_in_place_under_load() {
+    let f = serve().await;
+    let mut events = f.server.reload_events();
+    let next = new_certs();
+    let roots = vec![f.roots[0].clone(), next.ca_cert_pem.clone()];
+    let body = fixture("05-pv-patch-rwo-to-rwop.pv.validate.json");
+
+    // An old keep-alive connection, opened before the rotation.
+    let mut old = connect(f.server.addr, &roots).await;
+    let old_leaf = peer_leaf(&old);
+    assert_eq!(post_review(&mut old, "/validate", &body).await.status, 200);
+
+    // A stream of requests on fresh connections while the files are rewritten.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let addr = f.server.addr;
+    let stream_roots = roots.clone();
+    let stream_body = body.clone();
+    let load = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        loop {
+            let mut s = connect(addr, &stream_roots).await;
+            for _ in 0..5 {
+                let r = post_review(&mut s, "/validate", &stream_body).await;
+                if r.status == 200 {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
+            }
+            if *stop_rx.borrow_and_update() {
+                return (ok, failed);
+            }
+        }
+    });
+
+    write_pair(f.dir.path(), &next);
+    assert!(matches!(
+        next_event(&mut events).await,
+        ReloadEvent::TlsReloaded { .. }
+    ));
+    stop_tx.send(true).unwrap();
+    let (ok, failed) = load.await.unwrap();
+    assert_eq!(failed, 0);
+    assert!(ok >= 5);
+
+    // New connections get the new certificate; the old connection keeps working.
+    let fresh = connect(f.server.addr, &roots).await;
+    assert_eq!(peer_leaf(&fresh), leaf_der(&next));
+    assert_ne!(peer_leaf(&fresh), old_leaf);
+    assert_eq!(post_review(&mut old, "/validate", &body).await.status, 200);
+
+    let metrics =
+        String::from_utf8(http_get(f.server.metrics_addr, "/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("rwop_guard_tls_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Lays out a directory the way the kubelet writes a Secret volume.
+fn kubelet_swap(dir: &Path, generation: &str, certs: &GeneratedCerts) {
+    let data = dir.join(generation);
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), &certs.cert_pem).unwrap();
+    std::fs::write(data.join("tls.key"), &certs.key_pem).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(generation, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        let link = dir.join(file);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn secret_volume_symlink_swap_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = new_certs();
+    kubelet_swap(dir.path(), "..2026_11_21_10_00_00.1", &first);
+    let server = start(ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: TlsSource::Files {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+        },
+        config: None,
+        limits: Limits::default(),
+        drain_timeout: Duration::from_secs(5),
+        shutdown_delay: Duration::ZERO,
+        reload_interval: Duration::from_secs(3600),
+    })
+    .await
+    .unwrap();
+    let mut events = server.reload_events();
+    let second = new_certs();
+    let roots = vec![first.ca_cert_pem.clone(), second.ca_cert_pem.clone()];
+    assert_eq!(
+        peer_leaf(&connect(server.addr, &roots).await),
+        leaf_der(&first)
+    );
+
+    kubelet_swap(dir.path(), "..2026_11_21_11_00_00.2", &second);
+    std::fs::remove_dir_all(dir.path().join("..2026_11_21_10_00_00.1")).unwrap();
+    assert!(matches!(
+        next_event(&mut events).await,
+        ReloadEvent::TlsReloaded { .. }
+    ));
+    assert_eq!(
+        peer_leaf(&connect(server.addr, &roots).await),
+        leaf_der(&second)
+    );
+}
+
+#[tokio::test]
+async fn a_bad_new_pair_keeps_the_old_one_serving() {
+    let f = serve().await;
+    let mut events = f.server.reload_events();
+    let original = CertificateDer::from_pem_slice(
+        std::fs::read(f.dir.path().join("tls.crt"))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap()
+    .to_vec();
+    // A key that does not belong to the certificate.
+    std::fs::write(f.dir.path().join("tls.key"), new_certs().key_pem).unwrap();
+    match next_event(&mut events).await {
+        ReloadEvent::TlsFailed(msg) => assert!(msg.contains("do not form a pair"), "{msg}"),
+        other => panic!("expected a failed reload, got {other:?}"),
+    }
+    let s = connect(f.server.addr, &f.roots).await;
+    assert_eq!(peer_leaf(&s), original);
+    // Garbage is refused the same way.
+    std::fs::write(f.dir.path().join("tls.crt"), "garbage").unwrap();
+    assert!(matches!(
+        next_event(&mut events).await,
+        ReloadEvent::TlsFailed(_)
+    ));
+    assert_eq!(peer_leaf(&connect(f.server.addr, &f.roots).await), original);
+
+    let metrics =
+        String::from_utf8(http_get(f.server.metrics_addr, "/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("rwop_guard_tls_reloads_total{result=\"failed\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn policy_reload_and_a_bad_policy_keeps_the_old_one() {
+    let f = serve_with(Limits::default(), Some("validation:\n  action: deny\n")).await;
+    let mut events = f.server.reload_events();
+    let mut s = connect(f.server.addr, &f.roots).await;
+    let body = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
+    assert_eq!(
+        post_review(&mut s, "/validate", &body).await.json()["response"]["allowed"],
+        false
+    );
+
+    std::fs::write(
+        f.dir.path().join("policy.yaml"),
+        "validation:\n  action: warn\n",
+    )
+    .unwrap();
+    assert_eq!(next_event(&mut events).await, ReloadEvent::PolicyReloaded);
+    let out = post_review(&mut s, "/validate", &body).await.json();
+    assert_eq!(out["response"]["allowed"], true);
+    assert!(
+        out["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("is not allowed")
+    );
+
+    std::fs::write(
+        f.dir.path().join("policy.yaml"),
+        "validation:\n  action: maybe\n",
+    )
+    .unwrap();
+    match next_event(&mut events).await {
+        ReloadEvent::PolicyFailed(msg) => assert!(msg.contains("validation.action"), "{msg}"),
+        other => panic!("expected a failed policy reload, got {other:?}"),
+    }
+    assert_eq!(
+        post_review(&mut s, "/validate", &body).await.json()["response"]["allowed"],
+        true
+    );
+}
+
+// ---- Metrics and probes --------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_count_what_was_sent() {
+    let f = serve_with(
+        Limits::default(),
+        Some("mutation:\n  enabled: true\n  storageClasses: [fast-csi]\n"),
+    )
+    .await;
+    let mut s = connect(f.server.addr, &f.roots).await;
+    for _ in 0..3 {
+        post_review(
+            &mut s,
+            "/validate",
+            &fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json"),
+        )
+        .await;
+    }
+    for _ in 0..2 {
+        post_review(
+            &mut s,
+            "/mutate",
+            &fixture("31-pvc-create-no-sc-default-class-filled.pvc.mutate.json"),
+        )
+        .await;
+    }
+    post_review(
+        &mut s,
+        "/validate",
+        &fixture("01-pvc-create-rwo.pvc.validate.json"),
+    )
+    .await;
+    let m = http_get(f.server.metrics_addr, "/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8(m.body).unwrap();
+    for line in [
+        "rwop_guard_requests_total{webhook=\"validate\",kind=\"PersistentVolume\",operation=\"UPDATE\",decision=\"denied\"} 3",
+        "rwop_guard_requests_total{webhook=\"mutate\",kind=\"PersistentVolumeClaim\",operation=\"CREATE\",decision=\"mutated\"} 2",
+        "rwop_guard_requests_total{webhook=\"validate\",kind=\"PersistentVolumeClaim\",operation=\"CREATE\",decision=\"allowed\"} 1",
+        "rwop_guard_mutations_total 2",
+        "rwop_guard_request_duration_seconds_count{webhook=\"validate\"} 4",
+        "rwop_guard_request_duration_seconds_count{webhook=\"mutate\"} 2",
+        "rwop_guard_ready 1",
+    ] {
+        assert!(text.contains(line), "missing {line}\n{text}");
+    }
+    let not_after = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rwop_guard_certificate_not_after_seconds "))
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((not_after - (now + 86_400)).abs() < 60, "{not_after}");
+
+    for (addr, path) in [
+        (f.server.metrics_addr, "/healthz"),
+        (f.server.metrics_addr, "/readyz"),
+    ] {
+        assert_eq!(http_get(addr, path).await.status, 200);
+    }
+    let tls_ready = send(&mut s, "GET", "/readyz", None, b"").await;
+    assert_eq!(tls_ready.status, 200);
+    assert_eq!(send(&mut s, "GET", "/healthz", None, b"").await.status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_fails_readiness_and_drains_in_flight_requests() {
+    let f = serve().await;
+    let body = fixture("05-pv-patch-rwo-to-rwop.pv.validate.json");
+    let mut in_flight = connect(f.server.addr, &f.roots).await;
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+    in_flight.write_all(&body[..100]).await.unwrap();
+    in_flight.flush().await.unwrap();
+
+    // Wait until the server is really handling it (reading its body).
+    let gauge = &f.server.state.metrics.in_flight;
+    tokio::time::timeout(PATIENCE, async {
+        while gauge.get() < 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("request in flight");
+
+    f.server.shutdown();
+    assert_eq!(http_get(f.server.metrics_addr, "/readyz").await.status, 503);
+    // No new connections are accepted once draining started.
+    let refused = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match TcpStream::connect(f.server.addr).await {
+                Err(_) => return,
+                Ok(mut tcp) => {
+                    // Accepted by the kernel backlog before the listener closed: it must be closed.
+                    let mut buf = [0u8; 1];
+                    if matches!(tcp.read(&mut buf).await, Ok(0) | Err(_)) {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "new connections still served while draining"
+    );
+
+    in_flight.write_all(&body[100..]).await.unwrap();
+    let resp = tokio::time::timeout(PATIENCE, read_response(&mut in_flight))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    tokio::time::timeout(PATIENCE, f.server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_panic_layer_answers_500() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let state = Arc::new(rwop_guard::server::AppState::new(Policy::default()));
+    let router = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            "unreachable"
+        }),
+    );
+    let app = rwop_guard::server::apply_layers(router, state.clone(), &Limits::default());
+    let resp = app
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["code"], 500);
+    assert!(state.metrics.encode().contains("rwop_guard_panics_total 1"));
+}
+
+// ---- Startup errors -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unusable_startup_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = new_certs();
+    write_pair(dir.path(), &certs);
+    let opts = |cert: &str, key: &str, config: Option<PathBuf>| ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: TlsSource::Files {
+            cert: dir.path().join(cert),
+            key: dir.path().join(key),
+        },
+        config,
+        limits: Limits::default(),
+        drain_timeout: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
+        reload_interval: Duration::from_secs(3600),
+    };
+    let err = start(opts("missing.crt", "tls.key", None))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("cannot read") && err.to_string().contains("missing.crt"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("other.key"), new_certs().key_pem).unwrap();
+    let err = start(opts("tls.crt", "other.key", None))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("do not form a pair"), "{err}");
+    std::fs::write(dir.path().join("p.yaml"), "mutation: {enabled: perhaps}\n").unwrap();
+    let err = start(opts("tls.crt", "tls.key", Some(dir.path().join("p.yaml"))))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("mutation.enabled"), "{err}");
+}
+
+// ---- The binary: SIGTERM with requests in flight ---------------------------------------------
+
+#[tokio::test]
+async fn sigterm_answers_every_in_flight_request_and_exits_0() {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--dev-ca-out")
+        .arg(&ca_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The first line names both addresses.
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let port: u16 = first
+        .split("https://localhost:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let metrics_addr: SocketAddr = first
+        .split("metrics: http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let roots = vec![std::fs::read_to_string(&ca_path).unwrap()];
+
+    // Five requests in flight: headers and part of the body sent.
+    let body = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
+    let head = format!(
+        "POST /validate?timeout=5s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut s = connect(addr, &roots).await;
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body[..50]).await.unwrap();
+        s.flush().await.unwrap();
+        streams.push(s);
+    }
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let m = String::from_utf8(http_get(metrics_addr, "/metrics").await.body).unwrap();
+            if m.contains("rwop_guard_requests_in_flight 5") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("five requests in flight");
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Readiness fails at once while the requests drain.
+    tokio::time::timeout(PATIENCE, async {
+        while http_get(metrics_addr, "/readyz").await.status != 503 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("readiness fails after SIGTERM");
+
+    for s in &mut streams {
+        s.write_all(&body[50..]).await.unwrap();
+        let resp = tokio::time::timeout(PATIENCE, read_response(s))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.json()["response"]["allowed"], false);
+    }
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
