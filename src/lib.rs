@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod manifests;
 pub mod policy;
 pub mod policy_file;

@@ -71,6 +71,7 @@ async fn serve_with(limits: Limits, policy: Option<&str>) -> Fixture {
         drain_timeout: Duration::from_secs(10),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
+        cluster_facts: false,
     })
     .await
     .unwrap();
@@ -579,6 +580,7 @@ async fn secret_volume_symlink_swap_is_picked_up() {
         drain_timeout: Duration::from_secs(5),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
+        cluster_facts: false,
     })
     .await
     .unwrap();
@@ -854,6 +856,7 @@ async fn unusable_startup_configuration_is_a_clear_error() {
         drain_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
+        cluster_facts: false,
     };
     let err = start(opts("missing.crt", "tls.key", None))
         .await

@@ -120,7 +120,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("rwop-guard serve: {e:#}");
             ExitCode::FAILURE
         }
@@ -159,11 +158,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => anyhow::bail!("--tls-cert and --tls-key are required (or use --dev)"),
         }
     };
-    if args.dev || args.no_cluster {
+    let client = if args.dev || args.no_cluster {
         tracing::info!(
             "running without cluster access: mutation uses mutation.storageClasses only"
         );
-    }
+        None
+    } else {
+        Some(kube::Client::try_default().await.context(
+            "cannot configure the Kubernetes client (no in-cluster service account and no usable \
+             kubeconfig); run with --no-cluster to serve without cluster facts",
+        )?)
+    };
 
     let server = server::start(ServeOptions {
         listen,
@@ -179,8 +184,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         shutdown_delay: args.shutdown_delay,
         reload_interval: args.reload_interval.max(Duration::from_secs(1)),
+        cluster_facts: client.is_some(),
     })
     .await?;
+    let _cluster = client.map(|c| crate::cluster::start(c, server.state.clone()));
 
     if let Some(ca) = dev_ca {
         let port = server.addr.port();

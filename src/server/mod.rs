@@ -68,6 +68,8 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// How often files are re-read even without a change notification.
     pub reload_interval: Duration,
+    /// True when cluster facts will be fed in (see `cluster::start`): not ready until they are.
+    pub cluster_facts: bool,
 }
 
 /// What the handlers share.
@@ -180,6 +182,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
 pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     let policy = policy_file::load(opts.config.as_deref())?;
     let state = Arc::new(AppState::new(policy));
+    state
+        .facts_ready
+        .store(!opts.cluster_facts, Ordering::SeqCst);
 
     let (pair, tls_fingerprint) = match &opts.tls {
         TlsSource::Files { cert, key } => {
