@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::policy::{AccessModes, ClusterFacts, Facts, StorageClassFacts};
@@ -139,6 +139,14 @@ impl Cached for Namespace {
 /// The running watches; they stop when this is dropped.
 pub struct ClusterWatch {
     tasks: Vec<JoinHandle<()>>,
+    published: watch::Receiver<u64>,
+}
+
+impl ClusterWatch {
+    /// Counts published snapshots: await `changed()` to see the next one (tests, diagnostics).
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.clone()
+    }
 }
 
 impl Drop for ClusterWatch {
@@ -154,23 +162,32 @@ impl Drop for ClusterWatch {
 pub fn start(client: Client, state: Arc<AppState>) -> ClusterWatch {
     state.facts_ready.store(false, Ordering::SeqCst);
     let caches = Arc::new(Mutex::new(Caches::default()));
+    let (tx, published) = watch::channel(0u64);
+    let tx = Arc::new(tx);
     let tasks = vec![
-        tokio::spawn(watch::<StorageClass>(
+        tokio::spawn(run::<StorageClass>(
             Api::all(client.clone()),
             caches.clone(),
             state.clone(),
+            tx.clone(),
         )),
-        tokio::spawn(watch::<PersistentVolume>(
+        tokio::spawn(run::<PersistentVolume>(
             Api::all(client.clone()),
             caches.clone(),
             state.clone(),
+            tx.clone(),
         )),
-        tokio::spawn(watch::<Namespace>(Api::all(client), caches, state)),
+        tokio::spawn(run::<Namespace>(Api::all(client), caches, state, tx)),
     ];
-    ClusterWatch { tasks }
+    ClusterWatch { tasks, published }
 }
 
-async fn watch<K: Cached>(api: Api<K>, caches: Arc<Mutex<Caches>>, state: Arc<AppState>) {
+async fn run<K: Cached>(
+    api: Api<K>,
+    caches: Arc<Mutex<Caches>>,
+    state: Arc<AppState>,
+    published: Arc<watch::Sender<u64>>,
+) {
     let label = ResourceLabel {
         resource: K::RESOURCE,
     };
@@ -234,6 +251,7 @@ async fn watch<K: Cached>(api: Api<K>, caches: Arc<Mutex<Caches>>, state: Arc<Ap
             if !state.facts_ready.swap(true, Ordering::SeqCst) {
                 tracing::info!("all cluster caches synced; ready");
             }
+            published.send_modify(|n| *n += 1);
         }
     }
 }

@@ -1,0 +1,6 @@
+//! Shared helpers for integration tests.
+//!
+//! Each integration test crate compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+pub mod fake_apiserver;
