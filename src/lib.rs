@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod manifests;
+pub mod migrate;
 pub mod policy;
 pub mod policy_file;
 pub mod server;

@@ -833,3 +833,52 @@ proptest! {
         prop_assert_eq!(c1, c2);
     }
 }
+
+// ---- V2: the recorded rollback of `rwop-guard migrate` --------------------------------------
+
+fn with_migration_state(mut v: PersistentVolume, target: &str) -> PersistentVolume {
+    v.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            rwop_guard::policy::MIGRATION_ANNOTATION.to_owned(),
+            json!({"version": 1, "target": target, "completed": 0}).to_string(),
+        );
+    v
+}
+
+#[test]
+fn v2_allows_only_a_recorded_unbound_rollback_to_rwo() {
+    let policy = Policy::default();
+    let update = Operation::Update;
+    // Recorded rollback, volume released: allowed, and audited as such.
+    let old = with_migration_state(pv("v", &[RWOP], "Retain", true, None), RWO);
+    let new = with_migration_state(pv("v", &[RWO], "Retain", true, None), RWO);
+    let d = validate_volume(&policy, &update, &new, Some(&old));
+    assert!(d.allowed, "{d:?}");
+    assert!(d.audit.contains_key("rollback"));
+    assert!(d.warnings.is_empty());
+
+    // Still bound to a claim: denied.
+    let bound = with_migration_state(pv("v", &[RWO], "Retain", true, Some("u-1")), RWO);
+    assert!(!validate_volume(&policy, &update, &bound, Some(&old)).allowed);
+    // The state is only on the new object (set in the same update): denied.
+    let plain_old = pv("v", &[RWOP], "Retain", true, None);
+    assert!(!validate_volume(&policy, &update, &new, Some(&plain_old)).allowed);
+    // A forward migration state does not allow the reverse change.
+    let forward_old = with_migration_state(pv("v", &[RWOP], "Retain", true, None), RWOP);
+    assert!(!validate_volume(&policy, &update, &new, Some(&forward_old)).allowed);
+    // Other reverse changes stay denied even with a rollback state.
+    let to_rwx = with_migration_state(pv("v", &[RWX], "Retain", true, None), RWO);
+    assert!(!validate_volume(&policy, &update, &to_rwx, Some(&old)).allowed);
+    // A garbled state is no permission.
+    let mut garbled = pv("v", &[RWOP], "Retain", true, None);
+    garbled.metadata.annotations = Some(
+        [(
+            rwop_guard::policy::MIGRATION_ANNOTATION.to_owned(),
+            "{not json".to_owned(),
+        )]
+        .into(),
+    );
+    assert!(!validate_volume(&policy, &update, &new, Some(&garbled)).allowed);
+}

@@ -2,6 +2,8 @@
 
 mod certs;
 mod check;
+mod kube_args;
+mod migrate;
 mod review;
 mod serve;
 
@@ -11,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 pub use certs::CertsArgs;
 pub use check::{CheckArgs, OutputFormat};
+pub use kube_args::KubeArgs;
+pub use migrate::MigrateArgs;
 pub use review::ReviewArgs;
 pub use serve::{LogFormat, ServeArgs, parse_duration};
 
@@ -42,6 +46,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Move a claim's volume from ReadWriteOnce to ReadWriteOncePod, safely and resumably.
+    Migrate(MigrateArgs),
 }
 
 /// Runs a parsed command line.
@@ -53,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Certs(args) => certs::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Check(args) => check::run(&args),
     }

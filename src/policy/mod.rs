@@ -16,10 +16,12 @@ pub use config::{
 };
 pub use facts::{ClusterFacts, Facts, StorageClassFacts};
 pub use modes::{AccessMode, AccessModes};
-pub use mutation::{MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, mutate_claim};
+pub use mutation::{
+    MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop, mutate_claim,
+};
 pub use rules::{
-    Rule, Subject, TASK_URL, Violation, exclusive_rwop_violation, transition_violation,
-    validate_claim, validate_volume,
+    MIGRATION_ANNOTATION, Rule, Subject, TASK_URL, Violation, exclusive_rwop_violation,
+    transition_violation, validate_claim, validate_volume,
 };
 
 use std::collections::BTreeMap;

@@ -168,7 +168,9 @@ fn storage_class(facts: &Facts, claim: &PersistentVolumeClaim) -> Result<String,
     }
 }
 
-fn class_supports_rwop(policy: &Policy, facts: &Facts, class: &str) -> Result<(), String> {
+/// Whether claims of `class` can use ReadWriteOncePod: listed in `mutation.storageClasses`, or
+/// known to the cluster with a CSI provisioner (subject to `mutation.provisioners`). Err says why not.
+pub fn class_supports_rwop(policy: &Policy, facts: &Facts, class: &str) -> Result<(), String> {
     let provisioners = &policy.mutation.provisioners;
     let listed = policy.mutation.storage_classes.contains(class);
     let known = facts

@@ -128,6 +128,29 @@ fn is_rwo_to_rwop(old: &AccessModes, new: &AccessModes) -> bool {
     old.is_only(AccessMode::ReadWriteOnce) && new.is_only(AccessMode::ReadWriteOncePod)
 }
 
+/// Annotation `rwop-guard migrate` keeps its state in on the PersistentVolume being migrated.
+pub const MIGRATION_ANNOTATION: &str = "rwop-guard.dev/migration";
+
+/// The one reverse change V2 lets through: `rwop-guard migrate --rollback` moving a volume back
+/// from [ReadWriteOncePod] to [ReadWriteOnce]. It must be deliberate and harmless: the volume
+/// already carried (before this update) a migration state whose target is ReadWriteOnce, and it
+/// is not bound to a claim (no `claimRef.uid`), so no pod can be using it under the old mode.
+fn is_recorded_rollback(old: &PersistentVolume, new: &PersistentVolume) -> bool {
+    let target = old
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MIGRATION_ANNOTATION))
+        .and_then(|state| serde_json::from_str::<serde_json::Value>(state).ok())
+        .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_owned));
+    let unbound = new
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .is_none_or(|c| c.uid.as_deref().unwrap_or("").is_empty());
+    target.as_deref() == Some(AccessMode::ReadWriteOnce.as_str()) && unbound
+}
+
 /// V1 and V2 for a PersistentVolume, plus the W1 warnings on an allowed RWO -> RWOP change.
 pub fn validate_volume(
     policy: &Policy,
@@ -142,6 +165,22 @@ pub fn validate_volume(
     let Some((new_modes, old_modes)) = applicable(operation, new, old, modes) else {
         return Decision::allow();
     };
+    let rollback = old.is_some_and(|old| {
+        old_modes
+            .as_ref()
+            .is_some_and(|o| o.is_only(AccessMode::ReadWriteOncePod))
+            && new_modes.is_only(AccessMode::ReadWriteOnce)
+            && is_recorded_rollback(old, new)
+    });
+    if rollback {
+        let mut decision = decide(policy, subject, &new_modes, None);
+        decision.audit.insert(
+            "rollback".to_owned(),
+            "[ReadWriteOncePod] -> [ReadWriteOnce] by a recorded rwop-guard migrate --rollback"
+                .to_owned(),
+        );
+        return decision;
+    }
     let mut decision = decide(policy, subject, &new_modes, old_modes.as_ref());
     if decision.allowed
         && old_modes

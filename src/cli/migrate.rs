@@ -1,0 +1,214 @@
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::kube_args::KubeArgs;
+use crate::migrate::{
+    self, MigrateError, MigrateOptions, MigrationState, Progress, STEPS, claim_to_create,
+};
+
+/// Changes the access mode of a claim's PersistentVolume from [ReadWriteOnce] to
+/// [ReadWriteOncePod]: the upstream manual task, automated, resumable and reversible.
+///
+/// Steps: record state on the volume -> reclaim policy Retain -> scale the claim's consumers
+/// (Deployments, StatefulSets, ReplicaSets found through the pods mounting it) to 0 and wait ->
+/// delete the claim (uid precondition) and wait -> clear claimRef.uid -> volume modes
+/// [ReadWriteOncePod] -> recreate the claim with [ReadWriteOncePod] and volumeName -> wait Bound
+/// -> restore replicas -> restore reclaim policy -> remove the state.
+///
+/// The volume is never deleted. If a run stops anywhere, run the same command again to resume, or
+/// add --rollback to return to the starting point.
+///
+/// Exit status: 0 done (or plan printed), 1 refused, failed or not confirmed, 2 unusable arguments
+/// or cluster access, 130 interrupted.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The claim, as NAMESPACE/NAME (or NAME with -n).
+    #[arg(value_name = "NAMESPACE/CLAIM")]
+    pub claim: String,
+    /// Namespace of the claim when CLAIM has none (default: the context's namespace).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Print the plan (every step and the exact object changes) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Limit for each wait (pods gone, claim deleted, claim bound), e.g. 300s, 10m.
+    #[arg(long, value_parser = super::parse_duration, default_value = "5m")]
+    pub timeout: Duration,
+    /// Undo an interrupted or failed migration: back to [ReadWriteOnce], claim bound, consumers
+    /// and reclaim policy restored.
+    #[arg(long)]
+    pub rollback: bool,
+    /// Continue although the volume is not a CSI volume (ReadWriteOncePod needs CSI).
+    #[arg(long)]
+    pub allow_non_csi: bool,
+    /// Delete pods that mount the claim and have no controller (they are not recreated).
+    #[arg(long)]
+    pub allow_delete_pods: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+pub fn run(args: &MigrateArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rwop-guard migrate: cannot start the runtime: {e}");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+    };
+    runtime.block_on(migrate(args))
+}
+
+async fn migrate(args: &MigrateArgs) -> ExitCode {
+    let (client, context_ns) = match args.kube.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rwop-guard migrate: {e:#}");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+    };
+    let (namespace, claim) = match args.claim.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => (ns.to_owned(), name.to_owned()),
+        Some(_) => {
+            eprintln!(
+                "rwop-guard migrate: {:?} is not NAMESPACE/CLAIM",
+                args.claim
+            );
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+        None => (
+            args.namespace.clone().unwrap_or(context_ns),
+            args.claim.clone(),
+        ),
+    };
+    let opts = MigrateOptions {
+        rollback: args.rollback,
+        timeout: args.timeout,
+        allow_non_csi: args.allow_non_csi,
+        allow_delete_pods: args.allow_delete_pods,
+        ..MigrateOptions::default()
+    };
+    let mut report = |p: Progress| print_progress(&p);
+
+    // The plan: from the recorded state, or from a read-only preflight.
+    let plan = async {
+        let located = migrate::locate(&client, &namespace, &claim).await?;
+        let volume = located.volume.metadata.name.clone().unwrap_or_default();
+        let state = match (&located.state, args.rollback) {
+            (Some(s), true) if !s.is_rollback() => MigrationState {
+                target: "ReadWriteOnce".to_owned(),
+                completed: 0,
+                ..s.clone()
+            },
+            (Some(s), _) => s.clone(),
+            (None, true) => {
+                return Err(MigrateError::Refused(format!(
+                    "no migration of {namespace}/{claim} is recorded on PersistentVolume {volume}: nothing to roll back"
+                )));
+            }
+            (None, false) => migrate::preflight(&client, &located, &opts, &mut report).await?,
+        };
+        Ok((volume, state))
+    };
+    let (volume, state) = match plan.await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rwop-guard migrate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_plan(&volume, &state);
+    if args.dry_run {
+        return ExitCode::SUCCESS;
+    }
+    if !args.yes && !confirm() {
+        eprintln!(
+            "rwop-guard migrate: not confirmed; nothing changed (use --yes to skip the question)"
+        );
+        return ExitCode::FAILURE;
+    }
+
+    let mut keep_going = |_| true;
+    let run = migrate::run(
+        &client,
+        &namespace,
+        &claim,
+        &opts,
+        &mut report,
+        &mut keep_going,
+    );
+    tokio::select! {
+        result = run => match result {
+            Ok(()) => {
+                let what = if args.rollback { "rolled back to [ReadWriteOnce]" } else { "now [ReadWriteOncePod]" };
+                eprintln!("claim {namespace}/{claim} and PersistentVolume {volume} are {what}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rwop-guard migrate: {e}");
+                eprintln!("the progress is recorded on PersistentVolume {volume}: run the same command again to resume, or add --rollback to undo");
+                ExitCode::FAILURE
+            }
+        },
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted: the progress is recorded on PersistentVolume {volume}; run the same command again to resume, or add --rollback to undo");
+            ExitCode::from(130)
+        }
+    }
+}
+
+fn print_plan(volume: &str, state: &MigrationState) {
+    let direction = if state.is_rollback() {
+        "Rollback"
+    } else {
+        "Migration"
+    };
+    println!(
+        "{direction} of PersistentVolumeClaim {}/{} (PersistentVolume {volume}) to [{}]:",
+        state.namespace, state.claim, state.target
+    );
+    for (i, step) in STEPS.iter().enumerate() {
+        let done = if i < state.completed { " (done)" } else { "" };
+        println!(
+            "  [{}/{}] {}{done}",
+            i + 1,
+            STEPS.len(),
+            step.describe(state, volume)
+        );
+    }
+    if let Ok(claim) = claim_to_create(state, volume)
+        && let Ok(yaml) = serde_saphyr::to_string(&claim)
+    {
+        println!("The claim is recreated as:\n---\n{}", yaml.trim_end());
+    }
+}
+
+fn confirm() -> bool {
+    eprint!("Proceed? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(n) if n > 0 => matches!(line.trim(), "y" | "Y" | "yes"),
+        _ => false,
+    }
+}
+
+fn print_progress(p: &Progress) {
+    match p {
+        Progress::Warning(w) => eprintln!("warning: {w}"),
+        Progress::Started {
+            index, total, what, ..
+        } => eprint!("[{index}/{total}] {what} … "),
+        Progress::Done { elapsed, .. } => eprintln!("done in {:.1}s", elapsed.as_secs_f64()),
+        Progress::Skipped { why, .. } => eprintln!("skipped: {why}"),
+    }
+}

@@ -1,0 +1,422 @@
+//! `rwop-guard migrate`: the upstream task "Change the Access Mode of a PersistentVolume to
+//! ReadWriteOncePod" as an explicit, resumable state machine.
+//!
+//! The state lives on the PersistentVolume itself (annotation [`MIGRATION_ANNOTATION`]): what the
+//! claim looked like, the original reclaim policy, the consumers and their replica counts, the
+//! target mode and how many steps are done. Every step is idempotent and checks the live state
+//! before acting, so a run interrupted anywhere (Ctrl-C, crash, lost connection) is finished by
+//! running again, or undone with `--rollback` (the same steps with [ReadWriteOnce] as target).
+//!
+//! Safety invariants: the PersistentVolume is never deleted; its reclaim policy is `Retain` before
+//! its claim is deleted and is only restored once a claim is bound to it again.
+
+mod consumers;
+mod steps;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use consumers::{Consumer, ConsumerKind};
+pub use steps::{STEPS, Step};
+
+use crate::policy::{AccessMode, AccessModes, MIGRATION_ANNOTATION};
+
+/// What is recorded on the PersistentVolume while a migration or rollback is under way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationState {
+    pub version: u32,
+    pub namespace: String,
+    pub claim: String,
+    /// `ReadWriteOncePod` while migrating, `ReadWriteOnce` while rolling back.
+    pub target: String,
+    /// The reclaim policy to restore at the end.
+    pub reclaim_policy: String,
+    /// The claim as it will be recreated (metadata and spec only, no status, no uid).
+    pub claim_manifest: Value,
+    pub consumers: Vec<Consumer>,
+    /// Bare pods deleted to release the claim (they are not recreated).
+    #[serde(default)]
+    pub deleted_pods: Vec<String>,
+    /// Steps of the current direction already done.
+    pub completed: usize,
+}
+
+impl MigrationState {
+    pub fn target_mode(&self) -> AccessMode {
+        AccessMode::parse(&self.target).unwrap_or(AccessMode::ReadWriteOncePod)
+    }
+
+    pub fn is_rollback(&self) -> bool {
+        self.target_mode() == AccessMode::ReadWriteOnce
+    }
+
+    fn read(pv: &PersistentVolume) -> Result<Option<MigrationState>, MigrateError> {
+        let Some(text) = pv
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MIGRATION_ANNOTATION))
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(text).map(Some).map_err(|e| {
+            MigrateError::Refused(format!(
+                "PersistentVolume {:?} carries an unreadable {MIGRATION_ANNOTATION} annotation ({e}); \
+                 inspect it and remove it by hand if it is stale",
+                pv.metadata.name.as_deref().unwrap_or("")
+            ))
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout { what: String, timeout: Duration },
+    #[error(
+        "interrupted after step {completed}; run the same command again to resume, or with --rollback to undo"
+    )]
+    Interrupted { completed: usize },
+}
+
+pub(crate) fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> MigrateError {
+    let what = what.into();
+    move |source| MigrateError::Api { what, source }
+}
+
+/// Knobs of a run.
+pub struct MigrateOptions {
+    pub rollback: bool,
+    /// Limit for each wait (pods gone, claim gone, claim bound).
+    pub timeout: Duration,
+    /// How often waits re-check.
+    pub poll_interval: Duration,
+    /// Continue with a volume that is not CSI (ReadWriteOncePod needs CSI).
+    pub allow_non_csi: bool,
+    /// Delete pods that mount the claim without a controller (they are not recreated).
+    pub allow_delete_pods: bool,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            rollback: false,
+            timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(500),
+            allow_non_csi: false,
+            allow_delete_pods: false,
+        }
+    }
+}
+
+/// What a run reports as it goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    Warning(String),
+    Started {
+        step: Step,
+        index: usize,
+        total: usize,
+        what: String,
+    },
+    Done {
+        step: Step,
+        elapsed: Duration,
+    },
+    Skipped {
+        step: Step,
+        why: String,
+    },
+}
+
+/// Where the migration stands, found from the claim's name.
+pub struct Located {
+    pub volume: PersistentVolume,
+    pub claim: Option<PersistentVolumeClaim>,
+    pub state: Option<MigrationState>,
+}
+
+/// Finds the volume of `namespace/claim`: through the claim's `volumeName`, or, when the claim is
+/// gone mid-migration, through the state recorded on a volume.
+pub async fn locate(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+) -> Result<Located, MigrateError> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let found = claims
+        .get_opt(claim)
+        .await
+        .map_err(api_err(format!("cannot read claim {namespace}/{claim}")))?;
+    if let Some(pvc) = &found
+        && let Some(name) = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_deref())
+            .filter(|n| !n.is_empty())
+        && let Some(pv) = volumes
+            .get_opt(name)
+            .await
+            .map_err(api_err(format!("cannot read PersistentVolume {name}")))?
+    {
+        let state = MigrationState::read(&pv)?;
+        return Ok(Located {
+            volume: pv,
+            claim: found,
+            state,
+        });
+    }
+    // The claim is gone (or not bound): look for a volume whose recorded state names it.
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = volumes
+            .list(&params)
+            .await
+            .map_err(api_err("cannot list PersistentVolumes"))?;
+        for pv in page.items {
+            if let Some(state) = MigrationState::read(&pv)?
+                && state.namespace == namespace
+                && state.claim == claim
+            {
+                return Ok(Located {
+                    volume: pv,
+                    claim: found,
+                    state: Some(state),
+                });
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    match found {
+        Some(_) => Err(MigrateError::Refused(format!(
+            "claim {namespace}/{claim} is not bound to a PersistentVolume (spec.volumeName is empty); only Bound claims can be migrated"
+        ))),
+        None => Err(MigrateError::Refused(format!(
+            "claim {namespace}/{claim} not found, and no PersistentVolume records a migration of it"
+        ))),
+    }
+}
+
+/// Checks a claim that has no migration under way and builds the state to record.
+pub async fn preflight(
+    client: &Client,
+    located: &Located,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<MigrationState, MigrateError> {
+    let pv = &located.volume;
+    let pv_name = pv.metadata.name.clone().unwrap_or_default();
+    let Some(pvc) = &located.claim else {
+        return Err(MigrateError::Refused("the claim does not exist".to_owned()));
+    };
+    let namespace = pvc.metadata.namespace.clone().unwrap_or_default();
+    let name = pvc.metadata.name.clone().unwrap_or_default();
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    if phase != "Bound" {
+        return Err(MigrateError::Refused(format!(
+            "claim {namespace}/{name} is {phase:?}, not Bound; only Bound claims can be migrated"
+        )));
+    }
+    let spec = pv.spec.clone().unwrap_or_default();
+    let bound_to = spec.claim_ref.as_ref().and_then(|c| c.uid.as_deref());
+    if bound_to != pvc.metadata.uid.as_deref() {
+        return Err(MigrateError::Refused(format!(
+            "PersistentVolume {pv_name} is not bound to claim {namespace}/{name} (claimRef.uid differs)"
+        )));
+    }
+    let pv_modes = AccessModes::from_optional(spec.access_modes.as_ref());
+    if !pv_modes.is_only(AccessMode::ReadWriteOnce) {
+        return Err(MigrateError::Refused(format!(
+            "PersistentVolume {pv_name} has access modes {pv_modes}; only [ReadWriteOnce] volumes are migrated"
+        )));
+    }
+    let claim_modes =
+        AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
+    if !claim_modes.is_only(AccessMode::ReadWriteOnce) {
+        return Err(MigrateError::Refused(format!(
+            "claim {namespace}/{name} has access modes {claim_modes}; only [ReadWriteOnce] claims are migrated"
+        )));
+    }
+    if spec.csi.is_none() {
+        let msg = format!(
+            "PersistentVolume {pv_name} is not a CSI volume; ReadWriteOncePod is only supported for CSI volumes and pods may fail to start"
+        );
+        if !opts.allow_non_csi {
+            return Err(MigrateError::Refused(format!(
+                "{msg} (pass --allow-non-csi to continue anyway)"
+            )));
+        }
+        progress(Progress::Warning(msg));
+    }
+    let found = consumers::find(client, &namespace, &name).await?;
+    if !found.unsupported.is_empty() {
+        return Err(MigrateError::Refused(format!(
+            "claim {namespace}/{name} is used by {}, which rwop-guard cannot scale; scale them down yourself and run again",
+            found.unsupported.join(", ")
+        )));
+    }
+    if !found.bare_pods.is_empty() {
+        let list = found.bare_pods.join(", ");
+        if !opts.allow_delete_pods {
+            return Err(MigrateError::Refused(format!(
+                "claim {namespace}/{name} is mounted by pods without a controller ({list}); they would have to be deleted and are not recreated (pass --allow-delete-pods to do so)"
+            )));
+        }
+        progress(Progress::Warning(format!(
+            "pods {list} have no controller: they will be deleted and not recreated"
+        )));
+    }
+    Ok(MigrationState {
+        version: 1,
+        namespace,
+        claim: name,
+        target: AccessMode::ReadWriteOncePod.as_str().to_owned(),
+        reclaim_policy: spec
+            .persistent_volume_reclaim_policy
+            .clone()
+            .unwrap_or_else(|| "Retain".to_owned()),
+        claim_manifest: sanitized_claim(pvc),
+        consumers: found.scalable,
+        deleted_pods: found.bare_pods,
+        completed: 0,
+    })
+}
+
+/// Annotations the API server and controllers manage; a recreated claim must not carry them.
+const MANAGED_ANNOTATIONS: &[&str] = &[
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "volume.beta.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.kubernetes.io/selected-node",
+    "kubectl.kubernetes.io/last-applied-configuration",
+];
+
+/// The claim as it can be created again: name, namespace, labels, user annotations, and the spec
+/// without selector and data source (the data is already on the volume).
+fn sanitized_claim(pvc: &PersistentVolumeClaim) -> Value {
+    let mut annotations = pvc.metadata.annotations.clone().unwrap_or_default();
+    annotations.retain(|k, _| !MANAGED_ANNOTATIONS.contains(&k.as_str()));
+    let mut spec = pvc.spec.clone().unwrap_or_default();
+    spec.selector = None;
+    spec.data_source = None;
+    spec.data_source_ref = None;
+    let mut manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": pvc.metadata.name,
+            "namespace": pvc.metadata.namespace,
+        },
+        "spec": spec,
+    });
+    if let Some(labels) = pvc.metadata.labels.as_ref().filter(|l| !l.is_empty()) {
+        manifest["metadata"]["labels"] = serde_json::json!(labels);
+    }
+    if !annotations.is_empty() {
+        manifest["metadata"]["annotations"] = serde_json::json!(annotations);
+    }
+    manifest
+}
+
+/// The claim to create for `state`: the recorded manifest with the target mode and the volume.
+pub fn claim_to_create(
+    state: &MigrationState,
+    volume: &str,
+) -> Result<PersistentVolumeClaim, MigrateError> {
+    let mut manifest = state.claim_manifest.clone();
+    manifest["spec"]["accessModes"] = serde_json::json!([state.target]);
+    manifest["spec"]["volumeName"] = Value::from(volume);
+    serde_json::from_value(manifest).map_err(|e| {
+        MigrateError::Refused(format!("the recorded claim manifest does not decode: {e}"))
+    })
+}
+
+/// Writes `state` into the volume's annotation (with the volume's resourceVersion as precondition,
+/// retried on conflicts).
+pub(crate) async fn record(
+    volumes: &Api<PersistentVolume>,
+    name: &str,
+    state: Option<&MigrationState>,
+) -> Result<PersistentVolume, MigrateError> {
+    let text = match state {
+        Some(s) => {
+            Some(serde_json::to_string(s).map_err(|e| MigrateError::Refused(e.to_string()))?)
+        }
+        None => None,
+    };
+    steps::update_volume(volumes, name, "record the migration state", |pv| {
+        let annotations = pv.metadata.annotations.get_or_insert_with(Default::default);
+        match &text {
+            Some(t) => {
+                annotations
+                    .insert(MIGRATION_ANNOTATION.to_owned(), t.clone())
+                    .as_ref()
+                    != Some(t)
+            }
+            None => annotations.remove(MIGRATION_ANNOTATION).is_some(),
+        }
+    })
+    .await
+}
+
+/// Runs (or resumes) the migration of `namespace/claim`, or its rollback. `after_step` is called
+/// after each step is recorded; returning false stops the run there (tests use it to inject
+/// crashes).
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+    after_step: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), MigrateError> {
+    let located = locate(client, namespace, claim).await?;
+    let volume = located.volume.metadata.name.clone().unwrap_or_default();
+    let mut state = match (located.state.clone(), opts.rollback) {
+        (Some(mut s), true) => {
+            if !s.is_rollback() {
+                s.target = AccessMode::ReadWriteOnce.as_str().to_owned();
+                s.completed = 0;
+            }
+            s
+        }
+        (Some(s), false) if s.is_rollback() => {
+            return Err(MigrateError::Refused(format!(
+                "a rollback of {namespace}/{claim} is under way (step {} of {}); finish it with --rollback first",
+                s.completed,
+                STEPS.len()
+            )));
+        }
+        (Some(s), false) => s,
+        (None, true) => {
+            return Err(MigrateError::Refused(format!(
+                "no migration of {namespace}/{claim} is recorded on PersistentVolume {volume}: nothing to roll back"
+            )));
+        }
+        (None, false) => preflight(client, &located, opts, progress).await?,
+    };
+    steps::execute(client, &volume, &mut state, opts, progress, after_step).await
+}

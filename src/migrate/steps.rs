@@ -1,0 +1,480 @@
+//! The steps, in order. Each one looks at the live objects first and does only what is missing,
+//! so running a step twice, or after a crash in its middle, is safe.
+
+use std::future::Future;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::{Api, Client};
+
+use super::consumers;
+use super::{
+    MigrateError, MigrateOptions, MigrationState, Progress, api_err, claim_to_create, record,
+};
+use crate::policy::{AccessMode, AccessModes};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    RecordState,
+    RetainVolume,
+    ScaleDown,
+    DeleteClaim,
+    ReleaseVolume,
+    SetVolumeModes,
+    CreateClaim,
+    WaitBound,
+    ScaleUp,
+    RestoreReclaimPolicy,
+    ClearState,
+}
+
+pub const STEPS: [Step; 11] = [
+    Step::RecordState,
+    Step::RetainVolume,
+    Step::ScaleDown,
+    Step::DeleteClaim,
+    Step::ReleaseVolume,
+    Step::SetVolumeModes,
+    Step::CreateClaim,
+    Step::WaitBound,
+    Step::ScaleUp,
+    Step::RestoreReclaimPolicy,
+    Step::ClearState,
+];
+
+impl Step {
+    /// One line saying exactly what the step changes.
+    pub fn describe(self, state: &MigrationState, volume: &str) -> String {
+        let claim = format!("{}/{}", state.namespace, state.claim);
+        let target = state.target.as_str();
+        match self {
+            Step::RecordState => format!(
+                "record the migration state on PersistentVolume {volume} (annotation rwop-guard.dev/migration, target [{target}])"
+            ),
+            Step::RetainVolume => format!(
+                "set PersistentVolume {volume} spec.persistentVolumeReclaimPolicy: {} -> Retain, so deleting the claim keeps the volume",
+                state.reclaim_policy
+            ),
+            Step::ScaleDown => {
+                let mut what: Vec<String> = state
+                    .consumers
+                    .iter()
+                    .map(|c| format!("{c} replicas {} -> 0", c.replicas))
+                    .collect();
+                what.extend(
+                    state
+                        .deleted_pods
+                        .iter()
+                        .map(|p| format!("delete bare Pod {p}")),
+                );
+                if what.is_empty() {
+                    what.push("no consumers found".to_owned());
+                }
+                format!(
+                    "scale consumers of {claim} down ({}); wait until no pod mounts the claim",
+                    what.join(", ")
+                )
+            }
+            Step::DeleteClaim => format!(
+                "delete PersistentVolumeClaim {claim} (precondition: its uid), wait until it is gone (the volume is retained)"
+            ),
+            Step::ReleaseVolume => format!(
+                "clear PersistentVolume {volume} spec.claimRef.uid and resourceVersion (keep namespace/name, so only {claim} can bind it)"
+            ),
+            Step::SetVolumeModes => {
+                format!("set PersistentVolume {volume} spec.accessModes: -> [{target}]")
+            }
+            Step::CreateClaim => format!(
+                "create PersistentVolumeClaim {claim} with accessModes [{target}] and volumeName {volume}"
+            ),
+            Step::WaitBound => {
+                format!("wait until PersistentVolumeClaim {claim} is Bound to {volume}")
+            }
+            Step::ScaleUp => {
+                let what: Vec<String> = state
+                    .consumers
+                    .iter()
+                    .map(|c| format!("{c} replicas 0 -> {}", c.replicas))
+                    .collect();
+                if what.is_empty() {
+                    "restore consumers (none recorded)".to_owned()
+                } else {
+                    format!("restore consumers ({})", what.join(", "))
+                }
+            }
+            Step::RestoreReclaimPolicy => format!(
+                "set PersistentVolume {volume} spec.persistentVolumeReclaimPolicy: Retain -> {}",
+                state.reclaim_policy
+            ),
+            Step::ClearState => {
+                format!("remove the migration state from PersistentVolume {volume}")
+            }
+        }
+    }
+}
+
+const CONFLICT_RETRIES: u64 = 10;
+
+/// Reads, changes and replaces a volume with its resourceVersion as precondition; retries on
+/// conflicts. `change` returns whether it changed anything (nothing is written otherwise).
+pub(crate) async fn update_volume(
+    volumes: &Api<PersistentVolume>,
+    name: &str,
+    what: &str,
+    mut change: impl FnMut(&mut PersistentVolume) -> bool,
+) -> Result<PersistentVolume, MigrateError> {
+    let mut attempts = 0;
+    loop {
+        let mut pv = volumes.get(name).await.map_err(api_err(format!(
+            "cannot read PersistentVolume {name} to {what}"
+        )))?;
+        if !change(&mut pv) {
+            return Ok(pv);
+        }
+        match volumes.replace(name, &PostParams::default(), &pv).await {
+            Ok(updated) => return Ok(updated),
+            // Someone else wrote in between: read again and re-apply the change.
+            Err(kube::Error::Api(status)) if status.code == 409 && attempts < CONFLICT_RETRIES => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 * attempts)).await;
+            }
+            Err(e) => {
+                return Err(api_err(format!(
+                    "cannot update PersistentVolume {name} to {what}"
+                ))(e));
+            }
+        }
+    }
+}
+
+/// Re-checks `done` until it holds or the timeout passes.
+async fn wait_until<F, Fut>(
+    opts: &MigrateOptions,
+    what: &str,
+    mut done: F,
+) -> Result<(), MigrateError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool, MigrateError>>,
+{
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        if done().await? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(MigrateError::Timeout {
+                what: what.to_owned(),
+                timeout: opts.timeout,
+            });
+        }
+        tokio::time::sleep(opts.poll_interval).await;
+    }
+}
+
+fn modes_of(pvc: &PersistentVolumeClaim) -> AccessModes {
+    AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+}
+
+fn bound_to(pvc: &PersistentVolumeClaim, volume: &str) -> bool {
+    pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(volume)
+        && pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+}
+
+pub(crate) async fn execute(
+    client: &Client,
+    volume: &str,
+    state: &mut MigrationState,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+    after_step: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), MigrateError> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &state.namespace);
+    let target = state.target_mode();
+    let total = STEPS.len();
+    for (i, step) in STEPS.iter().copied().enumerate() {
+        if i < state.completed {
+            continue;
+        }
+        progress(Progress::Started {
+            step,
+            index: i + 1,
+            total,
+            what: step.describe(state, volume),
+        });
+        let started = Instant::now();
+        let skipped =
+            run_step(step, client, &volumes, &claims, volume, state, target, opts).await?;
+        match skipped {
+            Some(why) => progress(Progress::Skipped { step, why }),
+            None => progress(Progress::Done {
+                step,
+                elapsed: started.elapsed(),
+            }),
+        }
+        state.completed = i + 1;
+        if step != Step::ClearState {
+            record(&volumes, volume, Some(state)).await?;
+        }
+        if !after_step(i + 1) {
+            return Err(MigrateError::Interrupted { completed: i + 1 });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the claim still has to be swapped: it is missing, has other modes, or is not bound to
+/// the volume, or the volume has other modes.
+async fn swap_needed(
+    volumes: &Api<PersistentVolume>,
+    claims: &Api<PersistentVolumeClaim>,
+    volume: &str,
+    state: &MigrationState,
+    target: AccessMode,
+) -> Result<bool, MigrateError> {
+    let pv = volumes
+        .get(volume)
+        .await
+        .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
+    let pv_ok = AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+        .is_only(target);
+    let claim = claims.get_opt(&state.claim).await.map_err(api_err(format!(
+        "cannot read claim {}/{}",
+        state.namespace, state.claim
+    )))?;
+    let claim_ok = claim.is_some_and(|c| {
+        modes_of(&c).is_only(target)
+            && bound_to(&c, volume)
+            && c.metadata.deletion_timestamp.is_none()
+    });
+    Ok(!(pv_ok && claim_ok))
+}
+
+/// Runs one step. Returns why it was skipped, if it had nothing to do.
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    step: Step,
+    client: &Client,
+    volumes: &Api<PersistentVolume>,
+    claims: &Api<PersistentVolumeClaim>,
+    volume: &str,
+    state: &MigrationState,
+    target: AccessMode,
+    opts: &MigrateOptions,
+) -> Result<Option<String>, MigrateError> {
+    let claim_name = format!("{}/{}", state.namespace, state.claim);
+    let swap_steps = matches!(
+        step,
+        Step::ScaleDown
+            | Step::DeleteClaim
+            | Step::ReleaseVolume
+            | Step::SetVolumeModes
+            | Step::CreateClaim
+            | Step::WaitBound
+    );
+    if swap_steps && !swap_needed(volumes, claims, volume, state, target).await? {
+        return Ok(Some(format!(
+            "claim {claim_name} is already [{}] and bound to {volume}",
+            target.as_str()
+        )));
+    }
+    match step {
+        Step::RecordState => {
+            record(volumes, volume, Some(state)).await?;
+            Ok(None)
+        }
+        Step::RetainVolume => {
+            let changed = set_reclaim_policy(volumes, volume, "Retain").await?;
+            Ok((!changed).then(|| "reclaim policy is already Retain".to_owned()))
+        }
+        Step::ScaleDown => {
+            for consumer in &state.consumers {
+                consumers::scale(client, &state.namespace, consumer, 0).await?;
+            }
+            let pods: Api<k8s_openapi::api::core::v1::Pod> =
+                Api::namespaced(client.clone(), &state.namespace);
+            for pod in &state.deleted_pods {
+                match pods.delete(pod, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(api_err(format!("cannot delete pod {pod}"))(e)),
+                }
+            }
+            wait_until(opts, &format!("no pod to mount {claim_name}"), || async {
+                Ok(
+                    consumers::mounting_pods(client, &state.namespace, &state.claim)
+                        .await?
+                        .is_empty(),
+                )
+            })
+            .await?;
+            Ok(None)
+        }
+        Step::DeleteClaim => {
+            let Some(claim) = claims
+                .get_opt(&state.claim)
+                .await
+                .map_err(api_err(format!("cannot read claim {claim_name}")))?
+            else {
+                return Ok(Some("the claim is already deleted".to_owned()));
+            };
+            let bound_elsewhere = claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .is_some_and(|v| !v.is_empty() && v != volume);
+            if bound_elsewhere {
+                return Err(MigrateError::Refused(format!(
+                    "claim {claim_name} now refers to another volume; refusing to delete it"
+                )));
+            }
+            // Never delete a claim while its volume could go with it.
+            let pv = volumes
+                .get(volume)
+                .await
+                .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
+            let policy = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+            if policy != Some("Retain") {
+                return Err(MigrateError::Refused(format!(
+                    "PersistentVolume {volume} has reclaim policy {policy:?}, not Retain; refusing to delete its claim"
+                )));
+            }
+            if claim.metadata.deletion_timestamp.is_none() {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: claim.metadata.uid.clone(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match claims.delete(&state.claim, &params).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(api_err(format!("cannot delete claim {claim_name}"))(e)),
+                }
+            }
+            wait_until(opts, &format!("claim {claim_name} to be gone"), || async {
+                Ok(claims
+                    .get_opt(&state.claim)
+                    .await
+                    .map_err(api_err(format!("cannot read claim {claim_name}")))?
+                    .is_none())
+            })
+            .await?;
+            Ok(None)
+        }
+        Step::ReleaseVolume => {
+            let live_claim_uid = claims
+                .get_opt(&state.claim)
+                .await
+                .map_err(api_err(format!("cannot read claim {claim_name}")))?
+                .and_then(|c| c.metadata.uid);
+            let mut changed = false;
+            update_volume(volumes, volume, "clear claimRef.uid", |pv| {
+                let Some(claim_ref) = pv.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) else {
+                    return false;
+                };
+                let stale = claim_ref.uid.is_some() && claim_ref.uid != live_claim_uid;
+                if stale {
+                    claim_ref.uid = None;
+                    claim_ref.resource_version = None;
+                }
+                changed = stale;
+                stale
+            })
+            .await?;
+            Ok((!changed).then(|| "the volume is not bound to a deleted claim".to_owned()))
+        }
+        Step::SetVolumeModes => {
+            let mut changed = false;
+            update_volume(volumes, volume, "set its access modes", |pv| {
+                let spec = pv.spec.get_or_insert_with(Default::default);
+                let current = AccessModes::from_optional(spec.access_modes.as_ref());
+                if current.is_only(target) {
+                    return false;
+                }
+                spec.access_modes = Some(vec![target.as_str().to_owned()]);
+                changed = true;
+                true
+            })
+            .await?;
+            Ok((!changed).then(|| format!("the volume is already [{}]", target.as_str())))
+        }
+        Step::CreateClaim => {
+            if claims
+                .get_opt(&state.claim)
+                .await
+                .map_err(api_err(format!("cannot read claim {claim_name}")))?
+                .is_some()
+            {
+                return Ok(Some("the claim exists".to_owned()));
+            }
+            let claim = claim_to_create(state, volume)?;
+            match claims.create(&PostParams::default(), &claim).await {
+                Ok(_) => Ok(None),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+                Err(e) => Err(api_err(format!("cannot create claim {claim_name}"))(e)),
+            }
+        }
+        Step::WaitBound => {
+            wait_until(
+                opts,
+                &format!("claim {claim_name} to be Bound to {volume}"),
+                || async {
+                    let claim = claims
+                        .get_opt(&state.claim)
+                        .await
+                        .map_err(api_err(format!("cannot read claim {claim_name}")))?;
+                    Ok(claim.is_some_and(|c| bound_to(&c, volume)))
+                },
+            )
+            .await?;
+            Ok(None)
+        }
+        Step::ScaleUp => {
+            let mut any = false;
+            for consumer in &state.consumers {
+                any |=
+                    consumers::scale(client, &state.namespace, consumer, consumer.replicas).await?;
+            }
+            Ok((!any).then(|| "consumers already at their replica counts".to_owned()))
+        }
+        Step::RestoreReclaimPolicy => {
+            let changed = set_reclaim_policy(volumes, volume, &state.reclaim_policy).await?;
+            Ok((!changed).then(|| format!("reclaim policy is already {}", state.reclaim_policy)))
+        }
+        Step::ClearState => {
+            record(volumes, volume, None).await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn set_reclaim_policy(
+    volumes: &Api<PersistentVolume>,
+    volume: &str,
+    policy: &str,
+) -> Result<bool, MigrateError> {
+    let mut changed = false;
+    update_volume(
+        volumes,
+        volume,
+        &format!("set its reclaim policy to {policy}"),
+        |pv| {
+            let spec = pv.spec.get_or_insert_with(Default::default);
+            if spec.persistent_volume_reclaim_policy.as_deref() == Some(policy) {
+                return false;
+            }
+            spec.persistent_volume_reclaim_policy = Some(policy.to_owned());
+            changed = true;
+            true
+        },
+    )
+    .await?;
+    Ok(changed)
+}

@@ -1,0 +1,666 @@
+//! `rwop-guard migrate` against the in-process fake API server, through the real `kube::Client`,
+//! with small emulations of the controllers a migration depends on (Deployment/ReplicaSet/
+//! StatefulSet pods, the pvc-protection finalizer, the PV controller's binding and reclaiming).
+//! Every PersistentVolume write is also checked against the validating webhook's rules and the
+//! safety invariants (never deleted, never unclaimed with reclaim policy Delete).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::core::admission::Operation;
+use rwop_guard::migrate::{self, MigrateError, MigrateOptions, Progress, STEPS};
+use rwop_guard::policy::{MIGRATION_ANNOTATION, Policy, validate_volume};
+use serde_json::{Value, json};
+use support::fake_apiserver::{EventType, FakeApiServer, Store, WriteEvent, api_fixture};
+
+const NS: &str = "shop";
+const CLAIM: &str = "orders-db";
+const VOLUME: &str = "pv-orders";
+const PV_PATH: &str = "/api/v1/persistentvolumes/pv-orders";
+const PVC_PATH: &str = "/api/v1/namespaces/shop/persistentvolumeclaims/orders-db";
+const PODS: &str = "/api/v1/namespaces/shop/pods";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/orders";
+const STATEFULSET: &str = "/apis/apps/v1/namespaces/shop/statefulsets/reports";
+const RS_NAME: &str = "orders-5cc5c796bd";
+
+/// What every test can inspect after a run.
+struct Cluster {
+    fake: FakeApiServer,
+    /// Safety invariant or webhook rule broken by a write, in order.
+    violations: Arc<Mutex<Vec<String>>>,
+}
+
+fn modes(obj: &Value) -> Vec<String> {
+    serde_json::from_value(obj["spec"]["accessModes"].clone()).unwrap_or_default()
+}
+
+fn claim_modes_fit(claim: &Value, pv: &Value) -> bool {
+    let pv_modes = modes(pv);
+    let wanted = modes(claim);
+    !wanted.is_empty() && wanted.iter().all(|m| pv_modes.contains(m))
+}
+
+/// Binds a pending claim to the volume it names, as the PV controller does.
+fn try_bind(store: &mut Store, claim: &Value) {
+    let Some(volume) = claim["spec"]["volumeName"].as_str() else {
+        return;
+    };
+    if claim["status"]["phase"] == "Bound" || claim["metadata"]["deletionTimestamp"].is_string() {
+        return;
+    }
+    let pv_path = format!("/api/v1/persistentvolumes/{volume}");
+    let Some(pv) = store.get(&pv_path) else {
+        return;
+    };
+    let claim_ref = &pv["spec"]["claimRef"];
+    let ns = claim["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = claim["metadata"]["name"].as_str().unwrap_or_default();
+    let reserved_for_it = claim_ref.is_null()
+        || (claim_ref["namespace"] == ns
+            && claim_ref["name"] == name
+            && claim_ref["uid"].as_str().unwrap_or("").is_empty());
+    let path = format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}");
+    if !reserved_for_it || !claim_modes_fit(claim, &pv) {
+        // VolumeMismatch: the claim stays Pending.
+        store
+            .patch(&path, json!({"status": {"phase": "Pending"}}))
+            .unwrap();
+        return;
+    }
+    store
+        .patch(&pv_path, json!({
+            "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name,
+                                   "uid": claim["metadata"]["uid"], "resourceVersion": claim["metadata"]["resourceVersion"]}},
+            "status": {"phase": "Bound"}
+        }))
+        .unwrap();
+    store
+        .patch(&path, json!({"status": {"phase": "Bound", "accessModes": pv["spec"]["accessModes"], "capacity": pv["spec"]["capacity"]}}))
+        .unwrap();
+}
+
+fn pod_mounts(pod: &Value, claim: &str) -> bool {
+    pod["spec"]["volumes"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == claim)
+    })
+}
+
+/// The pvc-protection controller: a deleted claim goes once no scheduled pod mounts it.
+fn release_protected_claims(store: &mut Store, ns: &str) {
+    let pods = store.list(&format!("/api/v1/namespaces/{ns}/pods"));
+    for claim in store.list(&format!("/api/v1/namespaces/{ns}/persistentvolumeclaims")) {
+        let name = claim["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let in_use = pods
+            .iter()
+            .any(|p| p["spec"]["nodeName"].is_string() && pod_mounts(p, &name));
+        if claim["metadata"]["deletionTimestamp"].is_string() && !in_use {
+            store
+                .patch(
+                    &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}"),
+                    json!({"metadata": {"finalizers": null}}),
+                )
+                .unwrap();
+        }
+    }
+}
+
+fn pod(name: &str, owner_kind: &str, owner: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"owner": owner},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner, "uid": format!("uid-{owner}"), "controller": true}]},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app"}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": CLAIM}}]},
+        "status": {"phase": "Running"}
+    })
+}
+
+/// Workload controllers: pods follow `spec.replicas` (Deployment through its ReplicaSet).
+fn reconcile_pods(store: &mut Store, owner_kind: &str, owner: &str, replicas: i64) {
+    let existing: Vec<String> = store
+        .list(PODS)
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["owner"] == owner)
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    for name in existing.iter().skip(replicas.max(0) as usize) {
+        store.delete(&format!("{PODS}/{name}")).unwrap();
+    }
+    for i in existing.len()..replicas.max(0) as usize {
+        store
+            .create(PODS, pod(&format!("{owner}-{i}"), owner_kind, owner))
+            .unwrap();
+    }
+}
+
+fn check_volume_write(event: &WriteEvent, violations: &Mutex<Vec<String>>) {
+    let mut v = violations.lock().unwrap();
+    if event.event_type == EventType::Deleted {
+        v.push(format!("PersistentVolume {} was deleted", event.name));
+        return;
+    }
+    let obj = &event.object;
+    let unclaimed = obj["spec"]["claimRef"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .is_empty();
+    if unclaimed && obj["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
+        v.push(format!(
+            "PersistentVolume {} unclaimed with reclaim policy Delete (rv {})",
+            event.name, event.resource_version
+        ));
+    }
+    // The validating webhook must allow every change the tool makes.
+    if let Some(old) = &event.old_object {
+        let new_pv: PersistentVolume = serde_json::from_value(obj.clone()).unwrap();
+        let old_pv: PersistentVolume = serde_json::from_value(old.clone()).unwrap();
+        let d = validate_volume(
+            &Policy::default(),
+            &Operation::Update,
+            &new_pv,
+            Some(&old_pv),
+        );
+        if !d.allowed {
+            v.push(format!(
+                "the webhook would deny: {}",
+                d.message.unwrap_or_default()
+            ));
+        }
+    }
+}
+
+fn controllers(store: &mut Store, event: &WriteEvent, violations: &Mutex<Vec<String>>) {
+    match (event.resource.as_str(), event.event_type) {
+        ("persistentvolumes", _) => {
+            check_volume_write(event, violations);
+            if event.event_type == EventType::Modified {
+                // A volume released for a waiting claim gets bound.
+                let pending: Vec<Value> = store
+                    .list(&format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"))
+                    .into_iter()
+                    .filter(|c| {
+                        c["spec"]["volumeName"] == event.name.as_str()
+                            && c["status"]["phase"] != "Bound"
+                    })
+                    .collect();
+                for claim in pending {
+                    try_bind(store, &claim);
+                }
+            }
+        }
+        ("persistentvolumeclaims", EventType::Added) => try_bind(store, &event.object),
+        ("persistentvolumeclaims", EventType::Modified) => {
+            release_protected_claims(store, event.namespace.as_deref().unwrap_or_default())
+        }
+        ("persistentvolumeclaims", EventType::Deleted) => {
+            // The PV controller: a volume whose claim is gone is Released, or deleted with it.
+            let uid = event.object["metadata"]["uid"].clone();
+            for pv in store.list("/api/v1/persistentvolumes") {
+                if pv["spec"]["claimRef"]["uid"] != uid {
+                    continue;
+                }
+                let path = format!(
+                    "/api/v1/persistentvolumes/{}",
+                    pv["metadata"]["name"].as_str().unwrap()
+                );
+                if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
+                    store
+                        .patch(&path, json!({"metadata": {"finalizers": null}}))
+                        .unwrap();
+                    let _ = store.delete(&path);
+                } else {
+                    store
+                        .patch(&path, json!({"status": {"phase": "Released"}}))
+                        .unwrap();
+                }
+            }
+        }
+        ("pods", EventType::Deleted) => {
+            release_protected_claims(store, event.namespace.as_deref().unwrap_or_default())
+        }
+        ("deployments", EventType::Modified) if event.name == "orders" => {
+            let replicas = event.object["spec"]["replicas"].as_i64().unwrap_or(1);
+            reconcile_pods(store, "ReplicaSet", RS_NAME, replicas);
+        }
+        ("statefulsets", EventType::Modified) => {
+            let replicas = event.object["spec"]["replicas"].as_i64().unwrap_or(1);
+            reconcile_pods(store, "StatefulSet", &event.name, replicas);
+        }
+        _ => {}
+    }
+}
+
+async fn cluster() -> Cluster {
+    let fake = FakeApiServer::start().await;
+    fake.seed_list_fixture(
+        "/apis/storage.k8s.io/v1/storageclasses",
+        &api_fixture("list-storageclasses.json"),
+    );
+    fake.seed_list_fixture("/api/v1/namespaces", &api_fixture("list-namespaces.json"));
+    // The Deployment `orders` (2 replicas) and its ReplicaSet, as captured from a real cluster.
+    fake.seed_list_fixture(
+        "/apis/apps/v1/namespaces/shop/deployments",
+        &api_fixture("list-deployments-shop.json"),
+    );
+    fake.seed_list_fixture(
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        &api_fixture("list-replicasets-shop.json"),
+    );
+    fake.create(
+        "/api/v1/persistentvolumes",
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": VOLUME, "finalizers": ["kubernetes.io/pv-protection"]},
+            "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
+                     "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "fast-csi",
+                     "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-0123"},
+                     "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": NS, "name": CLAIM, "uid": "claim-uid-1"}},
+            "status": {"phase": "Bound"}
+        }),
+    )
+    .unwrap();
+    fake.create(
+        "/api/v1/namespaces/shop/persistentvolumeclaims",
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": CLAIM, "namespace": NS, "uid": "claim-uid-1", "labels": {"app": "orders"},
+                         "annotations": {"pv.kubernetes.io/bind-completed": "yes", "team": "payments"},
+                         "finalizers": ["kubernetes.io/pvc-protection"]},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                     "storageClassName": "fast-csi", "volumeName": VOLUME, "volumeMode": "Filesystem"},
+            "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}
+        }),
+    )
+    .unwrap();
+    fake.create(
+        "/apis/apps/v1/namespaces/shop/statefulsets",
+        json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "reports", "namespace": NS, "uid": "uid-reports"},
+            "spec": {"replicas": 1, "serviceName": "reports", "selector": {"matchLabels": {"owner": "reports"}},
+                     "template": {"metadata": {"labels": {"owner": "reports"}}, "spec": {"containers": [{"name": "r", "image": "r"}]}}}
+        }),
+    )
+    .unwrap();
+    for p in [
+        pod("orders-a", "ReplicaSet", RS_NAME),
+        pod("orders-b", "ReplicaSet", RS_NAME),
+        pod("reports-0", "StatefulSet", "reports"),
+    ] {
+        fake.create(PODS, p).unwrap();
+    }
+    let violations = Arc::new(Mutex::new(Vec::new()));
+    let v = violations.clone();
+    fake.on_write(move |store, event| controllers(store, event, &v));
+    Cluster { fake, violations }
+}
+
+fn opts() -> MigrateOptions {
+    MigrateOptions {
+        poll_interval: Duration::from_millis(5),
+        timeout: Duration::from_secs(20),
+        ..MigrateOptions::default()
+    }
+}
+
+async fn run(
+    c: &Cluster,
+    opts: &MigrateOptions,
+    stop_after: Option<usize>,
+) -> (Result<(), MigrateError>, Vec<Progress>) {
+    let mut seen = Vec::new();
+    let result = migrate::run(
+        &c.fake.client(),
+        NS,
+        CLAIM,
+        opts,
+        &mut |p| seen.push(p),
+        &mut |done| stop_after != Some(done),
+    )
+    .await;
+    (result, seen)
+}
+
+fn replicas(c: &Cluster, path: &str) -> i64 {
+    c.fake.get(path).unwrap()["spec"]["replicas"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The claim, its volume, and the consumers, as far as a migration can change them.
+fn shape(c: &Cluster) -> Value {
+    let pv = c.fake.get(PV_PATH).expect("the volume exists");
+    let pvc = c.fake.get(PVC_PATH).expect("the claim exists");
+    json!({
+        "pvModes": pv["spec"]["accessModes"],
+        "reclaim": pv["spec"]["persistentVolumeReclaimPolicy"],
+        "pvPhase": pv["status"]["phase"],
+        "boundTo": [pv["spec"]["claimRef"]["namespace"], pv["spec"]["claimRef"]["name"]],
+        "boundToLiveClaim": pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"],
+        "state": pv["metadata"]["annotations"][MIGRATION_ANNOTATION],
+        "claimModes": pvc["spec"]["accessModes"],
+        "claimVolume": pvc["spec"]["volumeName"],
+        "claimPhase": pvc["status"]["phase"],
+        "claimLabels": pvc["metadata"]["labels"],
+        "claimTeam": pvc["metadata"]["annotations"]["team"],
+        "orders": replicas(c, DEPLOYMENT),
+        "reports": replicas(c, STATEFULSET),
+        "pods": c.fake.list(PODS).len(),
+    })
+}
+
+fn expected(modes: &str) -> Value {
+    json!({
+        "pvModes": [modes], "reclaim": "Delete", "pvPhase": "Bound",
+        "boundTo": [NS, CLAIM], "boundToLiveClaim": true, "state": null,
+        "claimModes": [modes], "claimVolume": VOLUME, "claimPhase": "Bound",
+        "claimLabels": {"app": "orders"}, "claimTeam": "payments",
+        "orders": 2, "reports": 1, "pods": 3,
+    })
+}
+
+fn assert_no_violations(c: &Cluster) {
+    let v = c.violations.lock().unwrap();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+#[tokio::test]
+async fn full_migration_ends_with_rwop_bound_to_the_same_volume() {
+    let c = cluster().await;
+    let before_uid = c.fake.get(PVC_PATH).unwrap()["metadata"]["uid"].clone();
+    let (result, progress) = run(&c, &opts(), None).await;
+    result.unwrap();
+    assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+    assert_ne!(
+        c.fake.get(PVC_PATH).unwrap()["metadata"]["uid"],
+        before_uid,
+        "the claim was recreated"
+    );
+    assert_no_violations(&c);
+    // Every step reported once, in order; on a fresh run only the wait for binding may find
+    // nothing to wait for (the fake PV controller binds at once).
+    let started: Vec<usize> = progress
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Started { index, .. } => Some(*index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, (1..=STEPS.len()).collect::<Vec<_>>());
+    for p in &progress {
+        if let Progress::Skipped { step, why } = p {
+            assert_eq!(*step, migrate::Step::WaitBound, "{why}");
+        }
+    }
+    // Managed annotations are not carried over to the new claim.
+    let claim = c.fake.get(PVC_PATH).unwrap();
+    assert!(claim["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"].is_null());
+
+    // Running again on the finished migration refuses, explaining why.
+    let (again, _) = run(&c, &opts(), None).await;
+    let msg = again.unwrap_err().to_string();
+    assert!(
+        msg.contains("[ReadWriteOncePod]") && msg.contains("only [ReadWriteOnce]"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_any_step_then_a_resume_ends_the_same() {
+    for k in 1..=STEPS.len() {
+        let c = cluster().await;
+        let (first, _) = run(&c, &opts(), Some(k)).await;
+        if k < STEPS.len() {
+            assert!(
+                matches!(first, Err(MigrateError::Interrupted { completed }) if completed == k),
+                "step {k}: {first:?}"
+            );
+            // The volume carries the progress.
+            let state = c.fake.get(PV_PATH).unwrap()["metadata"]["annotations"]
+                [MIGRATION_ANNOTATION]
+                .clone();
+            let state: Value = serde_json::from_str(state.as_str().unwrap()).unwrap();
+            assert_eq!(state["completed"], k, "step {k}");
+            let (resumed, _) = run(&c, &opts(), None).await;
+            resumed.unwrap_or_else(|e| panic!("resume after step {k}: {e}"));
+        }
+        assert_eq!(
+            shape(&c),
+            expected("ReadWriteOncePod"),
+            "crash after step {k}"
+        );
+        assert_no_violations(&c);
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_from_any_step_returns_to_the_start() {
+    let start = {
+        let c = cluster().await;
+        shape(&c)
+    };
+    assert_eq!(start, expected("ReadWriteOnce"));
+    for k in 1..STEPS.len() {
+        let c = cluster().await;
+        let (first, _) = run(&c, &opts(), Some(k)).await;
+        assert!(first.is_err(), "step {k}");
+        let rollback = MigrateOptions {
+            rollback: true,
+            ..opts()
+        };
+        let (back, _) = run(&c, &rollback, None).await;
+        back.unwrap_or_else(|e| panic!("rollback after step {k}: {e}"));
+        assert_eq!(shape(&c), start, "rollback after step {k}");
+        assert_no_violations(&c);
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_rollback_resumes_and_a_forward_run_waits_for_it() {
+    for (k, r) in [(6, 3), (7, 6), (8, 2)] {
+        let c = cluster().await;
+        assert!(run(&c, &opts(), Some(k)).await.0.is_err());
+        let rollback = MigrateOptions {
+            rollback: true,
+            ..opts()
+        };
+        assert!(
+            run(&c, &rollback, Some(r)).await.0.is_err(),
+            "rollback stopped at {r}"
+        );
+        // A forward run must not silently undo a half-done rollback.
+        let (forward, _) = run(&c, &opts(), None).await;
+        assert!(
+            forward
+                .unwrap_err()
+                .to_string()
+                .contains("finish it with --rollback")
+        );
+        run(&c, &rollback, None).await.0.unwrap();
+        assert_eq!(shape(&c), expected("ReadWriteOnce"), "after {k}/{r}");
+        assert_no_violations(&c);
+        // Once back at the start, the migration can run again from scratch.
+        run(&c, &opts(), None).await.0.unwrap();
+        assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_the_volume_are_retried() {
+    let c = cluster().await;
+    let client = c.fake.client();
+    let writer = tokio::spawn(async move {
+        let pvs: kube::Api<PersistentVolume> = kube::Api::all(client);
+        for i in 0..60 {
+            let patch = kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"touched": i.to_string()}}}),
+            );
+            let _ = pvs
+                .patch(VOLUME, &kube::api::PatchParams::default(), &patch)
+                .await;
+        }
+    });
+    run(&c, &opts(), None).await.0.unwrap();
+    writer.await.unwrap();
+    assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+    assert_no_violations(&c);
+}
+
+// ---- Preflight ---------------------------------------------------------------------------------
+
+async fn refused(c: &Cluster, opts: &MigrateOptions) -> String {
+    let before = c.fake.resource_version();
+    let err = run(c, opts, None).await.0.unwrap_err();
+    assert!(matches!(err, MigrateError::Refused(_)), "{err:?}");
+    assert_eq!(
+        c.fake.resource_version(),
+        before,
+        "a refused migration changes nothing"
+    );
+    err.to_string()
+}
+
+#[tokio::test]
+async fn preflight_refuses_unsafe_starts_with_reasons() {
+    // Not Bound.
+    let c = cluster().await;
+    c.fake
+        .patch(PVC_PATH, json!({"status": {"phase": "Pending"}}))
+        .unwrap();
+    assert!(refused(&c, &opts()).await.contains("not Bound"));
+
+    // Volume modes not exactly [ReadWriteOnce].
+    let c = cluster().await;
+    c.fake
+        .patch(
+            PV_PATH,
+            json!({"spec": {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"]}}),
+        )
+        .unwrap();
+    assert!(
+        refused(&c, &opts())
+            .await
+            .contains("only [ReadWriteOnce] volumes")
+    );
+
+    // A bare pod: refused unless deleting it is allowed.
+    let c = cluster().await;
+    let mut bare = pod("debug-shell", "ReplicaSet", "none");
+    bare["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    bare["metadata"]["labels"] = json!({"owner": "nobody"});
+    c.fake.create(PODS, bare).unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("debug-shell") && msg.contains("--allow-delete-pods"),
+        "{msg}"
+    );
+    let allow = MigrateOptions {
+        allow_delete_pods: true,
+        ..opts()
+    };
+    let (result, progress) = run(&c, &allow, None).await;
+    result.unwrap();
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::Warning(w) if w.contains("debug-shell")))
+    );
+    assert!(c.fake.get(&format!("{PODS}/debug-shell")).is_none());
+    assert_no_violations(&c);
+
+    // A controller rwop-guard cannot scale.
+    let c = cluster().await;
+    c.fake
+        .create(PODS, pod("agent-x", "DaemonSet", "agent"))
+        .unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(msg.contains("DaemonSet/agent"), "{msg}");
+
+    // Not CSI: refused unless allowed, then a warning.
+    let c = cluster().await;
+    c.fake
+        .patch(
+            PV_PATH,
+            json!({"spec": {"csi": null, "hostPath": {"path": "/srv/orders"}}}),
+        )
+        .unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("not a CSI volume") && msg.contains("--allow-non-csi"),
+        "{msg}"
+    );
+    let allow = MigrateOptions {
+        allow_non_csi: true,
+        ..opts()
+    };
+    let (result, progress) = run(&c, &allow, None).await;
+    result.unwrap();
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::Warning(w) if w.contains("not a CSI volume")))
+    );
+
+    // Nothing to roll back.
+    let c = cluster().await;
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    assert!(
+        refused(&c, &rollback)
+            .await
+            .contains("nothing to roll back")
+    );
+
+    // No such claim.
+    let c = cluster().await;
+    let err = migrate::run(
+        &c.fake.client(),
+        NS,
+        "missing",
+        &opts(),
+        &mut |_| {},
+        &mut |_| true,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}
+
+#[tokio::test]
+async fn a_claim_that_does_not_bind_times_out_keeping_the_volume() {
+    let c = cluster().await;
+    // Something else grabs the volume while it is released (a claim of another name).
+    c.fake.on_write(|store, event| {
+        if event.resource == "persistentvolumes"
+            && event.event_type == EventType::Modified
+            && event.object["spec"]["accessModes"] == json!(["ReadWriteOncePod"])
+            && event.old_object.as_ref().is_some_and(|o| o["spec"]["accessModes"] == json!(["ReadWriteOnce"]))
+        {
+            store
+                .patch(PV_PATH, json!({"spec": {"claimRef": {"namespace": NS, "name": "intruder", "uid": "intruder-uid"}}}))
+                .unwrap();
+        }
+    });
+    let short = MigrateOptions {
+        timeout: Duration::from_millis(200),
+        ..opts()
+    };
+    let err = run(&c, &short, None).await.0.unwrap_err();
+    assert!(matches!(err, MigrateError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("to be Bound"), "{err}");
+    // The volume still exists and is retained.
+    let pv = c.fake.get(PV_PATH).unwrap();
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+}
