@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    rwop_guard::cli::run(rwop_guard::cli::Cli::parse())
+    rwop_guard::cli::run(rwop_guard::cli::Cli::parse_args())
 }

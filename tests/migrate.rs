@@ -664,3 +664,154 @@ async fn a_claim_that_does_not_bind_times_out_keeping_the_volume() {
     let pv = c.fake.get(PV_PATH).unwrap();
     assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
 }
+
+// ---- The binary, also as the kubectl plugin ------------------------------------------------------
+
+/// A kubeconfig with a context for the fake server and a default context that leads nowhere, so
+/// only an honoured `--context` reaches the fake.
+fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n- name: closed\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\n- name: nowhere\n  context: {{cluster: closed, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn binary(program: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(program)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("the binary finishes")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &c.fake.url());
+    let config = config.to_str().unwrap();
+    let plugin = dir.path().join("kubectl-rwop");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rwop-guard"), &plugin).unwrap();
+
+    let (code, _, err) = binary(&plugin, &["--help"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (_, help, _) = binary(&plugin, &["--help"]).await;
+    assert!(help.contains("kubectl rwop"), "{help}");
+
+    // Dry run, namespace from -n, context chosen with --context: the plan, and no write.
+    let before = c.fake.resource_version();
+    let (code, plan, err) = binary(
+        &plugin,
+        &[
+            "--kubeconfig",
+            config,
+            "--context",
+            "fake",
+            "migrate",
+            CLAIM,
+            "-n",
+            NS,
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    for (i, needle) in [
+        "record the migration state on PersistentVolume pv-orders",
+        "spec.persistentVolumeReclaimPolicy: Delete -> Retain",
+        "Deployment orders replicas 2 -> 0, StatefulSet reports replicas 1 -> 0",
+        "delete PersistentVolumeClaim shop/orders-db (precondition: its uid)",
+        "clear PersistentVolume pv-orders spec.claimRef.uid",
+        "spec.accessModes: -> [ReadWriteOncePod]",
+        "create PersistentVolumeClaim shop/orders-db with accessModes [ReadWriteOncePod] and volumeName pv-orders",
+        "wait until PersistentVolumeClaim shop/orders-db is Bound to pv-orders",
+        "Deployment orders replicas 0 -> 2, StatefulSet reports replicas 0 -> 1",
+        "spec.persistentVolumeReclaimPolicy: Retain -> Delete",
+        "remove the migration state",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let line = format!("[{}/11] ", i + 1);
+        let found = plan.lines().find(|l| l.contains(&line)).unwrap_or_default();
+        assert!(found.contains(needle), "step {}: {found:?}\n{plan}", i + 1);
+    }
+    assert!(
+        plan.contains("volumeName: pv-orders") && plan.contains("- ReadWriteOncePod"),
+        "{plan}"
+    );
+    assert_eq!(
+        c.fake.resource_version(),
+        before,
+        "a dry run writes nothing"
+    );
+
+    // Without --context the kubeconfig's current context (a closed port) is used: a clear error.
+    let (code, _, err) = binary(
+        &plugin,
+        &[
+            "--kubeconfig",
+            config,
+            "migrate",
+            "shop/orders-db",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read claim shop/orders-db"), "{err}");
+
+    // Not confirmed (no terminal, no --yes): nothing changes.
+    let (code, _, err) = binary(
+        &plugin,
+        &[
+            "--kubeconfig",
+            config,
+            "--context",
+            "fake",
+            "migrate",
+            "shop/orders-db",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not confirmed"), "{err}");
+    assert_eq!(c.fake.resource_version(), before);
+
+    // The real thing, with progress lines.
+    let (code, _, err) = binary(
+        &plugin,
+        &[
+            "--kubeconfig",
+            config,
+            "--context",
+            "fake",
+            "migrate",
+            "shop/orders-db",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("[4/11] delete PersistentVolumeClaim shop/orders-db")
+            && err.contains("done in"),
+        "{err}"
+    );
+    assert!(err.contains("are now [ReadWriteOncePod]"), "{err}");
+    assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+    assert_no_violations(&c);
+}

@@ -50,11 +50,9 @@ pub struct MigrateArgs {
     /// Delete pods that mount the claim and have no controller (they are not recreated).
     #[arg(long)]
     pub allow_delete_pods: bool,
-    #[command(flatten)]
-    pub kube: KubeArgs,
 }
 
-pub fn run(args: &MigrateArgs) -> ExitCode {
+pub fn run(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -65,11 +63,11 @@ pub fn run(args: &MigrateArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
     };
-    runtime.block_on(migrate(args))
+    runtime.block_on(migrate(args, kube))
 }
 
-async fn migrate(args: &MigrateArgs) -> ExitCode {
-    let (client, context_ns) = match args.kube.client().await {
+async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
+    let (client, context_ns) = match kube.client().await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rwop-guard migrate: {e:#}");

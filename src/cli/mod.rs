@@ -32,8 +32,32 @@ pub const EXIT_UNUSABLE: u8 = 2;
                   new [ReadWriteOnce] claims to [ReadWriteOncePod] where that is safe."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub kube: KubeArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line. Invoked as `kubectl-rwop` (a link or copy of the binary), it
+    /// presents itself as the kubectl plugin `kubectl rwop`.
+    pub fn parse_args() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let invoked_as = std::env::args_os()
+            .next()
+            .and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
+        let mut command = Cli::command();
+        if invoked_as.starts_with("kubectl-rwop") {
+            command = command.bin_name("kubectl rwop").name("kubectl-rwop");
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,9 +81,9 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => None,
     });
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, &cli.kube),
         Command::Certs(args) => certs::run(&args),
-        Command::Migrate(args) => migrate::run(&args),
+        Command::Migrate(args) => migrate::run(&args, &cli.kube),
         Command::Review(args) => review::run(&args),
         Command::Check(args) => check::run(&args),
     }

@@ -106,7 +106,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub fn run(args: ServeArgs, kube: &super::KubeArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,7 +117,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, kube)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rwop-guard serve: {e:#}");
@@ -126,7 +126,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, kube: &super::KubeArgs) -> anyhow::Result<()> {
     let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
     let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
     let base = if args.dev { loopback } else { any };
@@ -164,10 +164,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         None
     } else {
-        Some(kube::Client::try_default().await.context(
-            "cannot configure the Kubernetes client (no in-cluster service account and no usable \
-             kubeconfig); run with --no-cluster to serve without cluster facts",
-        )?)
+        let (client, _) = kube.client().await.context(
+            "cannot configure the Kubernetes client; run with --no-cluster to serve without \
+             cluster facts",
+        )?;
+        Some(client)
     };
 
     let server = server::start(ServeOptions {
