@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod migrate;
 pub mod policy;
 pub mod policy_file;
+pub mod scan;
 pub mod server;
 
 /// Folds a multi-line error message into one line, for one-line findings and log fields.

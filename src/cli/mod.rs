@@ -5,6 +5,7 @@ mod check;
 mod kube_args;
 mod migrate;
 mod review;
+mod scan;
 mod serve;
 
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ pub use check::{CheckArgs, OutputFormat};
 pub use kube_args::KubeArgs;
 pub use migrate::MigrateArgs;
 pub use review::ReviewArgs;
+pub use scan::{ScanArgs, ScanOutput};
 pub use serve::{LogFormat, ServeArgs, parse_duration};
 
 /// Exit code for input that cannot be used (the reason goes to stderr).
@@ -70,6 +72,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Report V1 violations, migration candidates and Deployments that cannot roll with
+    /// ReadWriteOncePod, read from the cluster.
+    Scan(ScanArgs),
     /// Move a claim's volume from ReadWriteOnce to ReadWriteOncePod, safely and resumably.
     Migrate(MigrateArgs),
 }
@@ -83,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args, &cli.kube),
         Command::Certs(args) => certs::run(&args),
+        Command::Scan(args) => scan::run(&args, &cli.kube),
         Command::Migrate(args) => migrate::run(&args, &cli.kube),
         Command::Review(args) => review::run(&args),
         Command::Check(args) => check::run(&args),

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
@@ -44,26 +44,18 @@ fn controller(refs: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
     refs?.iter().find(|r| r.controller == Some(true))
 }
 
-/// Lists the pods of `namespace` (paginated) that are not finished.
+/// The pods of `namespace` that mount `claim` and are not finished.
 async fn pods_mounting(
     client: &Client,
     namespace: &str,
     claim: &str,
 ) -> Result<Vec<Pod>, MigrateError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut params = ListParams::default().limit(500);
-    let mut out = Vec::new();
-    loop {
-        let page = pods
-            .list(&params)
-            .await
-            .map_err(api_err(format!("cannot list pods in {namespace}")))?;
-        out.extend(page.items.into_iter().filter(|p| mounts(p, claim)));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    Ok(super::list_all(&pods, "pods")
+        .await?
+        .into_iter()
+        .filter(|p| mounts(p, claim))
+        .collect())
 }
 
 fn mounts(pod: &Pod, claim: &str) -> bool {

@@ -16,7 +16,6 @@ mod steps;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::ListParams;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -91,6 +90,22 @@ pub enum MigrateError {
         "interrupted after step {completed}; run the same command again to resume, or with --rollback to undo"
     )]
     Interrupted { completed: usize },
+}
+
+/// Every object of `api` (paginated), as `scan` lists them.
+pub(crate) async fn list_all<K>(
+    api: &Api<K>,
+    resource: &'static str,
+) -> Result<Vec<K>, MigrateError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    crate::scan::list_all(api, resource, &mut |_| {})
+        .await
+        .map_err(|e| MigrateError::Api {
+            what: format!("cannot list {resource}"),
+            source: e.source,
+        })
 }
 
 pub(crate) fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> MigrateError {
@@ -182,27 +197,16 @@ pub async fn locate(
         });
     }
     // The claim is gone (or not bound): look for a volume whose recorded state names it.
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = volumes
-            .list(&params)
-            .await
-            .map_err(api_err("cannot list PersistentVolumes"))?;
-        for pv in page.items {
-            if let Some(state) = MigrationState::read(&pv)?
-                && state.namespace == namespace
-                && state.claim == claim
-            {
-                return Ok(Located {
-                    volume: pv,
-                    claim: found,
-                    state: Some(state),
-                });
-            }
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
+    for pv in list_all(&volumes, "persistentvolumes").await? {
+        if let Some(state) = MigrationState::read(&pv)?
+            && state.namespace == namespace
+            && state.claim == claim
+        {
+            return Ok(Located {
+                volume: pv,
+                claim: found,
+                state: Some(state),
+            });
         }
     }
     match found {

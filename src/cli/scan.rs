@@ -1,0 +1,158 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use super::kube_args::KubeArgs;
+use crate::{manifests, policy_file, scan};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ScanOutput {
+    /// Aligned columns KIND, NAMESPACE, NAME, FINDING, DETAIL, then a summary line.
+    #[default]
+    Table,
+    /// One JSON object: namespace, scanned, summary, findings.
+    Json,
+    /// wgpolicyk8s.io/v1alpha2 PolicyReports (one per namespace) and a ClusterPolicyReport
+    /// (volumes), as a YAML stream for `kubectl apply -f -`.
+    Policyreport,
+}
+
+/// The details of `scan --help`; the one-line summary is the `Scan` variant's doc comment.
+const LONG_HELP: &str = r#"What it reports:
+  V1                   PersistentVolumes and PersistentVolumeClaims that combine
+                       ReadWriteOncePod with other access modes (what the webhook denies).
+  rollout-deadlock     Deployments whose pod template mounts a ReadWriteOncePod claim with
+                       more than one replica, or with a RollingUpdate strategy (the default)
+                       whose maxSurge is not 0: the new pod cannot mount the volume while the
+                       old one holds it, so the rollout hangs.
+  migration-candidate  Bound [ReadWriteOnce] claims on a CSI volume with exactly
+                       [ReadWriteOnce], whose StorageClass supports ReadWriteOncePod (a CSI
+                       provisioner, or listed in the policy); each names its
+                       `rwop-guard migrate NAMESPACE/NAME` command. Claims without a
+                       storageClassName were bound by hand to static volumes: never candidates.
+
+Scope: without -n, every namespace. With -n, the claims and Deployments of that namespace and
+the volumes whose claimRef is in it. -A wins over -n, as in kubectl. Lists are paginated (500
+per request), progress goes to stderr. Needs list permission on persistentvolumeclaims,
+persistentvolumes, storageclasses and deployments (apps).
+
+--output json: {"namespace", "scanned", "summary", "findings": [{"rule", "object", "message",
+"detail", "command", "related"}]}; object and related are ObjectReferences (apiVersion, kind,
+namespace, name, uid).
+
+--output policyreport: results with policy and source "rwop-guard"; rule V1 is "fail"
+(severity high) per violation and "pass" per compliant volume or claim; rollout-deadlock
+(medium) and migration-candidate (low) are unscored "warn". The ClusterPolicyReport is named
+rwop-guard, or rwop-guard-NAMESPACE with -n so that it never replaces the full one.
+
+Exit status: 0 no V1 violation, 1 V1 violations found (whatever the output format), 2 cannot
+scan (bad policy file or kubeconfig, or a list the API server refused; named on stderr)."#;
+
+#[derive(Debug, Args)]
+#[command(after_long_help = LONG_HELP)]
+pub struct ScanArgs {
+    /// Scan only this namespace (its claims and Deployments, and the volumes bound to them).
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Scan every namespace (the default; wins over -n, as in kubectl).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: ScanOutput,
+    /// Policy file (YAML): mutation.storageClasses and mutation.provisioners decide which classes
+    /// count as supporting ReadWriteOncePod.
+    #[arg(long, value_name = "FILE", env = "RWOP_GUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ScanArgs {
+    /// The namespace to scan, or None for all.
+    pub fn scope(&self) -> Option<&str> {
+        if self.all_namespaces {
+            None
+        } else {
+            self.namespace.as_deref()
+        }
+    }
+}
+
+pub fn run(args: &ScanArgs, kube: &KubeArgs) -> ExitCode {
+    let policy = match policy_file::load(args.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rwop-guard scan: {e}");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rwop-guard scan: cannot start the runtime: {e}");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+    };
+    let inventory = match runtime.block_on(collect(args, kube)) {
+        Ok(inventory) => inventory,
+        Err(e) => {
+            eprintln!("rwop-guard scan: {e:#}");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+    };
+    let report = scan::analyze(&policy, &inventory, args.scope());
+    let text = match render(&report, args.output) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("rwop-guard scan: {e}");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        }
+    };
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        eprintln!("rwop-guard scan: cannot write stdout: {e}");
+        return ExitCode::from(super::EXIT_UNUSABLE);
+    }
+    if report.has_violations() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn collect(args: &ScanArgs, kube: &KubeArgs) -> anyhow::Result<scan::Inventory> {
+    let config = kube.config().await?;
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+    scan::collect(&client, args.scope(), |line| {
+        eprintln!("rwop-guard scan: {line}");
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e} (API server {server})"))
+}
+
+/// The report in the chosen format, ending with a newline.
+pub fn render(report: &scan::ScanReport, output: ScanOutput) -> Result<String, String> {
+    match output {
+        ScanOutput::Table => Ok(scan::render_table(report)),
+        ScanOutput::Json => serde_json::to_string_pretty(report)
+            .map(|mut s| {
+                s.push('\n');
+                s
+            })
+            .map_err(|e| format!("cannot write JSON: {e}")),
+        ScanOutput::Policyreport => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            manifests::to_yaml_stream(&scan::policy_reports(report, now))
+                .map_err(|e| format!("cannot write YAML: {e}"))
+        }
+    }
+}

@@ -1,0 +1,862 @@
+//! `scan`: read the cluster and report what the webhook would deny (V1), which claims could move
+//! to ReadWriteOncePod (migration candidates), and which Deployments cannot roll with the
+//! ReadWriteOncePod claims they mount.
+//!
+//! Two halves: [`collect`] lists the objects (paginated, with progress), and [`analyze`] decides
+//! everything from what was listed, without I/O, so every decision is testable without a server.
+//! The renderers ([`render_table`], [`policy_reports`]) are pure as well.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::policy::{
+    AccessMode, AccessModes, ClusterFacts, Facts, Policy, StorageClassFacts, Subject,
+    class_supports_rwop, exclusive_rwop_violation,
+};
+
+/// Objects per list request (the page size kubectl uses).
+pub const PAGE_SIZE: u32 = 500;
+
+/// `policy` of every PolicyReport result, and its `source`.
+pub const REPORT_POLICY: &str = "rwop-guard";
+
+/// What [`collect`] listed. With a namespace, claims and Deployments are those of the namespace;
+/// PersistentVolumes and StorageClasses are cluster-scoped and always listed whole.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub volumes: Vec<PersistentVolume>,
+    pub storage_classes: Vec<StorageClass>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// A list request that failed; the scan cannot go on without it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot list {resource}: {}", describe(.source))]
+pub struct ScanError {
+    /// The plural resource name, e.g. `persistentvolumeclaims`.
+    pub resource: &'static str,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// `Forbidden (403): <the API server's message>` for API errors, else the error and its causes.
+fn describe(e: &kube::Error) -> String {
+    if let kube::Error::Api(status) = e {
+        let reason = if status.reason.is_empty() {
+            "error"
+        } else {
+            status.reason.as_str()
+        };
+        return format!("{reason} ({}): {}", status.code, status.message);
+    }
+    let mut parts = vec![e.to_string()];
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    crate::one_line(&parts.join(": "))
+}
+
+/// Lists claims, volumes, StorageClasses and Deployments, `namespace` limiting the namespaced
+/// ones. `progress` gets one line per page (`listed 1500 persistentvolumeclaims, about 300 more…`)
+/// and one when a resource is done (`listed 1800 persistentvolumeclaims`).
+pub async fn collect(
+    client: &Client,
+    namespace: Option<&str>,
+    mut progress: impl FnMut(&str),
+) -> Result<Inventory, ScanError> {
+    let claims = list_all(
+        &scoped(client, namespace),
+        "persistentvolumeclaims",
+        &mut progress,
+    )
+    .await?;
+    let volumes = list_all(
+        &Api::all(client.clone()),
+        "persistentvolumes",
+        &mut progress,
+    )
+    .await?;
+    let storage_classes =
+        list_all(&Api::all(client.clone()), "storageclasses", &mut progress).await?;
+    let deployments = list_all(&scoped(client, namespace), "deployments", &mut progress).await?;
+    Ok(Inventory {
+        claims,
+        volumes,
+        storage_classes,
+        deployments,
+    })
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Lists every object of `api` in pages of [`PAGE_SIZE`].
+pub(crate) async fn list_all<K>(
+    api: &Api<K>,
+    resource: &'static str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<K>, ScanError>
+where
+    K: Resource + Clone + DeserializeOwned + fmt::Debug,
+{
+    let fail = |source| ScanError { resource, source };
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = ListParams::default().limit(PAGE_SIZE);
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            // The continue token expired (the listing outlived the API server's history window).
+            // Like client-go's pager, fall back to one unpaginated list rather than mixing two
+            // snapshots.
+            Err(kube::Error::Api(status)) if status.code == 410 && token.is_some() => {
+                progress(&format!(
+                    "the {resource} list expired after {} objects; listing them again in one request…",
+                    items.len()
+                ));
+                let all = api.list(&ListParams::default()).await.map_err(fail)?;
+                progress(&format!("listed {} {resource}", all.items.len()));
+                return Ok(all.items);
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        items.extend(page.items);
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            progress(&format!("listed {} {resource}", items.len()));
+            return Ok(items);
+        }
+        match page.metadata.remaining_item_count {
+            Some(more) if more > 0 => progress(&format!(
+                "listed {} {resource}, about {more} more…",
+                items.len()
+            )),
+            _ => progress(&format!("listed {} {resource}…", items.len())),
+        }
+    }
+}
+
+/// What a finding is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ScanRule {
+    /// ReadWriteOncePod combined with other access modes (rule V1): the webhook would deny it.
+    #[serde(rename = "V1")]
+    V1,
+    /// A Deployment mounting a ReadWriteOncePod claim with more than one replica or a rolling
+    /// update that surges: its pods cannot all get the volume, so rollouts hang.
+    #[serde(rename = "rollout-deadlock")]
+    RolloutDeadlock,
+    /// A bound [ReadWriteOnce] claim on a CSI volume of a class that supports ReadWriteOncePod.
+    #[serde(rename = "migration-candidate")]
+    MigrationCandidate,
+}
+
+impl ScanRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanRule::V1 => "V1",
+            ScanRule::RolloutDeadlock => "rollout-deadlock",
+            ScanRule::MigrationCandidate => "migration-candidate",
+        }
+    }
+}
+
+impl fmt::Display for ScanRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing to look at or fix.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub rule: ScanRule,
+    /// The object to change: the PV or claim, or the Deployment for `rollout-deadlock`.
+    pub object: ObjectReference,
+    /// One line: `<Kind> "<namespace>/<name>": <detail>`.
+    pub message: String,
+    /// What was found and what to do, without naming the object.
+    pub detail: String,
+    /// The command that fixes it, when there is one (`rwop-guard migrate NS/NAME`).
+    pub command: Option<String>,
+    /// Other objects involved: the claims a Deployment mounts, the volume of a claim.
+    pub related: Vec<ObjectReference>,
+}
+
+/// A PV or claim that passed V1 (a `pass` result in PolicyReports).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Passed {
+    pub object: ObjectReference,
+    pub access_modes: AccessModes,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scanned {
+    pub claims: usize,
+    pub volumes: usize,
+    pub deployments: usize,
+    pub storage_classes: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub violations: usize,
+    pub migration_candidates: usize,
+    pub rollout_risks: usize,
+}
+
+/// The result of [`analyze`]; serialized as is for `--output json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    /// The namespace scanned, or null for all namespaces.
+    pub namespace: Option<String>,
+    pub scanned: Scanned,
+    pub summary: Summary,
+    /// Ordered by rule (V1, rollout-deadlock, migration-candidate), then namespace, kind, name.
+    pub findings: Vec<Finding>,
+    #[serde(skip)]
+    pub passed: Vec<Passed>,
+}
+
+impl ScanReport {
+    /// True when V1 violations were found (exit status 1).
+    pub fn has_violations(&self) -> bool {
+        self.summary.violations > 0
+    }
+}
+
+/// The facts the policy reads, from the listed StorageClasses.
+pub fn facts_from(storage_classes: &[StorageClass]) -> Facts {
+    Facts {
+        cluster: Some(ClusterFacts {
+            storage_classes: storage_classes
+                .iter()
+                .filter_map(|sc| {
+                    let name = sc.metadata.name.clone()?;
+                    Some((
+                        name,
+                        StorageClassFacts {
+                            provisioner: sc.provisioner.clone(),
+                        },
+                    ))
+                })
+                .collect(),
+            ..ClusterFacts::default()
+        }),
+    }
+}
+
+/// Every decision of the scan. `namespace` limits claims and Deployments to that namespace and
+/// volumes to those whose `claimRef` is in it.
+pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) -> ScanReport {
+    let facts = facts_from(&inventory.storage_classes);
+    let in_scope =
+        |meta: &ObjectMeta| namespace.is_none_or(|ns| meta.namespace.as_deref() == Some(ns));
+    let claims: Vec<&PersistentVolumeClaim> = inventory
+        .claims
+        .iter()
+        .filter(|c| in_scope(&c.metadata))
+        .collect();
+    let volumes: Vec<&PersistentVolume> = inventory
+        .volumes
+        .iter()
+        .filter(|pv| {
+            namespace.is_none_or(|ns| {
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .and_then(|r| r.namespace.as_deref())
+                    == Some(ns)
+            })
+        })
+        .collect();
+    let deployments: Vec<&Deployment> = inventory
+        .deployments
+        .iter()
+        .filter(|d| in_scope(&d.metadata))
+        .collect();
+    let volumes_by_name: HashMap<&str, &PersistentVolume> = inventory
+        .volumes
+        .iter()
+        .filter_map(|pv| Some((pv.metadata.name.as_deref()?, pv)))
+        .collect();
+    let claims_by_key: HashMap<(&str, &str), &PersistentVolumeClaim> = claims
+        .iter()
+        .filter_map(|c| {
+            Some((
+                (
+                    c.metadata.namespace.as_deref()?,
+                    c.metadata.name.as_deref()?,
+                ),
+                *c,
+            ))
+        })
+        .collect();
+    // (namespace, claim) -> the Deployments whose pod template mounts it.
+    let mut mounted_by: HashMap<(&str, &str), Vec<&Deployment>> = HashMap::new();
+    for d in &deployments {
+        let Some(ns) = d.metadata.namespace.as_deref() else {
+            continue;
+        };
+        for claim in template_claims(d) {
+            mounted_by.entry((ns, claim)).or_default().push(*d);
+        }
+    }
+
+    let mut findings = Vec::new();
+    let mut passed = Vec::new();
+    for pv in &volumes {
+        let modes =
+            AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
+        let object = reference("v1", "PersistentVolume", &pv.metadata);
+        match exclusive_rwop_violation(Subject::volume(&pv.metadata), &modes) {
+            Some(v) => findings.push(Finding {
+                rule: ScanRule::V1,
+                object,
+                message: v.message,
+                detail: v.detail,
+                command: None,
+                related: Vec::new(),
+            }),
+            None => passed.push(Passed {
+                object,
+                access_modes: modes,
+            }),
+        }
+    }
+    for claim in &claims {
+        let modes = claim_modes(claim);
+        let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
+        match exclusive_rwop_violation(Subject::claim(&claim.metadata), &modes) {
+            Some(v) => findings.push(Finding {
+                rule: ScanRule::V1,
+                object,
+                message: v.message,
+                detail: v.detail,
+                command: None,
+                related: Vec::new(),
+            }),
+            None => passed.push(Passed {
+                object,
+                access_modes: modes.clone(),
+            }),
+        }
+        if let Some(f) =
+            migration_candidate(policy, &facts, claim, &modes, &volumes_by_name, &mounted_by)
+        {
+            findings.push(f);
+        }
+    }
+    for d in &deployments {
+        if let Some(f) = rollout_deadlock(d, &claims_by_key) {
+            findings.push(f);
+        }
+    }
+
+    findings.sort_by(|a, b| {
+        (a.rule, &a.object.namespace, &a.object.kind, &a.object.name).cmp(&(
+            b.rule,
+            &b.object.namespace,
+            &b.object.kind,
+            &b.object.name,
+        ))
+    });
+    let count = |rule| findings.iter().filter(|f| f.rule == rule).count();
+    ScanReport {
+        namespace: namespace.map(str::to_owned),
+        scanned: Scanned {
+            claims: claims.len(),
+            volumes: volumes.len(),
+            deployments: deployments.len(),
+            storage_classes: inventory.storage_classes.len(),
+        },
+        summary: Summary {
+            violations: count(ScanRule::V1),
+            migration_candidates: count(ScanRule::MigrationCandidate),
+            rollout_risks: count(ScanRule::RolloutDeadlock),
+        },
+        findings,
+        passed,
+    }
+}
+
+fn claim_modes(claim: &PersistentVolumeClaim) -> AccessModes {
+    AccessModes::from_optional(claim.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+}
+
+fn reference(api_version: &str, kind: &str, meta: &ObjectMeta) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        namespace: meta.namespace.clone().filter(|ns| !ns.is_empty()),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// `shop/orders-db`, or `orders-db` for cluster-scoped objects.
+fn qualified(r: &ObjectReference) -> String {
+    match &r.namespace {
+        Some(ns) => format!("{ns}/{}", r.name.as_deref().unwrap_or("")),
+        None => r.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Claim names the Deployment's pod template mounts.
+fn template_claims(d: &Deployment) -> Vec<&str> {
+    let mut names: Vec<&str> = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Why a Deployment cannot run its pods with a single-pod volume: too many replicas, a rolling
+/// update that starts new pods before old ones stop, or both.
+#[derive(Clone, Debug, PartialEq)]
+struct RolloutRisk {
+    replicas: i32,
+    /// The strategy, described, when its rollouts start new pods before old ones stop.
+    surge: Option<String>,
+}
+
+impl RolloutRisk {
+    fn of(d: &Deployment) -> Option<RolloutRisk> {
+        let spec = &d.spec;
+        let replicas = spec.replicas.unwrap_or(1);
+        let strategy = spec.strategy.as_ref();
+        let kind = strategy.and_then(|s| s.type_.as_deref());
+        let surge = match kind {
+            Some("Recreate") => None,
+            _ => {
+                let raw = strategy
+                    .and_then(|s| s.rolling_update.as_ref())
+                    .and_then(|r| r.max_surge.clone())
+                    .unwrap_or_else(|| IntOrString::String("25%".to_owned()));
+                // Scaled like the Deployment controller (percentages round up), on at least one
+                // replica: a Deployment scaled to 0 rolls again once it is scaled back up.
+                let value = scaled_surge(&raw, replicas.max(1));
+                let shown = match &raw {
+                    IntOrString::Int(n) => n.to_string(),
+                    IntOrString::String(s) => s.clone(),
+                };
+                let name = match kind {
+                    None => "RollingUpdate (the default)".to_owned(),
+                    Some(k) => k.to_owned(),
+                };
+                (value != 0).then(|| format!("{name}, maxSurge {shown}"))
+            }
+        };
+        (replicas > 1 || surge.is_some()).then_some(RolloutRisk { replicas, surge })
+    }
+
+    /// What happens and what to do, after "mounts ReadWriteOncePod claim(s) …".
+    fn explain(&self) -> String {
+        match (&self.surge, self.replicas > 1) {
+            (Some(strategy), true) => format!(
+                "with {} replicas and strategy {strategy}: only one pod at a time can use the \
+                 volume, so the other replicas stay Pending and rollouts hang; set replicas: 1 and \
+                 strategy: Recreate, or use a StatefulSet with volumeClaimTemplates (one claim per pod)",
+                self.replicas
+            ),
+            (None, _) => format!(
+                "with {} replicas: only one pod at a time can use the volume, so the other \
+                 replicas stay Pending; set replicas: 1, or use a StatefulSet with \
+                 volumeClaimTemplates (one claim per pod)",
+                self.replicas
+            ),
+            (Some(strategy), false) => format!(
+                "with strategy {strategy}: a rollout starts the new pod while the old one still \
+                 holds the volume, and the new pod cannot mount it, so the rollout hangs; set \
+                 strategy: Recreate (or rollingUpdate.maxSurge: 0)"
+            ),
+        }
+    }
+
+    /// The same, for a claim that is not ReadWriteOncePod yet.
+    fn short(&self) -> String {
+        match (&self.surge, self.replicas > 1) {
+            (Some(strategy), true) => {
+                format!("{} replicas, strategy {strategy}", self.replicas)
+            }
+            (None, _) => format!("{} replicas", self.replicas),
+            (Some(strategy), false) => format!("strategy {strategy}"),
+        }
+    }
+
+    fn fix(&self) -> &'static str {
+        match (&self.surge, self.replicas > 1) {
+            (Some(_), true) => "set replicas: 1 and strategy: Recreate",
+            (None, _) => "set replicas: 1",
+            (Some(_), false) => "set strategy: Recreate",
+        }
+    }
+}
+
+/// maxSurge as a number of pods: `IntOrString` scaled on `replicas`, percentages rounded up.
+/// An unreadable value counts as surging (the safe assumption for a warning).
+fn scaled_surge(value: &IntOrString, replicas: i32) -> i32 {
+    match value {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(s) => match s
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<i64>().ok())
+        {
+            Some(percent) => {
+                let pods = (percent * i64::from(replicas) + 99).div_euclid(100);
+                i32::try_from(pods).unwrap_or(i32::MAX)
+            }
+            None => 1,
+        },
+    }
+}
+
+fn rollout_deadlock(
+    d: &Deployment,
+    claims: &HashMap<(&str, &str), &PersistentVolumeClaim>,
+) -> Option<Finding> {
+    let ns = d.metadata.namespace.as_deref()?;
+    let rwop: Vec<&PersistentVolumeClaim> = template_claims(d)
+        .into_iter()
+        .filter_map(|name| claims.get(&(ns, name)).copied())
+        .filter(|c| claim_modes(c).contains(AccessMode::ReadWriteOncePod))
+        .collect();
+    if rwop.is_empty() {
+        return None;
+    }
+    let risk = RolloutRisk::of(d)?;
+    let names: Vec<String> = rwop
+        .iter()
+        .map(|c| format!("\"{}\"", c.metadata.name.as_deref().unwrap_or("")))
+        .collect();
+    let detail = format!(
+        "mounts ReadWriteOncePod {} {} {}",
+        if names.len() == 1 { "claim" } else { "claims" },
+        names.join(", "),
+        risk.explain()
+    );
+    let object = reference("apps/v1", "Deployment", &d.metadata);
+    Some(Finding {
+        rule: ScanRule::RolloutDeadlock,
+        message: format!("Deployment \"{}\": {detail}", qualified(&object)),
+        object,
+        detail,
+        command: None,
+        related: rwop
+            .iter()
+            .map(|c| reference("v1", "PersistentVolumeClaim", &c.metadata))
+            .collect(),
+    })
+}
+
+/// A bound [ReadWriteOnce] claim whose CSI volume is also exactly [ReadWriteOnce] and whose class
+/// supports ReadWriteOncePod. Claims without `storageClassName` (or with `""`) are never
+/// candidates: the API server gives new claims the default class (at creation, or later while
+/// they are unbound), so a bound claim without one was bound to a pre-created volume without a
+/// class either, and no class vouches for its driver.
+fn migration_candidate(
+    policy: &Policy,
+    facts: &Facts,
+    claim: &PersistentVolumeClaim,
+    modes: &AccessModes,
+    volumes: &HashMap<&str, &PersistentVolume>,
+    mounted_by: &HashMap<(&str, &str), Vec<&Deployment>>,
+) -> Option<Finding> {
+    if !modes.is_only(AccessMode::ReadWriteOnce) || claim.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    if claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
+        return None;
+    }
+    let spec = claim.spec.as_ref()?;
+    let class = spec
+        .storage_class_name
+        .as_deref()
+        .filter(|c| !c.is_empty())?;
+    let volume_name = spec.volume_name.as_deref().filter(|v| !v.is_empty())?;
+    let pv = volumes.get(volume_name)?;
+    let pv_spec = pv.spec.as_ref()?;
+    let pv_modes = AccessModes::from_optional(pv_spec.access_modes.as_ref());
+    if pv_spec.csi.is_none() || !pv_modes.is_only(AccessMode::ReadWriteOnce) {
+        return None;
+    }
+    class_supports_rwop(policy, facts, class).ok()?;
+
+    let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
+    let target = qualified(&object);
+    let command = format!("rwop-guard migrate {target}");
+    let driver = pv_spec
+        .csi
+        .as_ref()
+        .map(|c| c.driver.as_str())
+        .unwrap_or("");
+    let mut detail = format!(
+        "[ReadWriteOnce] claim bound to CSI volume \"{volume_name}\" (driver {driver}) of storage \
+         class \"{class}\", which supports ReadWriteOncePod; to let only one pod use it, run: {command}"
+    );
+    let ns = claim.metadata.namespace.as_deref().unwrap_or("");
+    let name = claim.metadata.name.as_deref().unwrap_or("");
+    let mut consumers: Vec<&&Deployment> =
+        mounted_by.get(&(ns, name)).into_iter().flatten().collect();
+    consumers.sort_by_key(|d| d.metadata.name.as_deref());
+    for d in consumers {
+        if let Some(risk) = RolloutRisk::of(d) {
+            detail.push_str(&format!(
+                "; first fix Deployment \"{}\" ({}), which cannot roll with ReadWriteOncePod: {}",
+                d.metadata.name.as_deref().unwrap_or(""),
+                risk.short(),
+                risk.fix()
+            ));
+        }
+    }
+    Some(Finding {
+        rule: ScanRule::MigrationCandidate,
+        message: format!("PersistentVolumeClaim \"{target}\": {detail}"),
+        object,
+        detail,
+        command: Some(command),
+        related: vec![reference("v1", "PersistentVolume", &pv.metadata)],
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------------------------
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `1 violation, 2 migration candidates, 0 rollout risks; scanned 9 claims, 6 volumes, 1 deployment in all namespaces`.
+pub fn summary_line(report: &ScanReport) -> String {
+    let s = &report.summary;
+    let n = &report.scanned;
+    let scope = match &report.namespace {
+        Some(ns) => format!("namespace {ns}"),
+        None => "all namespaces".to_owned(),
+    };
+    format!(
+        "{}, {}, {}; scanned {}, {}, {} in {scope}",
+        plural(s.violations, "violation", "violations"),
+        plural(
+            s.migration_candidates,
+            "migration candidate",
+            "migration candidates"
+        ),
+        plural(s.rollout_risks, "rollout risk", "rollout risks"),
+        plural(n.claims, "claim", "claims"),
+        plural(n.volumes, "volume", "volumes"),
+        plural(n.deployments, "deployment", "deployments"),
+    )
+}
+
+/// Aligned columns KIND, NAMESPACE, NAME, FINDING, DETAIL (one row per finding; `-` for
+/// cluster-scoped objects), then the summary line.
+pub fn render_table(report: &ScanReport) -> String {
+    let mut out = String::new();
+    if !report.findings.is_empty() {
+        let header = ["KIND", "NAMESPACE", "NAME", "FINDING", "DETAIL"].map(str::to_owned);
+        let rows: Vec<[String; 5]> = std::iter::once(header)
+            .chain(report.findings.iter().map(|f| {
+                [
+                    f.object.kind.clone().unwrap_or_default(),
+                    f.object.namespace.clone().unwrap_or_else(|| "-".to_owned()),
+                    f.object.name.clone().unwrap_or_default(),
+                    f.rule.to_string(),
+                    f.detail.clone(),
+                ]
+            }))
+            .collect();
+        let mut widths = [0usize; 4];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row.iter()) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in &rows {
+            for (cell, w) in row.iter().zip(widths) {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(w - cell.chars().count() + 3));
+            }
+            out.push_str(&row[4]);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str(&summary_line(report));
+    out.push('\n');
+    out
+}
+
+/// `wgpolicyk8s.io/v1alpha2` reports: one `PolicyReport` named `rwop-guard` per namespace with
+/// scanned claims or findings (always one for the scanned namespace), and one
+/// `ClusterPolicyReport` for the volumes, named `rwop-guard` (`rwop-guard-<namespace>` for a
+/// one-namespace scan, so it does not replace the whole-cluster report).
+///
+/// Results: V1 `fail` (severity high) per violation and `pass` per PV/claim that complies;
+/// `rollout-deadlock` `warn` (medium) and `migration-candidate` `warn` (low), both unscored.
+/// `timestamp` is the scan time, in seconds since the epoch.
+pub fn policy_reports(report: &ScanReport, timestamp: i64) -> Vec<Value> {
+    let mut namespaced: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut cluster: Vec<Value> = Vec::new();
+    if let Some(ns) = &report.namespace {
+        namespaced.entry(ns.clone()).or_default();
+    }
+    let mut push = |object: &ObjectReference, result: Value| match &object.namespace {
+        Some(ns) => namespaced.entry(ns.clone()).or_default().push(result),
+        None => cluster.push(result),
+    };
+    for f in &report.findings {
+        let (result, severity, scored) = match f.rule {
+            ScanRule::V1 => ("fail", "high", true),
+            ScanRule::RolloutDeadlock => ("warn", "medium", false),
+            ScanRule::MigrationCandidate => ("warn", "low", false),
+        };
+        let mut resources = vec![f.object.clone()];
+        resources.extend(f.related.iter().cloned());
+        let mut properties = BTreeMap::new();
+        if let Some(command) = &f.command {
+            properties.insert("command", command.clone());
+        }
+        push(
+            &f.object,
+            report_result(
+                f.rule.as_str(),
+                result,
+                severity,
+                scored,
+                &f.detail,
+                &resources,
+                &properties,
+                timestamp,
+            ),
+        );
+    }
+    for p in &report.passed {
+        push(
+            &p.object,
+            report_result(
+                ScanRule::V1.as_str(),
+                "pass",
+                "high",
+                true,
+                &format!(
+                    "access modes {} comply: ReadWriteOncePod, where used, is the only mode",
+                    p.access_modes
+                ),
+                std::slice::from_ref(&p.object),
+                &BTreeMap::new(),
+                timestamp,
+            ),
+        );
+    }
+    let cluster_name = match &report.namespace {
+        Some(ns) => format!("{REPORT_POLICY}-{ns}"),
+        None => REPORT_POLICY.to_owned(),
+    };
+    let mut docs: Vec<Value> = namespaced
+        .into_iter()
+        .map(|(ns, results)| report_object("PolicyReport", Some(&ns), REPORT_POLICY, results))
+        .collect();
+    docs.push(report_object(
+        "ClusterPolicyReport",
+        None,
+        &cluster_name,
+        cluster,
+    ));
+    docs
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_result(
+    rule: &str,
+    result: &str,
+    severity: &str,
+    scored: bool,
+    message: &str,
+    resources: &[ObjectReference],
+    properties: &BTreeMap<&str, String>,
+    timestamp: i64,
+) -> Value {
+    let mut r = json!({
+        "policy": REPORT_POLICY,
+        "rule": rule,
+        "result": result,
+        "scored": scored,
+        "severity": severity,
+        "category": "ReadWriteOncePod",
+        "source": REPORT_POLICY,
+        "timestamp": {"seconds": timestamp, "nanos": 0},
+        "message": message,
+        "resources": resources,
+    });
+    if !properties.is_empty() {
+        r["properties"] = json!(properties);
+    }
+    r
+}
+
+fn report_object(kind: &str, namespace: Option<&str>, name: &str, results: Vec<Value>) -> Value {
+    let mut summary = json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0});
+    for r in &results {
+        if let Some(key) = r["result"].as_str() {
+            summary[key] = json!(summary[key].as_u64().unwrap_or(0) + 1);
+        }
+    }
+    let mut metadata = json!({
+        "name": name,
+        "labels": {"app.kubernetes.io/managed-by": "rwop-guard"},
+    });
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": "wgpolicyk8s.io/v1alpha2",
+        "kind": kind,
+        "metadata": metadata,
+        "summary": summary,
+        "results": results,
+    })
+}

@@ -1,0 +1,1261 @@
+//! `scan` against the in-process fake API server through the real `kube::Client`, seeded with the
+//! real list responses of `tests/fixtures/api/` plus objects that produce each finding; the pure
+//! analysis on hand-made inventories; and the binary end to end with a kubeconfig pointing at the
+//! fake server.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rwop_guard::manifests::parse_documents;
+use rwop_guard::policy::Policy;
+use rwop_guard::scan::{
+    self, Finding, Inventory, PAGE_SIZE, ScanReport, ScanRule, analyze, collect, policy_reports,
+    render_table,
+};
+use serde_json::{Value, json};
+use support::fake_apiserver::{FakeApiServer, api_fixture};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+const CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
+const VOLUMES: &str = "/api/v1/persistentvolumes";
+const NAMESPACES: &str = "/api/v1/namespaces";
+
+fn claims_in(ns: &str) -> String {
+    format!("/api/v1/namespaces/{ns}/persistentvolumeclaims")
+}
+
+fn deployments_in(ns: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{ns}/deployments")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------------------------
+
+fn csi_volume(name: &str, modes: &[&str], class: &str, claim: Option<(&str, &str)>) -> Value {
+    let mut pv = json!({
+        "metadata": {"name": name, "finalizers": ["kubernetes.io/pv-protection"]},
+        "spec": {
+            "accessModes": modes,
+            "capacity": {"storage": "1Gi"},
+            "storageClassName": class,
+            "persistentVolumeReclaimPolicy": "Delete",
+            "volumeMode": "Filesystem",
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")},
+        },
+        "status": {"phase": if claim.is_some() { "Bound" } else { "Available" }},
+    });
+    if let Some((ns, claim)) = claim {
+        pv["spec"]["claimRef"] = json!({
+            "kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": ns, "name": claim,
+            "uid": format!("uid-{ns}-{claim}"),
+        });
+    }
+    pv
+}
+
+fn bound_claim(ns: &str, name: &str, modes: &[&str], class: &str, volume: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}")},
+        "spec": {
+            "accessModes": modes,
+            "resources": {"requests": {"storage": "1Gi"}},
+            "storageClassName": class,
+            "volumeName": volume,
+            "volumeMode": "Filesystem",
+        },
+        "status": {"phase": "Bound", "accessModes": modes, "capacity": {"storage": "1Gi"}},
+    })
+}
+
+fn deployment(ns: &str, name: &str, replicas: i32, strategy: Value, claim: &str) -> Value {
+    let mut d = json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "busybox",
+                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+                },
+            },
+        },
+    });
+    if !strategy.is_null() {
+        d["spec"]["strategy"] = strategy;
+    }
+    d
+}
+
+/// The real fixtures, plus objects that produce every finding:
+///
+/// - V1: PV `pv-mixed` ([RWO, RWOP], its claimRef in `shop`) and claim `default/legacy-mixed`
+///   (objects from before the API server checked this);
+/// - rollout-deadlock: `default/web` (1 replica, default strategy) and `default/replicated`
+///   (3 replicas, Recreate), mounting the fixtures' RWOP claims `pvc-bind-rwop` and `pvc-ssa`;
+///   `default/worker` (Recreate) and `default/surge0` (maxSurge 0) mount one too, safely;
+/// - migration-candidate: the fixtures' `shop/orders-db` once bound to a CSI volume (mounted by
+///   the fixtures' Deployment `orders`, 2 replicas, RollingUpdate) and `shop/reports` (class
+///   `expandable`); not `shop/cache` (in-tree class `local-disks`).
+async fn seeded() -> FakeApiServer {
+    let fake = FakeApiServer::start().await;
+    fake.seed_list_fixture(CLASSES, &api_fixture("list-storageclasses.json"));
+    fake.seed_list_fixture(VOLUMES, &api_fixture("list-persistentvolumes.json"));
+    fake.seed_list_fixture(
+        "/api/v1/persistentvolumeclaims",
+        &api_fixture("list-persistentvolumeclaims.json"),
+    );
+    fake.seed_list_fixture(NAMESPACES, &api_fixture("list-namespaces.json"));
+    fake.seed_list_fixture(
+        &deployments_in("shop"),
+        &api_fixture("list-deployments-shop.json"),
+    );
+    fake.seed_list_fixture(
+        "/apis/apps/v1/namespaces/shop/replicasets",
+        &api_fixture("list-replicasets-shop.json"),
+    );
+    fake.seed_list_fixture(
+        "/api/v1/namespaces/shop/pods",
+        &api_fixture("list-pods-shop.json"),
+    );
+
+    let create = |path: &str, obj: Value| {
+        fake.create(path, obj)
+            .unwrap_or_else(|e| panic!("create in {path}: {e}"));
+    };
+    create(
+        VOLUMES,
+        csi_volume(
+            "pv-mixed",
+            &["ReadWriteOncePod", "ReadWriteOnce"],
+            "fast-csi",
+            Some(("shop", "old-claim")),
+        ),
+    );
+    create(
+        &claims_in("default"),
+        bound_claim(
+            "default",
+            "legacy-mixed",
+            &["ReadWriteMany", "ReadWriteOncePod"],
+            "fast-csi",
+            "pv-legacy",
+        ),
+    );
+    // The fixtures' orders-db, Pending there, now bound to a CSI volume.
+    create(
+        VOLUMES,
+        csi_volume(
+            "pvc-orders-db",
+            &["ReadWriteOnce"],
+            "fast-csi",
+            Some(("shop", "orders-db")),
+        ),
+    );
+    fake.patch(
+        &format!("{}/orders-db", claims_in("shop")),
+        json!({"spec": {"volumeName": "pvc-orders-db"}, "status": {"phase": "Bound"}}),
+    )
+    .unwrap();
+    create(
+        VOLUMES,
+        csi_volume(
+            "pvc-reports",
+            &["ReadWriteOnce"],
+            "expandable",
+            Some(("shop", "reports")),
+        ),
+    );
+    create(
+        &claims_in("shop"),
+        bound_claim(
+            "shop",
+            "reports",
+            &["ReadWriteOnce"],
+            "expandable",
+            "pvc-reports",
+        ),
+    );
+    create(
+        VOLUMES,
+        csi_volume(
+            "pv-cache",
+            &["ReadWriteOnce"],
+            "local-disks",
+            Some(("shop", "cache")),
+        ),
+    );
+    create(
+        &claims_in("shop"),
+        bound_claim(
+            "shop",
+            "cache",
+            &["ReadWriteOnce"],
+            "local-disks",
+            "pv-cache",
+        ),
+    );
+    let default_deployments = deployments_in("default");
+    create(
+        &default_deployments,
+        deployment("default", "web", 1, Value::Null, "pvc-bind-rwop"),
+    );
+    create(
+        &default_deployments,
+        deployment(
+            "default",
+            "worker",
+            1,
+            json!({"type": "Recreate"}),
+            "pvc-bind-rwop",
+        ),
+    );
+    create(
+        &default_deployments,
+        deployment(
+            "default",
+            "surge0",
+            1,
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+            "pvc-bind-rwop",
+        ),
+    );
+    create(
+        &default_deployments,
+        deployment(
+            "default",
+            "replicated",
+            3,
+            json!({"type": "Recreate"}),
+            "pvc-ssa",
+        ),
+    );
+    // Mounts an RWO claim: no rollout risk.
+    create(
+        &default_deployments,
+        deployment("default", "plain", 2, Value::Null, "pvc-rwo"),
+    );
+    fake
+}
+
+async fn scan_fake(
+    fake: &FakeApiServer,
+    policy: &Policy,
+    namespace: Option<&str>,
+) -> (ScanReport, Vec<String>) {
+    let mut progress = Vec::new();
+    let inventory = collect(&fake.client(), namespace, |line| {
+        progress.push(line.to_owned())
+    })
+    .await
+    .expect("scan");
+    (analyze(policy, &inventory, namespace), progress)
+}
+
+/// (rule, "namespace/name" or "name") of every finding, in report order.
+fn keys(report: &ScanReport) -> Vec<(ScanRule, String)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.rule, object_key(f)))
+        .collect()
+}
+
+fn object_key(f: &Finding) -> String {
+    let name = f.object.name.clone().unwrap_or_default();
+    match &f.object.namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name,
+    }
+}
+
+fn finding<'a>(report: &'a ScanReport, rule: ScanRule, key: &str) -> &'a Finding {
+    report
+        .findings
+        .iter()
+        .find(|f| f.rule == rule && object_key(f) == key)
+        .unwrap_or_else(|| panic!("no {rule} finding for {key} in {:#?}", keys(report)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Collector + analysis against the fake API server
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_finding_kind_names_the_object_and_what_to_do() {
+    let fake = seeded().await;
+    let (report, progress) = scan_fake(&fake, &Policy::default(), None).await;
+
+    assert_eq!(
+        keys(&report),
+        [
+            (ScanRule::V1, "pv-mixed".to_owned()),
+            (ScanRule::V1, "default/legacy-mixed".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/replicated".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/web".to_owned()),
+            (ScanRule::MigrationCandidate, "shop/orders-db".to_owned()),
+            (ScanRule::MigrationCandidate, "shop/reports".to_owned()),
+        ]
+    );
+    assert_eq!(report.summary.violations, 2);
+    assert_eq!(report.summary.rollout_risks, 2);
+    assert_eq!(report.summary.migration_candidates, 2);
+    assert!(report.has_violations());
+    // 7 fixture claims + legacy-mixed, reports, cache; 4 fixture volumes + 4 created.
+    assert_eq!(report.scanned.claims, 10);
+    assert_eq!(report.scanned.volumes, 8);
+    assert_eq!(report.scanned.deployments, 6);
+    assert_eq!(report.scanned.storage_classes, 3);
+
+    let pv = finding(&report, ScanRule::V1, "pv-mixed");
+    assert_eq!(pv.object.kind.as_deref(), Some("PersistentVolume"));
+    assert_eq!(pv.object.api_version.as_deref(), Some("v1"));
+    assert!(pv.object.uid.is_some(), "uid from the API server");
+    assert!(
+        pv.message.starts_with(
+            "PersistentVolume \"pv-mixed\": access modes [ReadWriteOnce, ReadWriteOncePod] combine \
+             ReadWriteOncePod with other modes"
+        ),
+        "{}",
+        pv.message
+    );
+    let claim = finding(&report, ScanRule::V1, "default/legacy-mixed");
+    assert!(
+        claim
+            .message
+            .starts_with("PersistentVolumeClaim \"default/legacy-mixed\": access modes [ReadWriteMany, ReadWriteOncePod]"),
+        "{}",
+        claim.message
+    );
+    assert_eq!(
+        claim.object.uid.as_deref(),
+        Some("uid-default-legacy-mixed")
+    );
+
+    let web = finding(&report, ScanRule::RolloutDeadlock, "default/web");
+    assert_eq!(web.object.kind.as_deref(), Some("Deployment"));
+    assert_eq!(web.object.api_version.as_deref(), Some("apps/v1"));
+    assert_eq!(
+        web.message,
+        "Deployment \"default/web\": mounts ReadWriteOncePod claim \"pvc-bind-rwop\" with strategy \
+         RollingUpdate (the default), maxSurge 25%: a rollout starts the new pod while the old one \
+         still holds the volume, and the new pod cannot mount it, so the rollout hangs; set \
+         strategy: Recreate (or rollingUpdate.maxSurge: 0)"
+    );
+    assert_eq!(web.related.len(), 1);
+    assert_eq!(web.related[0].name.as_deref(), Some("pvc-bind-rwop"));
+    assert_eq!(
+        web.related[0].kind.as_deref(),
+        Some("PersistentVolumeClaim")
+    );
+    let replicated = finding(&report, ScanRule::RolloutDeadlock, "default/replicated");
+    assert!(
+        replicated.detail.starts_with(
+            "mounts ReadWriteOncePod claim \"pvc-ssa\" with 3 replicas: only one pod at a time can \
+             use the volume"
+        ),
+        "{}",
+        replicated.detail
+    );
+    assert!(replicated.detail.contains("set replicas: 1"));
+
+    let orders = finding(&report, ScanRule::MigrationCandidate, "shop/orders-db");
+    assert_eq!(
+        orders.command.as_deref(),
+        Some("rwop-guard migrate shop/orders-db")
+    );
+    assert_eq!(
+        orders.message,
+        "PersistentVolumeClaim \"shop/orders-db\": [ReadWriteOnce] claim bound to CSI volume \
+         \"pvc-orders-db\" (driver ebs.csi.aws.com) of storage class \"fast-csi\", which supports \
+         ReadWriteOncePod; to let only one pod use it, run: rwop-guard migrate shop/orders-db; \
+         first fix Deployment \"orders\" (2 replicas, strategy RollingUpdate, maxSurge 25%), which \
+         cannot roll with ReadWriteOncePod: set replicas: 1 and strategy: Recreate"
+    );
+    assert_eq!(orders.related[0].kind.as_deref(), Some("PersistentVolume"));
+    assert_eq!(orders.related[0].name.as_deref(), Some("pvc-orders-db"));
+    let reports = finding(&report, ScanRule::MigrationCandidate, "shop/reports");
+    assert!(
+        !reports.detail.contains("first fix"),
+        "no Deployment mounts it: {}",
+        reports.detail
+    );
+
+    // One line per resource (everything fits in one page here).
+    assert_eq!(
+        progress,
+        [
+            "listed 10 persistentvolumeclaims",
+            "listed 8 persistentvolumes",
+            "listed 3 storageclasses",
+            "listed 6 deployments",
+        ]
+    );
+    let requests = fake.requests();
+    for path in [
+        "/api/v1/persistentvolumeclaims?limit=500",
+        "/api/v1/persistentvolumes?limit=500",
+        "/apis/storage.k8s.io/v1/storageclasses?limit=500",
+        "/apis/apps/v1/deployments?limit=500",
+    ] {
+        assert!(
+            requests.contains(&format!("GET {path}")),
+            "{path} not in {requests:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn namespace_scope_limits_claims_deployments_and_volumes() {
+    let fake = seeded().await;
+    let (shop, _) = scan_fake(&fake, &Policy::default(), Some("shop")).await;
+    assert_eq!(shop.namespace.as_deref(), Some("shop"));
+    assert_eq!(
+        keys(&shop),
+        [
+            // Cluster-scoped, but its claimRef is in shop.
+            (ScanRule::V1, "pv-mixed".to_owned()),
+            (ScanRule::MigrationCandidate, "shop/orders-db".to_owned()),
+            (ScanRule::MigrationCandidate, "shop/reports".to_owned()),
+        ]
+    );
+    // orders-db, reports, cache; the volumes claimed from shop; the fixtures' orders.
+    assert_eq!(shop.scanned.claims, 3);
+    assert_eq!(shop.scanned.volumes, 4);
+    assert_eq!(shop.scanned.deployments, 1);
+    let requests = fake.requests();
+    assert!(
+        requests
+            .contains(&"GET /api/v1/namespaces/shop/persistentvolumeclaims?limit=500".to_owned()),
+        "{requests:#?}"
+    );
+    assert!(
+        requests.contains(&"GET /apis/apps/v1/namespaces/shop/deployments?limit=500".to_owned()),
+        "{requests:#?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/persistentvolumeclaims")),
+        "no cluster-wide claim list: {requests:#?}"
+    );
+
+    let (default, _) = scan_fake(&fake, &Policy::default(), Some("default")).await;
+    assert_eq!(
+        keys(&default),
+        [
+            (ScanRule::V1, "default/legacy-mixed".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/replicated".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/web".to_owned()),
+        ]
+    );
+    // The fixtures' pre-pv-rwo and pv-bind-rwop are claimed from default.
+    assert_eq!(default.scanned.volumes, 2);
+
+    let (quiet, _) = scan_fake(&fake, &Policy::default(), Some("prewebhook")).await;
+    assert!(quiet.findings.is_empty(), "{:#?}", quiet.findings);
+    assert!(!quiet.has_violations());
+    assert_eq!(quiet.scanned.claims, 1);
+}
+
+#[tokio::test]
+async fn policy_provisioner_deny_removes_candidates() {
+    let fake = seeded().await;
+    let policy = Policy::from_yaml(
+        "mutation:\n  provisioners:\n    deny: [example.com/fake-no-provisioner]\n",
+        "policy.yaml",
+    )
+    .unwrap();
+    let (report, _) = scan_fake(&fake, &policy, Some("shop")).await;
+    let candidates: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == ScanRule::MigrationCandidate)
+        .map(object_key)
+        .collect();
+    assert_eq!(candidates, ["shop/orders-db"]);
+}
+
+#[tokio::test]
+async fn lists_are_paginated_with_progress() {
+    let fake = seeded().await;
+    let bulk = 1200;
+    for i in 0..bulk {
+        fake.create(
+            &claims_in("bulk"),
+            json!({
+                "metadata": {"name": format!("data-{i:04}"), "namespace": "bulk"},
+                "spec": {"accessModes": ["ReadWriteOncePod"], "resources": {"requests": {"storage": "1Gi"}},
+                         "storageClassName": "fast-csi"},
+            }),
+        )
+        .unwrap();
+    }
+    fake.clear_requests();
+    let (report, progress) = scan_fake(&fake, &Policy::default(), None).await;
+    let total = bulk + 10;
+    assert_eq!(report.scanned.claims, total);
+
+    let claim_requests: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/persistentvolumeclaims"))
+        .collect();
+    assert_eq!(claim_requests.len(), total.div_ceil(PAGE_SIZE as usize));
+    assert_eq!(
+        claim_requests[0],
+        "GET /api/v1/persistentvolumeclaims?limit=500"
+    );
+    for r in &claim_requests[1..] {
+        assert!(
+            r.contains("limit=500") && r.contains("continue="),
+            "page request without continue: {r}"
+        );
+    }
+    assert_eq!(
+        &progress[..3],
+        [
+            format!(
+                "listed 500 persistentvolumeclaims, about {} more…",
+                total - 500
+            ),
+            format!(
+                "listed 1000 persistentvolumeclaims, about {} more…",
+                total - 1000
+            ),
+            format!("listed {total} persistentvolumeclaims"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_expired_continue_token_falls_back_to_one_full_list() {
+    let fake = seeded().await;
+    for i in 0..(PAGE_SIZE + 5) {
+        fake.create(
+            &claims_in("bulk"),
+            json!({"metadata": {"name": format!("data-{i:04}"), "namespace": "bulk"},
+                   "spec": {"accessModes": ["ReadWriteOnce"]}}),
+        )
+        .unwrap();
+    }
+    fake.clear_requests();
+    let mut progress = Vec::new();
+    let inventory = collect(&fake.client(), None, |line| {
+        if progress.is_empty() {
+            // Between the first and second page: a write, then the history is compacted, so the
+            // continue token (at the first page's resourceVersion) has expired.
+            fake.create(
+                &claims_in("bulk"),
+                json!({"metadata": {"name": "late", "namespace": "bulk"},
+                       "spec": {"accessModes": ["ReadWriteOnce"]}}),
+            )
+            .unwrap();
+            fake.compact();
+        }
+        progress.push(line.to_owned());
+    })
+    .await
+    .expect("scan survives the expired token");
+    let expected = PAGE_SIZE as usize + 5 + 10 + 1;
+    assert_eq!(inventory.claims.len(), expected, "the full list, once");
+    assert!(
+        progress[1].starts_with("the persistentvolumeclaims list expired after 500 objects"),
+        "{progress:#?}"
+    );
+    assert_eq!(
+        progress[2],
+        format!("listed {expected} persistentvolumeclaims")
+    );
+    let requests = fake.requests();
+    assert!(
+        requests.contains(&"GET /api/v1/persistentvolumeclaims".to_owned()),
+        "unpaginated fallback: {requests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_list_names_the_resource_and_the_reason() {
+    let fake = seeded().await;
+    fake.fail_next(1, 403);
+    let err = collect(&fake.client(), None, |_| {}).await.unwrap_err();
+    assert_eq!(err.resource, "persistentvolumeclaims");
+    assert_eq!(
+        err.to_string(),
+        "cannot list persistentvolumeclaims: Forbidden (403): injected failure (fake apiserver)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn policy_reports_follow_the_wgpolicy_schema() {
+    let fake = seeded().await;
+    let (report, _) = scan_fake(&fake, &Policy::default(), None).await;
+    let docs = policy_reports(&report, 1_700_000_000);
+    let kinds: Vec<(String, Option<String>)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_owned(),
+                d.pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("PolicyReport".to_owned(), Some("default".to_owned())),
+            ("PolicyReport".to_owned(), Some("prewebhook".to_owned())),
+            ("PolicyReport".to_owned(), Some("shop".to_owned())),
+            ("ClusterPolicyReport".to_owned(), None),
+        ]
+    );
+    let mut all_results = 0;
+    for doc in &docs {
+        assert_eq!(doc["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+        assert_eq!(doc.pointer("/metadata/name").unwrap(), "rwop-guard");
+        assert_eq!(
+            doc.pointer("/metadata/labels/app.kubernetes.io~1managed-by")
+                .unwrap(),
+            "rwop-guard"
+        );
+        let results = doc["results"].as_array().unwrap();
+        all_results += results.len();
+        let summary = doc["summary"].as_object().unwrap();
+        let mut keys: Vec<&str> = summary.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["error", "fail", "pass", "skip", "warn"]);
+        for (key, count) in summary {
+            let actual = results.iter().filter(|r| r["result"] == *key).count();
+            assert_eq!(
+                count.as_u64(),
+                Some(actual as u64),
+                "summary.{key} of {doc}"
+            );
+        }
+        for r in results {
+            assert_eq!(r["policy"], "rwop-guard");
+            assert_eq!(r["source"], "rwop-guard");
+            assert_eq!(
+                r["timestamp"],
+                json!({"seconds": 1_700_000_000, "nanos": 0})
+            );
+            assert!(
+                ["V1", "rollout-deadlock", "migration-candidate"]
+                    .contains(&r["rule"].as_str().unwrap()),
+                "{r}"
+            );
+            assert!(
+                ["critical", "high", "medium", "low", "info"]
+                    .contains(&r["severity"].as_str().unwrap())
+            );
+            let resource = &r["resources"][0];
+            for field in ["apiVersion", "kind", "name", "uid"] {
+                assert!(resource[field].is_string(), "resources[0].{field} in {r}");
+            }
+            // Namespaced objects in PolicyReports of their namespace, volumes in the cluster one.
+            assert_eq!(
+                resource.get("namespace"),
+                doc.pointer("/metadata/namespace"),
+                "{r}"
+            );
+        }
+    }
+    // One V1 result (pass or fail) per scanned volume and claim, plus the warnings.
+    assert_eq!(
+        all_results,
+        report.scanned.claims
+            + report.scanned.volumes
+            + report.summary.rollout_risks
+            + report.summary.migration_candidates
+    );
+
+    let shop = &docs[2];
+    assert_eq!(
+        shop["summary"],
+        json!({"pass": 3, "fail": 0, "warn": 2, "error": 0, "skip": 0})
+    );
+    let orders = shop["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "migration-candidate" && r["resources"][0]["name"] == "orders-db")
+        .expect("orders-db candidate");
+    assert_eq!(orders["result"], "warn");
+    assert_eq!(orders["scored"], false);
+    assert_eq!(
+        orders["properties"]["command"],
+        "rwop-guard migrate shop/orders-db"
+    );
+    assert_eq!(orders["resources"][1]["kind"], "PersistentVolume");
+    assert!(
+        orders["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[ReadWriteOnce] claim bound to CSI volume")
+    );
+
+    let cluster = &docs[3];
+    // 8 volumes, pv-mixed fails V1.
+    assert_eq!(
+        cluster["summary"],
+        json!({"pass": 7, "fail": 1, "warn": 0, "error": 0, "skip": 0})
+    );
+    let failed = cluster["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["result"] == "fail")
+        .unwrap();
+    assert_eq!(failed["rule"], "V1");
+    assert_eq!(failed["severity"], "high");
+    assert_eq!(failed["resources"][0]["name"], "pv-mixed");
+
+    // A one-namespace scan never overwrites the whole-cluster report.
+    let (shop_only, _) = scan_fake(&fake, &Policy::default(), Some("shop")).await;
+    let docs = policy_reports(&shop_only, 0);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[1]["kind"], "ClusterPolicyReport");
+    assert_eq!(docs[1]["metadata"]["name"], "rwop-guard-shop");
+}
+
+#[test]
+fn a_namespace_without_claims_still_gets_its_report() {
+    let report = analyze(&Policy::default(), &Inventory::default(), Some("empty"));
+    let docs = policy_reports(&report, 0);
+    assert_eq!(docs[0]["kind"], "PolicyReport");
+    assert_eq!(docs[0]["metadata"]["namespace"], "empty");
+    assert_eq!(
+        docs[0]["summary"],
+        json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0})
+    );
+    assert_eq!(docs[0]["results"], json!([]));
+}
+
+#[tokio::test]
+async fn table_aligns_columns_and_ends_with_the_summary() {
+    let fake = seeded().await;
+    let (report, _) = scan_fake(&fake, &Policy::default(), None).await;
+    let table = render_table(&report);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 1 + report.findings.len() + 2, "{table}");
+    let header = lines[0];
+    // Column starts: where a word begins in the header (its names have no spaces).
+    let starts: Vec<usize> = header
+        .char_indices()
+        .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(starts.len(), 5, "{header}");
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["KIND", "NAMESPACE", "NAME", "FINDING", "DETAIL"]
+    );
+    for (row, f) in lines[1..=report.findings.len()]
+        .iter()
+        .zip(&report.findings)
+    {
+        let cell = |i: usize| match starts.get(i + 1) {
+            Some(&end) => {
+                assert_eq!(
+                    &row[end - 3..end],
+                    "   ",
+                    "separator before column {i} in {row}"
+                );
+                row[starts[i]..end].trim_end()
+            }
+            None => &row[starts[i]..],
+        };
+        assert_eq!(cell(0), f.object.kind.as_deref().unwrap());
+        assert_eq!(cell(1), f.object.namespace.as_deref().unwrap_or("-"));
+        assert_eq!(cell(2), f.object.name.as_deref().unwrap());
+        assert_eq!(cell(3), f.rule.as_str());
+        assert_eq!(cell(4), f.detail);
+    }
+    assert_eq!(lines[report.findings.len() + 1], "");
+    assert_eq!(
+        *lines.last().unwrap(),
+        "2 violations, 2 migration candidates, 2 rollout risks; scanned 10 claims, 8 volumes, 6 deployments in all namespaces"
+    );
+
+    let clean = analyze(&Policy::default(), &Inventory::default(), Some("empty"));
+    assert_eq!(
+        render_table(&clean),
+        "0 violations, 0 migration candidates, 0 rollout risks; scanned 0 claims, 0 volumes, 0 deployments in namespace empty\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure analysis on hand-made inventories
+// ---------------------------------------------------------------------------------------------
+
+fn inventory(claims: Vec<Value>, volumes: Vec<Value>, deployments: Vec<Value>) -> Inventory {
+    let classes = serde_json::from_str::<Value>(&api_fixture("list-storageclasses.json")).unwrap()
+        ["items"]
+        .clone();
+    Inventory {
+        claims: claims
+            .into_iter()
+            .map(|c| serde_json::from_value(c).unwrap())
+            .collect(),
+        volumes: volumes
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect(),
+        storage_classes: serde_json::from_value(classes).unwrap(),
+        deployments: deployments
+            .into_iter()
+            .map(|d| serde_json::from_value(d).unwrap())
+            .collect(),
+    }
+}
+
+fn rules_of(report: &ScanReport) -> Vec<ScanRule> {
+    report.findings.iter().map(|f| f.rule).collect()
+}
+
+#[test]
+fn only_bound_rwo_claims_on_csi_volumes_of_capable_classes_are_candidates() {
+    let volume = csi_volume("pv-a", &["ReadWriteOnce"], "fast-csi", Some(("ns", "a")));
+    let claim = bound_claim("ns", "a", &["ReadWriteOnce"], "fast-csi", "pv-a");
+    let policy = Policy::default();
+    let candidates = |claim: Value, volume: Value| {
+        analyze(&policy, &inventory(vec![claim], vec![volume], vec![]), None)
+            .summary
+            .migration_candidates
+    };
+    assert_eq!(candidates(claim.clone(), volume.clone()), 1);
+
+    let mut no_class = claim.clone();
+    no_class["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("storageClassName");
+    assert_eq!(candidates(no_class, volume.clone()), 0, "static binding");
+    let mut empty_class = claim.clone();
+    empty_class["spec"]["storageClassName"] = json!("");
+    assert_eq!(candidates(empty_class, volume.clone()), 0, "class \"\"");
+    let mut pending = claim.clone();
+    pending["status"]["phase"] = json!("Pending");
+    assert_eq!(candidates(pending, volume.clone()), 0, "not bound");
+    let mut deleting = claim.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    assert_eq!(candidates(deleting, volume.clone()), 0, "being deleted");
+    let mut rwx = claim.clone();
+    rwx["spec"]["accessModes"] = json!(["ReadWriteOnce", "ReadWriteMany"]);
+    assert_eq!(candidates(rwx, volume.clone()), 0, "not exactly RWO");
+    let mut unknown_class = claim.clone();
+    unknown_class["spec"]["storageClassName"] = json!("gone");
+    assert_eq!(candidates(unknown_class, volume.clone()), 0, "class gone");
+    let mut in_tree = claim.clone();
+    in_tree["spec"]["storageClassName"] = json!("local-disks");
+    assert_eq!(candidates(in_tree, volume.clone()), 0, "in-tree class");
+
+    let mut host_path = volume.clone();
+    let spec = host_path["spec"].as_object_mut().unwrap();
+    spec.remove("csi");
+    spec.insert("hostPath".into(), json!({"path": "/data"}));
+    assert_eq!(candidates(claim.clone(), host_path), 0, "not CSI");
+    let mut pv_rwx = volume.clone();
+    pv_rwx["spec"]["accessModes"] = json!(["ReadWriteOnce", "ReadOnlyMany"]);
+    assert_eq!(candidates(claim.clone(), pv_rwx), 0, "PV not exactly RWO");
+    assert_eq!(
+        candidates(
+            claim.clone(),
+            csi_volume("other", &["ReadWriteOnce"], "fast-csi", None)
+        ),
+        0,
+        "volume missing"
+    );
+
+    // A class the cluster does not have counts when the policy lists it.
+    let mut listed = claim.clone();
+    listed["spec"]["storageClassName"] = json!("vendor-rwop");
+    let policy = Policy::from_yaml("mutation:\n  storageClasses: [vendor-rwop]\n", "p").unwrap();
+    let report = analyze(
+        &policy,
+        &inventory(vec![listed], vec![volume], vec![]),
+        None,
+    );
+    assert_eq!(report.summary.migration_candidates, 1);
+}
+
+#[test]
+fn rollout_risk_follows_replicas_strategy_and_max_surge() {
+    let claim = bound_claim("ns", "db", &["ReadWriteOncePod"], "fast-csi", "pv-db");
+    let risky = |replicas: i32, strategy: Value| {
+        let report = analyze(
+            &Policy::default(),
+            &inventory(
+                vec![claim.clone()],
+                vec![],
+                vec![deployment("ns", "app", replicas, strategy, "db")],
+            ),
+            None,
+        );
+        rules_of(&report) == [ScanRule::RolloutDeadlock]
+    };
+    let rolling =
+        |surge: Value| json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge}});
+    assert!(
+        risky(1, Value::Null),
+        "default strategy surges 25% (rounded up)"
+    );
+    assert!(risky(1, json!({"type": "RollingUpdate"})));
+    assert!(risky(1, rolling(json!(1))));
+    assert!(risky(1, rolling(json!("1%"))), "percentages round up");
+    assert!(!risky(1, rolling(json!(0))));
+    assert!(!risky(1, rolling(json!("0%"))));
+    assert!(!risky(1, json!({"type": "Recreate"})));
+    assert!(!risky(0, json!({"type": "Recreate"})));
+    assert!(
+        risky(0, Value::Null),
+        "scaled to 0, still rolls once scaled up"
+    );
+    assert!(risky(2, json!({"type": "Recreate"})));
+    assert!(risky(2, rolling(json!(0))));
+
+    // The same Deployment on a ReadWriteOnce claim is fine.
+    let rwo = bound_claim("ns", "db", &["ReadWriteOnce"], "fast-csi", "pv-db");
+    let report = analyze(
+        &Policy::default(),
+        &inventory(
+            vec![rwo],
+            vec![],
+            vec![deployment("ns", "app", 3, Value::Null, "db")],
+        ),
+        None,
+    );
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    // A claim of the same name in another namespace does not count.
+    let report = analyze(
+        &Policy::default(),
+        &inventory(
+            vec![claim.clone()],
+            vec![],
+            vec![deployment("other", "app", 3, Value::Null, "db")],
+        ),
+        None,
+    );
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+}
+
+#[test]
+fn json_report_has_the_documented_shape() {
+    let claim = bound_claim("ns", "db", &["ReadWriteOncePod"], "fast-csi", "pv-db");
+    let report = analyze(
+        &Policy::default(),
+        &inventory(
+            vec![claim],
+            vec![csi_volume(
+                "pv-db",
+                &["ReadWriteOncePod", "ReadOnlyMany"],
+                "fast-csi",
+                Some(("ns", "db")),
+            )],
+            vec![deployment("ns", "app", 2, Value::Null, "db")],
+        ),
+        None,
+    );
+    let value = serde_json::to_value(&report).unwrap();
+    let mut top: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    top.sort_unstable();
+    assert_eq!(top, ["findings", "namespace", "scanned", "summary"]);
+    assert_eq!(value["namespace"], Value::Null);
+    assert_eq!(
+        value["scanned"],
+        json!({"claims": 1, "volumes": 1, "deployments": 1, "storageClasses": 3})
+    );
+    assert_eq!(
+        value["summary"],
+        json!({"violations": 1, "migrationCandidates": 0, "rolloutRisks": 1})
+    );
+    let v1 = &value["findings"][0];
+    assert_eq!(v1["rule"], "V1");
+    assert_eq!(
+        v1["object"],
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "name": "pv-db"})
+    );
+    assert_eq!(v1["command"], Value::Null);
+    assert_eq!(v1["related"], json!([]));
+    let rollout = &value["findings"][1];
+    assert_eq!(rollout["rule"], "rollout-deadlock");
+    assert_eq!(
+        rollout["object"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "app", "namespace": "ns"})
+    );
+    assert_eq!(
+        rollout["related"],
+        json!([{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": "db", "namespace": "ns", "uid": "uid-ns-db"}])
+    );
+    let mut finding_keys: Vec<&str> = rollout
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    finding_keys.sort_unstable();
+    assert_eq!(
+        finding_keys,
+        ["command", "detail", "message", "object", "related", "rule"]
+    );
+    assert!(
+        rollout["detail"]
+            .as_str()
+            .unwrap()
+            .contains("with 2 replicas and strategy RollingUpdate (the default), maxSurge 25%"),
+        "{rollout}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary, end to end, with a kubeconfig pointing at the fake server
+// ---------------------------------------------------------------------------------------------
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn write_kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn run_scan(kubeconfig: &Path, args: &[&str]) -> Run {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+        .arg("scan")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("RWOP_GUARD_CONFIG")
+        .env_remove("KUBECONFIG")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rwop-guard");
+    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("rwop-guard scan finished in time")
+        .expect("rwop-guard output");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_prints_the_table_and_exits_1_on_violations() {
+    let fake = seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &fake.url());
+
+    let run = run_scan(&kubeconfig, &[]).await;
+    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+    let first = run.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("KIND") && first.contains("NAMESPACE") && first.ends_with("DETAIL"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("PersistentVolume ")
+                && l.contains(" pv-mixed ")
+                && l.contains(" V1 ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("Deployment ")
+            && l.contains(" web ")
+            && l.contains(" rollout-deadlock ")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("run: rwop-guard migrate shop/orders-db"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.ends_with(
+            "2 violations, 2 migration candidates, 2 rollout risks; scanned 10 claims, 8 volumes, 6 deployments in all namespaces\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("rwop-guard scan: listed 10 persistentvolumeclaims\n"),
+        "progress on stderr: {}",
+        run.stderr
+    );
+
+    // -A wins over -n.
+    let all = run_scan(&kubeconfig, &["-n", "prewebhook", "-A"]).await;
+    assert_eq!(all.code, Some(1), "stderr: {}", all.stderr);
+    assert_eq!(all.stdout, run.stdout);
+
+    // A namespace without violations: exit 0.
+    let clean = run_scan(&kubeconfig, &["-n", "prewebhook"]).await;
+    assert_eq!(clean.code, Some(0), "stderr: {}", clean.stderr);
+    assert_eq!(
+        clean.stdout,
+        "0 violations, 0 migration candidates, 0 rollout risks; scanned 1 claim, 0 volumes, 0 deployments in namespace prewebhook\n"
+    );
+    // The exit status does not depend on the output format.
+    let default_json = run_scan(&kubeconfig, &["--namespace", "default", "--output", "json"]).await;
+    assert_eq!(default_json.code, Some(1), "legacy-mixed is a V1 violation");
+    let value: Value = serde_json::from_str(&default_json.stdout).unwrap();
+    assert_eq!(value["namespace"], "default");
+    assert_eq!(value["summary"]["violations"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_json_and_policyreport_outputs() {
+    let fake = seeded().await;
+    // Drop the V1 violations: candidates and rollout risks alone exit 0.
+    fake.delete(&format!("{VOLUMES}/pv-mixed")).unwrap();
+    fake.patch(
+        &format!("{VOLUMES}/pv-mixed"),
+        json!({"metadata": {"finalizers": null}}),
+    )
+    .unwrap();
+    fake.delete(&format!("{}/legacy-mixed", claims_in("default")))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &fake.url());
+
+    let run = run_scan(&kubeconfig, &["--output", "json"]).await;
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    let value: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(
+        value["summary"],
+        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 2})
+    );
+    assert_eq!(value["findings"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        value["findings"][2]["command"],
+        "rwop-guard migrate shop/orders-db"
+    );
+
+    let run = run_scan(&kubeconfig, &["--output", "policyreport", "-n", "shop"]).await;
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(run.stdout.starts_with("---\n"), "{}", run.stdout);
+    let docs = parse_documents(&run.stdout).expect("a YAML stream");
+    assert_eq!(docs.len(), 2, "{}", run.stdout);
+    assert_eq!(docs[0]["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+    assert_eq!(docs[0]["kind"], "PolicyReport");
+    assert_eq!(docs[0]["metadata"]["namespace"], "shop");
+    assert_eq!(
+        docs[0]["summary"],
+        json!({"pass": 3, "fail": 0, "warn": 2, "error": 0, "skip": 0})
+    );
+    assert_eq!(docs[1]["kind"], "ClusterPolicyReport");
+    assert_eq!(docs[1]["metadata"]["name"], "rwop-guard-shop");
+    let seconds = docs[0]["results"][0]["timestamp"]["seconds"]
+        .as_i64()
+        .unwrap();
+    assert!(seconds > 1_700_000_000, "a real timestamp: {seconds}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_exits_2_when_it_cannot_scan() {
+    let fake = seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &fake.url());
+
+    fake.fail_next(1, 403);
+    let run = run_scan(&kubeconfig, &[]).await;
+    assert_eq!(run.code, Some(2), "stdout: {}", run.stdout);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!(
+            "rwop-guard scan: cannot list persistentvolumeclaims: Forbidden (403): injected failure (fake apiserver) (API server {}/)",
+            fake.url()
+        )),
+        "{}",
+        run.stderr
+    );
+
+    // Nothing listening.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let unreachable = write_kubeconfig(dir.path(), &format!("http://{closed}"));
+    let run = run_scan(&unreachable, &[]).await;
+    assert_eq!(run.code, Some(2), "stdout: {}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!(
+            "rwop-guard scan: cannot list persistentvolumeclaims: ServiceError: client error \
+             (Connect): tcp connect error: Connection refused (os error 111) (API server http://{closed}/)"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "validation:\n  action: block\n").unwrap();
+    let run = run_scan(&kubeconfig, &["--config", policy.to_str().unwrap()]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("key `validation.action`"),
+        "{}",
+        run.stderr
+    );
+
+    let run = run_scan(&dir.path().join("missing"), &[]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("cannot read kubeconfig"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn scan_rule_ids_are_stable() {
+    assert_eq!(ScanRule::V1.as_str(), "V1");
+    assert_eq!(ScanRule::RolloutDeadlock.as_str(), "rollout-deadlock");
+    assert_eq!(ScanRule::MigrationCandidate.as_str(), "migration-candidate");
+    assert_eq!(scan::REPORT_POLICY, "rwop-guard");
+}
