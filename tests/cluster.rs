@@ -81,16 +81,6 @@ impl Running {
             .map(|c| c.provisioner.clone())
     }
 
-    fn default_class(&self) -> Option<String> {
-        self.state
-            .facts
-            .load()
-            .cluster
-            .as_ref()?
-            .default_storage_class
-            .clone()
-    }
-
     fn volume_modes(&self, name: &str) -> Option<String> {
         let facts = self.state.facts.load();
         facts
@@ -100,6 +90,17 @@ impl Running {
             .get(name)
             .map(|m| m.to_string())
     }
+}
+
+/// The default class in the published facts.
+fn default_class(state: &AppState) -> Option<String> {
+    state
+        .facts
+        .load()
+        .cluster
+        .as_ref()?
+        .default_storage_class
+        .clone()
 }
 
 fn synced(state: &AppState) -> bool {
@@ -121,7 +122,7 @@ async fn initial_sync_builds_the_facts_and_makes_ready() {
     r.until("first sync", synced).await;
     assert_eq!(r.state.not_ready_reason(), None);
 
-    assert_eq!(r.default_class().as_deref(), Some("fast-csi"));
+    assert_eq!(default_class(&r.state).as_deref(), Some("fast-csi"));
     assert_eq!(
         r.class_provisioner("fast-csi").as_deref(),
         Some("ebs.csi.aws.com")
@@ -208,13 +209,7 @@ async fn live_changes_reach_the_facts() {
     )
     .unwrap();
     r.until("new default class", |s| {
-        s.facts
-            .load()
-            .cluster
-            .as_ref()
-            .and_then(|c| c.default_storage_class.clone())
-            .as_deref()
-            == Some("newer")
+        default_class(s).as_deref() == Some("newer")
     })
     .await;
 
@@ -252,13 +247,7 @@ async fn live_changes_reach_the_facts() {
     // Removing the newer default falls back to fast-csi.
     fake.delete(&format!("{CLASSES}/newer")).unwrap();
     r.until("default falls back", |s| {
-        s.facts
-            .load()
-            .cluster
-            .as_ref()
-            .and_then(|c| c.default_storage_class.clone())
-            .as_deref()
-            == Some("fast-csi")
+        default_class(s).as_deref() == Some("fast-csi")
     })
     .await;
 }
@@ -402,13 +391,7 @@ async fn mutation_uses_the_live_default_class_and_provisioner() {
     fake.patch(&format!("{CLASSES}/fast-csi"), json!({"metadata": {"annotations": {"storageclass.kubernetes.io/is-default-class": "false"}}})).unwrap();
     fake.patch(&format!("{CLASSES}/local-disks"), json!({"metadata": {"annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}})).unwrap();
     r.until("default is local-disks", |s| {
-        s.facts
-            .load()
-            .cluster
-            .as_ref()
-            .and_then(|c| c.default_storage_class.clone())
-            .as_deref()
-            == Some("local-disks")
+        default_class(s).as_deref() == Some("local-disks")
     })
     .await;
     let s = decide(&r.state);
