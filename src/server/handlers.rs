@@ -221,7 +221,11 @@ fn answer(
                 .requests
                 .get_or_create(&RequestLabels {
                     webhook: name,
-                    kind: s.kind.clone(),
+                    kind: match s.kind.as_str() {
+                        "PersistentVolume" => "PersistentVolume",
+                        "PersistentVolumeClaim" => "PersistentVolumeClaim",
+                        _ => "other",
+                    },
                     operation: s.operation,
                     decision: s.outcome,
                 })

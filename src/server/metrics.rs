@@ -10,7 +10,8 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub webhook: &'static str,
-    pub kind: String,
+    /// `PersistentVolume`, `PersistentVolumeClaim` or `other` (bounded label values).
+    pub kind: &'static str,
     pub operation: &'static str,
     pub decision: &'static str,
 }

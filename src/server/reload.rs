@@ -60,12 +60,32 @@ impl Watcher {
         }
         dirs.sort();
         dirs.dedup();
+        // The file names that matter; `..data` and the timestamped `..2026_…` directories are how
+        // the kubelet swaps Secret and ConfigMap volumes. Other files in the same directories
+        // (a log file next to the certificate, say) must not cost a re-read each.
+        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        if let Some((cert, key, _, _)) = &sources.tls {
+            names.extend([cert, key].iter().filter_map(|p| p.file_name().map(Into::into)));
+        }
+        if let Some(p) = &sources.policy {
+            names.extend(p.file_name().map(Into::into));
+        }
+        let relevant = move |event: &notify::Event| {
+            event.paths.iter().any(|p| {
+                p.file_name().is_some_and(|n| {
+                    names.iter().any(|w| w == n) || n.to_string_lossy().starts_with("..")
+                })
+            })
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let fs = if dirs.is_empty() {
             None
         } else {
-            let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-                let _ = tx.send(());
+            let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                // On a watcher error, re-check rather than miss a change.
+                if res.as_ref().map_or(true, &relevant) {
+                    let _ = tx.send(());
+                }
             })
             .map_err(|e| ServeError::Watch {
                 path: dirs[0].clone(),
