@@ -65,7 +65,11 @@ impl Watcher {
         // (a log file next to the certificate, say) must not cost a re-read each.
         let mut names: Vec<std::ffi::OsString> = Vec::new();
         if let Some((cert, key, _, _)) = &sources.tls {
-            names.extend([cert, key].iter().filter_map(|p| p.file_name().map(Into::into)));
+            names.extend(
+                [cert, key]
+                    .iter()
+                    .filter_map(|p| p.file_name().map(Into::into)),
+            );
         }
         if let Some(p) = &sources.policy {
             names.extend(p.file_name().map(Into::into));
