@@ -337,29 +337,9 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
 
     let mut findings = Vec::new();
     let mut passed = Vec::new();
-    for pv in &volumes {
-        let modes =
-            AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
-        let object = reference("v1", "PersistentVolume", &pv.metadata);
-        match exclusive_rwop_violation(Subject::volume(&pv.metadata), &modes) {
-            Some(v) => findings.push(Finding {
-                rule: ScanRule::V1,
-                object,
-                message: v.message,
-                detail: v.detail,
-                command: None,
-                related: Vec::new(),
-            }),
-            None => passed.push(Passed {
-                object,
-                access_modes: modes,
-            }),
-        }
-    }
-    for claim in &claims {
-        let modes = claim_modes(claim);
-        let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
-        match exclusive_rwop_violation(Subject::claim(&claim.metadata), &modes) {
+    // V1 for every volume and claim: a finding, or a pass for the reports.
+    let mut judge = |subject: Subject<'_>, object: ObjectReference, modes: &AccessModes| {
+        match exclusive_rwop_violation(subject, modes) {
             Some(v) => findings.push(Finding {
                 rule: ScanRule::V1,
                 object,
@@ -373,6 +353,19 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
                 access_modes: modes.clone(),
             }),
         }
+    };
+    for pv in &volumes {
+        let modes =
+            AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
+        let object = reference("v1", "PersistentVolume", &pv.metadata);
+        judge(Subject::volume(&pv.metadata), object, &modes);
+    }
+    for claim in &claims {
+        let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
+        judge(Subject::claim(&claim.metadata), object, &claim_modes(claim));
+    }
+    for claim in &claims {
+        let modes = claim_modes(claim);
         if let Some(f) =
             migration_candidate(policy, &facts, claim, &modes, &volumes_by_name, &mounted_by)
         {
