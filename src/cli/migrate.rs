@@ -5,9 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::kube_args::KubeArgs;
-use crate::migrate::{
-    self, MigrateError, MigrateOptions, MigrationState, Progress, STEPS, claim_to_create,
-};
+use crate::migrate::{self, MigrateOptions, MigrationState, Progress, STEPS, claim_to_create};
 
 /// Changes the access mode of a claim's PersistentVolume from [ReadWriteOnce] to
 /// [ReadWriteOncePod]: the upstream manual task, automated, resumable and reversible.
@@ -98,25 +96,7 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
     let mut report = |p: Progress| print_progress(&p);
 
     // The plan: from the recorded state, or from a read-only preflight.
-    let plan = async {
-        let located = migrate::locate(&client, &namespace, &claim).await?;
-        let volume = located.volume.metadata.name.clone().unwrap_or_default();
-        let state = match (&located.state, args.rollback) {
-            (Some(s), true) if !s.is_rollback() => MigrationState {
-                target: "ReadWriteOnce".to_owned(),
-                completed: 0,
-                ..s.clone()
-            },
-            (Some(s), _) => s.clone(),
-            (None, true) => {
-                return Err(MigrateError::Refused(format!(
-                    "no migration of {namespace}/{claim} is recorded on PersistentVolume {volume}: nothing to roll back"
-                )));
-            }
-            (None, false) => migrate::preflight(&client, &located, &opts, &mut report).await?,
-        };
-        Ok((volume, state))
-    };
+    let plan = migrate::prepare(&client, &namespace, &claim, &opts, &mut report);
     let (volume, state) = match plan.await {
         Ok(p) => p,
         Err(e) => {

@@ -386,20 +386,19 @@ pub(crate) async fn record(
     .await
 }
 
-/// Runs (or resumes) the migration of `namespace/claim`, or its rollback. `after_step` is called
-/// after each step is recorded; returning false stops the run there (tests use it to inject
-/// crashes).
-pub async fn run(
+/// Where a run of `namespace/claim` starts: the volume and the state to work towards — the
+/// recorded one (switched to [ReadWriteOnce] for `--rollback`), or a fresh one from
+/// [`preflight`]. Used for the `--dry-run` plan and by [`run`].
+pub async fn prepare(
     client: &Client,
     namespace: &str,
     claim: &str,
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(Progress),
-    after_step: &mut dyn FnMut(usize) -> bool,
-) -> Result<(), MigrateError> {
+) -> Result<(String, MigrationState), MigrateError> {
     let located = locate(client, namespace, claim).await?;
     let volume = located.volume.metadata.name.clone().unwrap_or_default();
-    let mut state = match (located.state.clone(), opts.rollback) {
+    let state = match (located.state.clone(), opts.rollback) {
         (Some(mut s), true) => {
             if !s.is_rollback() {
                 s.target = AccessMode::ReadWriteOnce.as_str().to_owned();
@@ -422,5 +421,20 @@ pub async fn run(
         }
         (None, false) => preflight(client, &located, opts, progress).await?,
     };
+    Ok((volume, state))
+}
+
+/// Runs (or resumes) the migration of `namespace/claim`, or its rollback. `after_step` is called
+/// after each step is recorded; returning false stops the run there (tests use it to inject
+/// crashes).
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    claim: &str,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+    after_step: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), MigrateError> {
+    let (volume, mut state) = prepare(client, namespace, claim, opts, progress).await?;
     steps::execute(client, &volume, &mut state, opts, progress, after_step).await
 }
