@@ -360,18 +360,21 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
         let object = reference("v1", "PersistentVolume", &pv.metadata);
         judge(Subject::volume(&pv.metadata), object, &modes);
     }
-    for claim in &claims {
-        let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
-        judge(Subject::claim(&claim.metadata), object, &claim_modes(claim));
-    }
+    let mut candidates = Vec::new();
     for claim in &claims {
         let modes = claim_modes(claim);
-        if let Some(f) =
-            migration_candidate(policy, &facts, claim, &modes, &volumes_by_name, &mounted_by)
-        {
-            findings.push(f);
-        }
+        let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
+        judge(Subject::claim(&claim.metadata), object, &modes);
+        candidates.extend(migration_candidate(
+            policy,
+            &facts,
+            claim,
+            &modes,
+            &volumes_by_name,
+            &mounted_by,
+        ));
     }
+    findings.extend(candidates);
     for d in &deployments {
         if let Some(f) = rollout_deadlock(d, &claims_by_key) {
             findings.push(f);
