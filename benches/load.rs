@@ -37,6 +37,8 @@
 //! Without `--bench` (as under `cargo test --benches`), a short smoke run checks that both
 //! servers answer correctly and prints no targets.
 
+mod support;
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -173,34 +175,12 @@ impl Settings {
 // ---------------------------------------------------------------------------------------------
 // Fixture
 
-/// JSON without insignificant whitespace, otherwise byte for byte (key order kept).
-fn minify(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            in_string = b == b'"';
-            out.push(b);
-        }
-    }
-    out
-}
-
 fn fixture_body() -> anyhow::Result<Vec<u8>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/admission")
         .join(FIXTURE);
     let raw = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let body = minify(&raw);
+    let body = support::minify(&raw);
     let a: serde_json::Value = serde_json::from_slice(&raw)?;
     let b: serde_json::Value = serde_json::from_slice(&body)?;
     ensure!(a == b, "minifying {FIXTURE} changed it");

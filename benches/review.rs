@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --bench review` (about a minute).
 
+mod support;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
@@ -64,34 +66,12 @@ const CASES: &[Case] = &[
 
 const MUTATION_POLICY: &str = "mutation:\n  enabled: true\n  storageClasses: [fast-csi]\n";
 
-/// JSON without insignificant whitespace, otherwise byte for byte (key order kept).
-fn minify(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            in_string = b == b'"';
-            out.push(b);
-        }
-    }
-    out
-}
-
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/admission")
         .join(name);
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let body = minify(&raw);
+    let body = support::minify(&raw);
     let a: serde_json::Value = serde_json::from_slice(&raw).expect("fixture is JSON");
     let b: serde_json::Value = serde_json::from_slice(&body).expect("minified fixture is JSON");
     assert_eq!(a, b, "minify changed {name}");
