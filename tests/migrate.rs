@@ -515,6 +515,18 @@ async fn concurrent_writers_on_the_volume_are_retried() {
 
 // ---- Preflight ---------------------------------------------------------------------------------
 
+/// Runs to completion and checks a warning containing `fragment` was reported.
+async fn run_warns(c: &Cluster, opts: &MigrateOptions, fragment: &str) {
+    let (result, progress) = run(c, opts, None).await;
+    result.unwrap();
+    assert!(
+        progress
+            .iter()
+            .any(|p| matches!(p, Progress::Warning(w) if w.contains(fragment))),
+        "{progress:?}"
+    );
+}
+
 async fn refused(c: &Cluster, opts: &MigrateOptions) -> String {
     let before = c.fake.resource_version();
     let err = run(c, opts, None).await.0.unwrap_err();
@@ -568,13 +580,7 @@ async fn preflight_refuses_unsafe_starts_with_reasons() {
         allow_delete_pods: true,
         ..opts()
     };
-    let (result, progress) = run(&c, &allow, None).await;
-    result.unwrap();
-    assert!(
-        progress
-            .iter()
-            .any(|p| matches!(p, Progress::Warning(w) if w.contains("debug-shell")))
-    );
+    run_warns(&c, &allow, "debug-shell").await;
     assert!(c.fake.get(&format!("{PODS}/debug-shell")).is_none());
     assert_no_violations(&c);
 
@@ -603,13 +609,7 @@ async fn preflight_refuses_unsafe_starts_with_reasons() {
         allow_non_csi: true,
         ..opts()
     };
-    let (result, progress) = run(&c, &allow, None).await;
-    result.unwrap();
-    assert!(
-        progress
-            .iter()
-            .any(|p| matches!(p, Progress::Warning(w) if w.contains("not a CSI volume")))
-    );
+    run_warns(&c, &allow, "not a CSI volume").await;
 
     // Nothing to roll back.
     let c = cluster().await;
