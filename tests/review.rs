@@ -1,6 +1,7 @@
 //! Real AdmissionReviews captured from a kube-apiserver, through the library and through
 //! `rwop-guard review`, with the expected decision written down per file.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,8 +9,8 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use proptest::prelude::*;
-use rwop_guard::admission::{ReviewError, Webhook, review};
-use rwop_guard::policy::{Facts, Policy};
+use rwop_guard::admission::{ReviewError, Webhook, review, review_full_decode};
+use rwop_guard::policy::{AccessModes, ClusterFacts, Facts, Policy, StorageClassFacts};
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
@@ -798,5 +799,232 @@ proptest! {
         r["request"]["object"] = object;
         r["request"]["oldObject"] = old;
         let _ = review_both(&serde_json::to_vec(&r).unwrap());
+    }
+}
+
+// ---- The one-pass decode answers exactly like the full decode --------------------------------
+
+/// Policies and facts under which the two decodes are compared: deny and warn, mutation with and
+/// without cluster facts (a CSI default class, a known RWOP volume, labelled namespaces).
+fn comparison_settings() -> Vec<(Policy, Facts)> {
+    let with_selector = Policy::from_yaml(
+        "mutation:\n  enabled: true\n  namespaceSelector:\n    matchLabels: {team: db}\n",
+        "test",
+    )
+    .unwrap();
+    let cluster = Facts {
+        cluster: Some(ClusterFacts {
+            storage_classes: HashMap::from([
+                ("fast-csi".to_owned(), csi_class("ebs.csi.aws.com")),
+                ("standard".to_owned(), csi_class("pd.csi.storage.gke.io")),
+                ("old".to_owned(), csi_class("kubernetes.io/aws-ebs")),
+            ]),
+            default_storage_class: Some("standard".to_owned()),
+            volumes: HashMap::from([(
+                "pv-rwop".to_owned(),
+                AccessModes::from_names(["ReadWriteOncePod"]),
+            )]),
+            namespaces: HashMap::from([
+                (
+                    "default".to_owned(),
+                    BTreeMap::from([("team".into(), "db".into())]),
+                ),
+                ("shop".to_owned(), BTreeMap::new()),
+            ]),
+        }),
+    };
+    vec![
+        (Policy::default(), Facts::default()),
+        (
+            Policy::from_yaml("validation:\n  action: warn\n", "test").unwrap(),
+            Facts::default(),
+        ),
+        (mutating_policy(), Facts::default()),
+        (mutating_policy(), cluster.clone()),
+        (with_selector, cluster),
+    ]
+}
+
+fn csi_class(provisioner: &str) -> StorageClassFacts {
+    StorageClassFacts {
+        provisioner: provisioner.to_owned(),
+    }
+}
+
+/// Both decodes give the same bytes and the same log summary, or both fail.
+fn assert_same_answer(body: &[u8], settings: &[(Policy, Facts)], what: &str) {
+    for webhook in [V, M] {
+        for (i, (policy, facts)) in settings.iter().enumerate() {
+            let fast = review(webhook, policy, facts, body);
+            let full = review_full_decode(webhook, policy, facts, body);
+            match (&fast, &full) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(
+                        String::from_utf8_lossy(&a.body),
+                        String::from_utf8_lossy(&b.body),
+                        "{what}: {webhook} setting {i}"
+                    );
+                    assert_eq!(a.summary, b.summary, "{what}: {webhook} setting {i}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
+                _ => panic!(
+                    "{what}: {webhook} setting {i}: one-pass {:?} but full {:?}",
+                    fast.map(|r| r.summary),
+                    full.map(|r| r.summary)
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn one_pass_decode_answers_every_fixture_like_the_full_decode() {
+    let settings = comparison_settings();
+    for x in EXPECTED.iter().filter(|x| !x.mutating) {
+        let body = fixture(x.file);
+        assert_same_answer(&body, &settings, x.file);
+        // The API server's key order lets the one-pass decode read the kind first; any other
+        // order must get the same answer too.
+        let mut reordered: Value = serde_json::from_slice(&body).unwrap();
+        let request = reordered["request"].as_object_mut().unwrap();
+        let kind = request.remove("kind").unwrap();
+        request.insert("kind".to_owned(), kind);
+        let reordered = serde_json::to_vec(&reordered).unwrap();
+        assert_same_answer(&reordered, &settings, &format!("{} (kind last)", x.file));
+    }
+}
+
+/// Mostly the sets the rules treat specially, sometimes anything.
+fn access_modes() -> impl Strategy<Value = Option<Vec<&'static str>>> {
+    prop_oneof![
+        3 => Just(Some(vec!["ReadWriteOnce"])),
+        3 => Just(Some(vec!["ReadWriteOncePod"])),
+        1 => Just(None),
+        2 => proptest::option::of(proptest::collection::vec(
+            prop_oneof![
+                Just("ReadWriteOnce"),
+                Just("ReadWriteOncePod"),
+                Just("ReadWriteMany"),
+                Just("ReadOnlyMany"),
+                Just("Sideways"),
+            ],
+            0..3,
+        )),
+    ]
+}
+
+/// A PersistentVolume or claim with every field a rule reads present or absent, our annotations
+/// among others, and the bulky fields no rule reads.
+fn volume_or_claim(kind: &'static str) -> impl Strategy<Value = Value> {
+    (
+        access_modes(),
+        proptest::option::of(proptest::collection::btree_map(
+            prop_oneof![
+                Just("rwop-guard.dev/mutate".to_owned()),
+                Just("rwop-guard.dev/migration".to_owned()),
+                Just("rwop-guard.dev/other".to_owned()),
+                Just("kubectl.kubernetes.io/last-applied-configuration".to_owned()),
+                "[a-z]{1,5}",
+            ],
+            prop_oneof![
+                2 => Just("false".to_owned()),
+                3 => Just(r#"{"target":"ReadWriteOnce","step":3}"#.to_owned()),
+                1 => "[a-z\"\\\\]{0,8}",
+            ],
+            0..4,
+        )),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        prop_oneof![Just(None), Just(Some("Delete")), Just(Some("Retain"))],
+        prop_oneof![
+            Just(None),
+            Just(Some("")),
+            Just(Some("fast-csi")),
+            Just(Some("old")),
+            Just(Some("pv-rwop")),
+        ],
+    )
+        .prop_map(move |(modes, annotations, flags, policy_name, name)| {
+            let (named, namespaced, bound, csi) = flags;
+            let mut meta = json!({"uid": "u-1", "resourceVersion": "7", "labels": {"app": "db"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:accessModes": {}}}}]});
+            if named {
+                meta["name"] = json!("data-0");
+            } else {
+                meta["generateName"] = json!("data-");
+            }
+            if namespaced {
+                meta["namespace"] = json!("shop");
+            }
+            if let Some(a) = annotations {
+                meta["annotations"] = json!(a);
+            }
+            let mut spec = json!({"capacity": {"storage": "1Gi"}, "volumeMode": "Filesystem"});
+            if let Some(modes) = modes {
+                spec["accessModes"] = json!(modes);
+            }
+            if kind == "PersistentVolume" {
+                if bound {
+                    spec["claimRef"] = json!({"namespace": "shop", "name": "data-0", "uid": "c-1"});
+                }
+                if let Some(p) = policy_name {
+                    spec["persistentVolumeReclaimPolicy"] = json!(p);
+                }
+                if csi {
+                    spec["csi"] = json!({"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1",
+                        "volumeAttributes": {"a": "b"}});
+                } else {
+                    spec["hostPath"] = json!({"path": "/data"});
+                }
+            } else {
+                if let Some(n) = name {
+                    if n == "pv-rwop" {
+                        spec["volumeName"] = json!(n);
+                    } else {
+                        spec["storageClassName"] = json!(n);
+                    }
+                }
+                if bound {
+                    spec["selector"] = json!({"matchLabels": {"disk": "ssd"}});
+                }
+                spec["resources"] = json!({"requests": {"storage": "1Gi"}});
+            }
+            json!({"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": spec,
+                "status": {"phase": "Bound"}})
+        })
+}
+
+fn generated_review() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![Just("PersistentVolume"), Just("PersistentVolumeClaim")]
+        .prop_flat_map(|kind| {
+            (
+                Just(kind),
+                volume_or_claim(kind),
+                proptest::option::weighted(0.8, volume_or_claim(kind)),
+                prop_oneof![2 => Just("CREATE"), 3 => Just("UPDATE"), 1 => Just("DELETE")],
+                proptest::option::of(Just("shop")),
+            )
+        })
+        .prop_map(|(kind, object, old, operation, namespace)| {
+            let mut r: Value =
+                serde_json::from_slice(&fixture("05-pv-patch-rwo-to-rwop.pv.validate.json"))
+                    .unwrap();
+            r["request"]["kind"]["kind"] = json!(kind);
+            r["request"]["operation"] = json!(operation);
+            r["request"]["object"] = object;
+            r["request"]["oldObject"] = old.map_or(Value::Null, |o| o);
+            if let Some(ns) = namespace {
+                r["request"]["namespace"] = json!(ns);
+            }
+            serde_json::to_vec(&r).unwrap()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_pass_decode_answers_generated_objects_like_the_full_decode(body in generated_review()) {
+        assert_same_answer(&body, &comparison_settings(), &String::from_utf8_lossy(&body));
     }
 }
