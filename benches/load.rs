@@ -17,8 +17,9 @@
 //! failure, printed, and makes the bench exit non-zero.
 //!
 //! The client is a minimal HTTP/1.1 exchange over a `rustls::ClientConnection` driven directly
-//! on a tokio `TcpStream` (no extra dependencies, a few allocations per request), so that as much
-//! of the two shared cores as possible goes to the servers.
+//! on a tokio `TcpStream` (a few allocations per request), so that as much of the two shared
+//! cores as possible goes to the servers. `LOAD_CLIENT=hyper` uses hyper's client connection
+//! over tokio-rustls instead, to check that the hand-written client does not skew the result.
 //!
 //! Run: `cargo bench --bench load`. Settings (environment, all bounded):
 //! - `LOAD_SECONDS` measured seconds per level (default 6, 1..=60)
@@ -33,6 +34,7 @@
 //! - `LOAD_SERVER_LOG` `RUST_LOG` of the rwop-guard server (default `warn`; `info` logs one line
 //!   per review, as in production)
 //! - `LOAD_LOG_FORMAT` `text` (default) or `json`
+//! - `LOAD_CLIENT` `raw` (default) or `hyper`
 //!
 //! Without `--bench` (as under `cargo test --benches`), a short smoke run checks that both
 //! servers answer correctly and prints no targets.
@@ -48,6 +50,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,7 +103,28 @@ struct Settings {
     rate: Option<u64>,
     server_log: String,
     log_format: String,
+    client: ClientKind,
     bench: bool,
+}
+
+/// How the generator speaks HTTP.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    /// hyper's HTTP/1.1 client connection over tokio-rustls: the stack reqwest and most Rust
+    /// HTTP clients are built on.
+    Hyper,
+    /// A minimal hand-written HTTP/1.1 exchange over a `rustls::ClientConnection`: about half
+    /// the client CPU per request, so the servers get more of the shared cores.
+    Raw,
+}
+
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::Hyper => "hyper",
+            ClientKind::Raw => "raw",
+        }
+    }
 }
 
 fn env_number(name: &str, default: u64, min: u64, max: u64) -> anyhow::Result<u64> {
@@ -117,6 +143,15 @@ fn env_number(name: &str, default: u64, min: u64, max: u64) -> anyhow::Result<u6
 }
 
 impl Settings {
+    /// The client of the `level`-th level: the chosen one, or in a smoke run each in turn.
+    fn client_for(&self, level: usize) -> ClientKind {
+        match (self.bench, level % 2) {
+            (true, _) => self.client,
+            (false, 0) => ClientKind::Raw,
+            (false, _) => ClientKind::Hyper,
+        }
+    }
+
     fn from_env(bench: bool) -> anyhow::Result<Settings> {
         if !bench {
             return Ok(Settings {
@@ -127,6 +162,8 @@ impl Settings {
                 rate: None,
                 server_log: "warn".into(),
                 log_format: "text".into(),
+                // Both clients, one per level, so neither rots.
+                client: ClientKind::Raw,
                 bench,
             });
         }
@@ -167,6 +204,11 @@ impl Settings {
             },
             server_log: std::env::var("LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             log_format,
+            client: match std::env::var("LOAD_CLIENT").as_deref() {
+                Err(_) | Ok("raw") => ClientKind::Raw,
+                Ok("hyper") => ClientKind::Hyper,
+                Ok(other) => bail!("LOAD_CLIENT={other:?}: must be hyper or raw"),
+            },
             bench,
         })
     }
@@ -535,6 +577,86 @@ impl Conn {
     }
 }
 
+/// The same exchange through hyper's client connection.
+struct HyperConn {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl HyperConn {
+    async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> io::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(io::Error::other)?;
+        // Runs until `send` is dropped or the server closes the connection.
+        tokio::spawn(connection);
+        Ok(Self { send })
+    }
+
+    async fn exchange(&mut self, request: &HyperRequest, check: &Check) -> io::Result<Answer> {
+        self.send.ready().await.map_err(io::Error::other)?;
+        let message = hyper::Request::post(PATH)
+            .header(hyper::header::HOST, request.host.clone())
+            .header(hyper::header::USER_AGENT, "rwop-guard-load")
+            .header(hyper::header::ACCEPT, "application/json, */*")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(request.body.clone()))
+            .map_err(io::Error::other)?;
+        let response = self
+            .send
+            .send_request(message)
+            .await
+            .map_err(io::Error::other)?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(io::Error::other)?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            body_ok: check.ok(&body),
+        })
+    }
+}
+
+struct HyperRequest {
+    host: hyper::header::HeaderValue,
+    body: Bytes,
+}
+
+/// A keep-alive connection of either kind.
+enum Client {
+    Raw(Box<Conn>),
+    Hyper(HyperConn),
+}
+
+impl Client {
+    async fn connect(job: &Job) -> io::Result<Client> {
+        Ok(match job.client {
+            ClientKind::Raw => {
+                Client::Raw(Box::new(Conn::connect(job.addr, job.config.clone()).await?))
+            }
+            ClientKind::Hyper => {
+                Client::Hyper(HyperConn::connect(job.addr, job.config.clone()).await?)
+            }
+        })
+    }
+
+    async fn exchange(&mut self, job: &Job) -> io::Result<Answer> {
+        match self {
+            Client::Raw(c) => c.exchange(&job.request, &job.check).await,
+            Client::Hyper(c) => c.exchange(&job.hyper_request, &job.check).await,
+        }
+    }
+}
+
 struct Head {
     status: u16,
     body: std::ops::Range<usize>,
@@ -628,7 +750,9 @@ impl WorkerStats {
 struct Job {
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
+    client: ClientKind,
     request: Arc<[u8]>,
+    hyper_request: HyperRequest,
     check: Arc<Check>,
     measure_from: Instant,
     until: Instant,
@@ -641,7 +765,7 @@ async fn worker(job: Arc<Job>, index: usize, concurrency: usize) -> WorkerStats 
         latencies: Vec::with_capacity(64 * 1024),
         ..WorkerStats::default()
     };
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<Client> = None;
     // Fixed rate: connections take turns, evenly spread over one interval.
     let mut next_send = job
         .interval
@@ -657,29 +781,21 @@ async fn worker(job: Arc<Job>, index: usize, concurrency: usize) -> WorkerStats 
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => {
-                match tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    Conn::connect(job.addr, job.config.clone()),
-                )
-                .await
-                {
-                    Ok(Ok(c)) => conn.insert(c),
-                    Ok(Err(e)) => {
-                        stats.fail(format!("connect: {e}"));
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    Err(_) => {
-                        stats.fail("connect: timed out".into());
-                        continue;
-                    }
+            None => match tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&job)).await {
+                Ok(Ok(c)) => conn.insert(c),
+                Ok(Err(e)) => {
+                    stats.fail(format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
                 }
-            }
+                Err(_) => {
+                    stats.fail("connect: timed out".into());
+                    continue;
+                }
+            },
         };
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&job.request, &job.check)).await;
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&job)).await;
         let elapsed = started.elapsed();
         match result {
             Ok(Ok(Answer {
@@ -884,9 +1000,14 @@ async fn measure(
         settings.server_log, settings.log_format
     );
     println!(
-        "per level: {:.0} s warm-up + {:.1} s measured, each server in turn; generator: {} thread(s); {} CPU(s)",
+        "per level: {:.0} s warm-up + {:.1} s measured, each server in turn; generator: {} client, {} thread(s); {} CPU(s)",
         settings.warmup.as_secs_f64(),
         settings.seconds.as_secs_f64(),
+        if settings.bench {
+            settings.client.name()
+        } else {
+            "raw and hyper"
+        },
         settings.client_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -949,7 +1070,15 @@ async fn measure(
             let job = Job {
                 addr,
                 config: config.clone(),
+                client: settings.client_for(i),
                 request,
+                hyper_request: HyperRequest {
+                    host: hyper::header::HeaderValue::from_str(&format!(
+                        "localhost:{}",
+                        addr.port()
+                    ))?,
+                    body: Bytes::copy_from_slice(body),
+                },
                 check: check.clone(),
                 measure_from: start + settings.warmup,
                 until: start + settings.warmup + settings.seconds,
