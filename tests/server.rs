@@ -471,6 +471,16 @@ async fn requests_beyond_the_concurrency_limit_wait_instead_of_failing() {
         )
         .await
     });
+    // Both are in the server, the second waiting for the slot the first holds.
+    let gauge = &f.server.state.metrics.in_flight;
+    tokio::time::timeout(PATIENCE, async {
+        while gauge.get() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("both requests in flight");
+    assert!(!second.is_finished(), "the second request was not queued");
     slow.write_all(&body[10..]).await.unwrap();
     let first = tokio::time::timeout(PATIENCE, read_response(&mut slow))
         .await

@@ -1,20 +1,18 @@
 //! HTTP handlers: AdmissionReview endpoints, probes, metrics, and the error answers.
 
-use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, middleware};
-use tower::limit::ConcurrencyLimitLayer;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use super::metrics::{ErrorLabels, RequestLabels, WebhookLabel};
+use super::protect::ProtectLayer;
 use super::{AppState, Limits};
 use crate::admission::{self, Webhook};
 
@@ -40,91 +38,22 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Limits and last-resort protections, outermost first: a panic becomes a 500; the whole
+/// Limits and last-resort protections (see `protect`): a panic becomes a 500; the whole
 /// request (queueing and body included) is bounded in time; concurrency is bounded; bodies are
 /// bounded in size. Unknown paths and methods get JSON errors.
 pub fn apply_layers(router: Router, state: Arc<AppState>, limits: &Limits) -> Router {
-    let timeout = limits.request_timeout;
-    let panic_state = state.clone();
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(ConcurrencyLimitLayer::new(limits.max_concurrency))
-        .layer(middleware::from_fn(move |req, next: middleware::Next| {
-            let state = state.clone();
-            async move { with_timeout(timeout, state, req, next).await }
-        }))
-        .layer(CatchPanicLayer::custom(
-            move |panic: Box<dyn Any + Send>| panic_response(&panic_state, panic),
+        .layer(ProtectLayer::new(
+            state,
+            limits.request_timeout,
+            limits.max_concurrency,
         ))
 }
 
-async fn with_timeout(
-    timeout: Duration,
-    state: Arc<AppState>,
-    req: axum::extract::Request,
-    next: middleware::Next,
-) -> Response {
-    let webhook = webhook_of(req.uri().path());
-    let _in_flight = InFlight::enter(&state);
-    match tokio::time::timeout(timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                webhook,
-                timeout_ms = timeout.as_millis() as u64,
-                "request timed out"
-            );
-            error_response(
-                &state,
-                webhook,
-                StatusCode::REQUEST_TIMEOUT,
-                format!("request not completed within {} ms", timeout.as_millis()),
-            )
-        }
-    }
-}
-
-/// Counts a request in `requests_in_flight` until dropped (also when the request panics).
-struct InFlight(prometheus_client::metrics::gauge::Gauge);
-
-impl InFlight {
-    fn enter(state: &AppState) -> Self {
-        state.metrics.in_flight.inc();
-        Self(state.metrics.in_flight.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-fn webhook_of(path: &str) -> &'static str {
-    match path {
-        "/validate" => "validate",
-        "/mutate" => "mutate",
-        _ => "none",
-    }
-}
-
-fn panic_response(state: &AppState, panic: Box<dyn Any + Send>) -> Response<Body> {
-    let what = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
-    state.metrics.panics.inc();
-    tracing::error!(panic = what, "request handler panicked; answered 500");
-    json_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal error (see the server log)",
-    )
-}
-
-fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "error": message.into(), "code": status.as_u16() });
     (
         status,
@@ -137,7 +66,7 @@ fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn error_response(
+pub(super) fn error_response(
     state: &AppState,
     webhook: &'static str,
     status: StatusCode,

@@ -3,6 +3,7 @@
 
 mod handlers;
 pub mod metrics;
+mod protect;
 mod reload;
 pub mod tls;
 
