@@ -365,11 +365,12 @@ fn decode_kept<K>(body: &[u8], keep: &'static Keep) -> Option<Box<AdmissionReque
 where
     K: Resource + for<'de> Deserialize<'de>,
 {
-    let envelope: Envelope<AdmissionRequest<K>> = prune::from_slice(body, keep).ok()?;
+    // Boxed as soon as decoded: the request is too big to pass up through the decoder.
+    let envelope: Envelope<Box<AdmissionRequest<K>>> = prune::from_slice(body, keep).ok()?;
     if envelope.api_version != META_API_VERSION_V1 || envelope.kind != META_KIND {
         return None;
     }
-    let mut request = Box::new(envelope.request?);
+    let mut request = envelope.request?;
     request.types = kube::core::TypeMeta {
         api_version: envelope.api_version,
         kind: envelope.kind,
