@@ -118,10 +118,10 @@ fn bench_review(c: &mut Criterion) {
 }
 
 /// Where the time of one review goes, for the PV UPDATE case (05): a bare JSON scan of the body
-/// (a lower bound for the envelope pass that picks the type), the typed decode of the whole review
-/// (object and oldObject), the same without `managedFields`, the untyped decode the fallback path
-/// uses, the decision alone, and building + encoding the response.
-/// `review` = envelope pass + typed decode + decide + encode.
+/// (the floor for any decode), the whole `review_full_decode` (the reference that `review`'s
+/// one-pass decode replaces), kube's typed decode of the whole review (object and oldObject), the
+/// same without `managedFields`, the untyped decode, the decision alone, and building + encoding
+/// the response.
 fn bench_parts(c: &mut Criterion) {
     use k8s_openapi::api::core::v1::PersistentVolume;
     use kube::core::DynamicObject;
@@ -138,6 +138,19 @@ fn bench_parts(c: &mut Criterion) {
         .throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("json_scan_ignored_any", |b| {
         b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(&body)).unwrap())
+    });
+    let policy = Policy::default();
+    let facts = Facts::default();
+    group.bench_function("review_full_decode", |b| {
+        b.iter(|| {
+            rwop_guard::admission::review_full_decode(
+                Webhook::Validate,
+                &policy,
+                &facts,
+                black_box(&body),
+            )
+            .unwrap()
+        })
     });
     group.bench_function("decode_typed_pv_review", |b| {
         b.iter(|| {
@@ -167,7 +180,6 @@ fn bench_parts(c: &mut Criterion) {
 
     let review: AdmissionReview<PersistentVolume> = serde_json::from_slice(&body).unwrap();
     let req: AdmissionRequest<PersistentVolume> = review.try_into().unwrap();
-    let policy = Policy::default();
     let new = req.object.as_ref().unwrap();
     group.bench_function("decide_validate_volume", |b| {
         b.iter(|| {
