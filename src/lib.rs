@@ -6,6 +6,7 @@ pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod logging;
 pub mod manifests;
 pub mod migrate;
 pub mod policy;

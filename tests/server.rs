@@ -910,9 +910,10 @@ async fn sigterm_answers_every_in_flight_request_and_exits_0() {
         ])
         .arg("--dev-ca-out")
         .arg(&ca_path)
-        .env("RUST_LOG", "warn")
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -995,6 +996,20 @@ async fn sigterm_answers_every_in_flight_request_and_exits_0() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+
+    // Every review was logged, as one JSON line each, and written out before the exit.
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let reviews: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|l| l["message"] == "review")
+        .collect();
+    assert_eq!(reviews.len(), 5, "{log}");
+    for r in &reviews {
+        assert_eq!(r["decision"], "denied", "{r}");
+        assert_eq!(r["kind"], "PersistentVolume", "{r}");
+        assert!(r["latency_us"].is_u64(), "{r}");
+    }
 }
 
 // ---- certs: files a cluster install can use ---------------------------------------------------

@@ -11,6 +11,9 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use crate::logging;
 
 pub use certs::CertsArgs;
 pub use check::{CheckArgs, OutputFormat};
@@ -81,7 +84,8 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing(match &cli.command {
+    // Held until the command returns, so the server's last log lines are written.
+    let _logs = init_tracing(match &cli.command {
         Command::Serve(args) => Some(args.log_format),
         _ => None,
     });
@@ -95,26 +99,41 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs go to stderr. The server logs at `info` in the chosen format; other commands only warn.
+/// Logs go to stderr. The server logs at `info` in the chosen format, through a buffer written
+/// in batches (see `crate::logging`); other commands only warn, straight to stderr.
 /// `RUST_LOG` overrides the level (e.g. `RUST_LOG=rwop_guard=debug`).
-fn init_tracing(server_format: Option<LogFormat>) {
+fn init_tracing(server_format: Option<LogFormat>) -> Option<logging::FlushGuard> {
     use tracing_subscriber::EnvFilter;
-    let default = if server_format.is_some() {
-        "info"
-    } else {
-        "warn"
+    let Some(format) = server_format else {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .init();
+        return None;
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) =
+        match logging::LogBuffer::start(std::io::stderr(), logging::DEFAULT_CAPACITY) {
+            Ok((logs, guard)) => (BoxMakeWriter::new(logs), Some(guard)),
+            Err(e) => {
+                eprintln!(
+                    "rwop-guard: cannot start the log writer thread ({e}); logging unbuffered"
+                );
+                (BoxMakeWriter::new(std::io::stderr), None)
+            }
+        };
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter);
-    if server_format == Some(LogFormat::Json) {
-        builder
+    match format {
+        LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .init();
-    } else {
-        builder.with_ansi(false).init();
+            .init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
     }
+    guard
 }
