@@ -168,9 +168,9 @@ impl ObjectKind {
 /// Answers one AdmissionReview body.
 ///
 /// Decodes in one pass only the fields the rules, the log line and the response use (see
-/// [`review_full_decode`] for the reference it must agree with). A body that this cannot handle,
-/// such as one whose `request.kind` comes after the objects or one that is malformed, goes
-/// through the full decode, which also words the error.
+/// [`review_full_decode`] for the reference it must agree with). A body it cannot handle (not
+/// JSON, not a v1 AdmissionReview, a field the rules read of the wrong type) goes through the
+/// full decode, which words the error.
 pub fn review(
     webhook: Webhook,
     policy: &Policy,
