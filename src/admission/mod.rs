@@ -21,7 +21,9 @@ use serde::de::DeserializeSeed as _;
 use serde::{Deserialize, Serialize};
 
 use self::prune::Keep;
-use crate::policy::{Decision, Facts, Policy, mutate_claim, validate_claim, validate_volume};
+use crate::policy::{
+    ANNOTATION_PREFIX, Decision, Facts, Policy, mutate_claim, validate_claim, validate_volume,
+};
 
 /// Which of the two webhooks is answering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -282,7 +284,7 @@ static METADATA: Keep = Keep::Fields(&[
     ("name", &Keep::All),
     ("generateName", &Keep::All),
     ("namespace", &Keep::All),
-    ("annotations", &Keep::Prefixed("rwop-guard.dev/")),
+    ("annotations", &Keep::Prefixed(ANNOTATION_PREFIX)),
 ]);
 
 static VOLUME: Keep = Keep::Fields(&[
@@ -553,6 +555,19 @@ mod tests {
             }
         }
         assert!(seen > 40, "only {seen} fixtures");
+    }
+
+    /// The annotations the rules read are the ones the decode keeps.
+    #[test]
+    fn rule_annotations_are_under_the_kept_prefix() {
+        use crate::policy::{MIGRATION_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION};
+        for a in [
+            MIGRATION_ANNOTATION,
+            OPT_OUT_ANNOTATION,
+            MUTATED_FROM_ANNOTATION,
+        ] {
+            assert!(a.starts_with(ANNOTATION_PREFIX), "{a}");
+        }
     }
 
     /// A key written with an escape is still recognised, and decodes as in the full decode.

@@ -26,6 +26,10 @@ pub use rules::{
 
 use std::collections::BTreeMap;
 
+/// The domain of every annotation rwop-guard reads or writes. The webhook's decode keeps only
+/// these annotations of an object, so a rule must not read any other.
+pub const ANNOTATION_PREFIX: &str = "rwop-guard.dev/";
+
 /// What the webhook answers. `message` is the denial reason (one line); `explanation` is for the
 /// log only and says why nothing was changed when mutation was considered and skipped.
 #[derive(Clone, Debug, PartialEq)]
