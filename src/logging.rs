@@ -22,6 +22,14 @@ const FLUSH_AT: usize = 64 * 1024;
 /// Buffered bytes beyond which new lines are dropped.
 pub const DEFAULT_CAPACITY: usize = 4 * 1024 * 1024;
 
+/// Lines dropped by every buffer of this process (the metric `rwop_guard_log_lines_dropped_total`).
+static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Lines dropped so far by all log buffers of this process.
+pub fn dropped_total() -> u64 {
+    DROPPED_TOTAL.load(Ordering::Relaxed)
+}
+
 /// Hands out writers for `tracing_subscriber::fmt`; one event is one `write_all`.
 #[derive(Clone)]
 pub struct LogBuffer {
@@ -92,6 +100,7 @@ impl Shared {
         let mut state = self.lock();
         if state.lines.len() + line.len() > self.capacity {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let was_empty = state.lines.is_empty();
@@ -255,6 +264,16 @@ mod tests {
             write_line(&logs, &format!("line {i:04}\n"));
         }
         assert_eq!(logs.dropped(), 990);
+        // Other tests may drop lines too; the process-wide total counts these at least.
+        assert!(dropped_total() >= 990);
+        let metrics = crate::server::Metrics::new();
+        let exposed = metrics.encode();
+        let line = exposed
+            .lines()
+            .find(|l| l.starts_with("rwop_guard_log_lines_dropped_total "))
+            .unwrap_or_else(|| panic!("{exposed}"));
+        let value: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value >= 990, "{line}");
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
         drop(guard);

@@ -1,5 +1,7 @@
 //! Prometheus metrics, all prefixed `rwop_guard_`.
 
+use std::sync::atomic::Ordering;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -51,6 +53,8 @@ pub struct Metrics {
     pub ready: Gauge,
     pub cache_synced: Family<ResourceLabel, Gauge>,
     pub watch_errors: Family<ResourceLabel, Counter>,
+    /// Mirrors `logging::dropped_total()` at each scrape.
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -135,6 +139,12 @@ impl Metrics {
             "Errors of the watch on a resource (the cache keeps serving its last state)",
             watch_errors.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up",
+            log_lines_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -149,11 +159,17 @@ impl Metrics {
             ready,
             cache_synced,
             watch_errors,
+            log_lines_dropped,
         }
     }
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        // The log writer counts process-wide; a counter never goes down, even with two scrapes
+        // racing here.
+        self.log_lines_dropped
+            .inner()
+            .fetch_max(crate::logging::dropped_total(), Ordering::Relaxed);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
