@@ -1,13 +1,16 @@
 //! HTTP handlers: AdmissionReview endpoints, probes, metrics, and the error answers.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -85,23 +88,33 @@ pub(super) fn error_response(
 
 async fn validate(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ContentType(content_type): ContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(Webhook::Validate, &state, &headers, body)
+    answer(Webhook::Validate, &state, content_type.as_ref(), body)
 }
 
 async fn mutate(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ContentType(content_type): ContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(Webhook::Mutate, &state, &headers, body)
+    answer(Webhook::Mutate, &state, content_type.as_ref(), body)
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
+/// The request's `Content-Type`, taken without cloning the other headers.
+struct ContentType(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ContentType {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self(parts.headers.get(header::CONTENT_TYPE).cloned()))
+    }
+}
+
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
@@ -110,16 +123,13 @@ fn is_json(headers: &HeaderMap) -> bool {
 fn answer(
     webhook: Webhook,
     state: &AppState,
-    headers: &HeaderMap,
+    content_type: Option<&HeaderValue>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let name = webhook.as_str();
-    if !is_json(headers) {
-        let found = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
+    if !is_json(content_type) {
+        let found = content_type.and_then(|v| v.to_str().ok()).unwrap_or("none");
         return error_response(
             state,
             name,
