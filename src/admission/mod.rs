@@ -388,56 +388,49 @@ fn peek_request_kind(body: &[u8]) -> Option<GroupVersionKind> {
     let mut de = serde_json::Deserializer::from_slice(body);
     // Stopping early makes the parser report the unread rest as an error, which is expected
     // and ignored: only `found` matters, and a body this misreads takes the full decode.
-    let _ = PeekReview(&mut found).deserialize(&mut de);
+    let _ = Peek {
+        path: &["request", "kind"],
+        found: &mut found,
+    }
+    .deserialize(&mut de);
     found
 }
 
-struct PeekReview<'a>(&'a mut Option<GroupVersionKind>);
+/// Reads the value at `path` (object keys from the top) into `found`, skipping the keys before
+/// each step unparsed and stopping right after it.
+struct Peek<'a, T> {
+    path: &'static [&'static str],
+    found: &'a mut Option<T>,
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for PeekReview<'_> {
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for Peek<'_, T> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for PeekReview<'_> {
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Peek<'_, T> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an AdmissionReview")
+        write!(f, "an object with {:?}", self.path.first())
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((step, rest)) = self.path.split_first() else {
+            return Ok(());
+        };
         while let Some(key) = map.next_key::<prune::Key<'de>>()? {
-            if key.0 == "request" {
-                return map.next_value_seed(PeekRequest(self.0));
-            }
-            map.next_value::<serde::de::IgnoredAny>()?;
-        }
-        Ok(())
-    }
-}
-
-struct PeekRequest<'a>(&'a mut Option<GroupVersionKind>);
-
-impl<'de> serde::de::DeserializeSeed<'de> for PeekRequest<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for PeekRequest<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an AdmissionRequest")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<prune::Key<'de>>()? {
-            if key.0 == "kind" {
-                *self.0 = Some(map.next_value()?);
+            if key.0 != *step {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else if rest.is_empty() {
+                *self.found = Some(map.next_value()?);
                 return Ok(());
+            } else {
+                return map.next_value_seed(Peek {
+                    path: rest,
+                    found: self.found,
+                });
             }
-            map.next_value::<serde::de::IgnoredAny>()?;
         }
         Ok(())
     }
