@@ -1,8 +1,9 @@
 //! `rwop-guard check`: exit codes and output lines on good, bad, mixed and malformed input.
 
-use std::io::Write;
+#[path = "support/binary.rs"]
+mod binary;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -15,23 +16,14 @@ struct Run {
 }
 
 fn check(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("check")
-        .args(args)
-        .env_remove("RWOP_GUARD_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = stdin.unwrap_or("");
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let out = child.wait_with_output().unwrap();
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(args.iter().copied())
+        .collect();
+    let out = binary::run(&args, stdin.unwrap_or("").as_bytes());
     Run {
-        code: out.status.code().unwrap(),
+        code: out.code,
         stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
+        stderr: out.stderr,
     }
 }
 

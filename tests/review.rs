@@ -1,10 +1,11 @@
 //! Real AdmissionReviews captured from a kube-apiserver, through the library and through
 //! `rwop-guard review`, with the expected decision written down per file.
 
+#[path = "support/binary.rs"]
+mod binary;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -441,27 +442,9 @@ fn fixtures_through_the_library() {
     }
 }
 
-fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-}
-
 fn run_binary(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
-    let mut child = binary()
-        .args(args)
-        .env_remove("RWOP_GUARD_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The binary may exit before reading stdin (a bad policy file): a broken pipe is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap(),
-        out.stdout,
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let out = binary::run(args, stdin);
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]
