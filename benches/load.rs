@@ -35,6 +35,10 @@
 //!   per review, as in production)
 //! - `LOAD_LOG_FORMAT` `text` (default) or `json`
 //! - `LOAD_CLIENT` `raw` (default) or `hyper`
+//! - `LOAD_SUBJECT` `guard` (default) or `scan-floor`: what is compared with the baseline. The
+//!   scan floor is the baseline server that also parses every body with serde_json (into
+//!   `IgnoredAny`, nothing kept) before its fixed answer: the least work any server that reads
+//!   the review with serde_json must do, so its ratio bounds what rwop-guard can reach.
 //!
 //! Without `--bench` (as under `cargo test --benches`), a short smoke run checks that both
 //! servers answer correctly and prints no targets.
@@ -104,8 +108,39 @@ struct Settings {
     server_log: String,
     log_format: String,
     client: ClientKind,
+    subject: Subject,
     bench: bool,
 }
+
+/// What is measured against the baseline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// `rwop-guard serve`.
+    Guard,
+    /// The baseline server, parsing each body with serde_json before its fixed answer.
+    ScanFloor,
+}
+
+impl Subject {
+    /// Column label in the tables.
+    fn label(self) -> &'static str {
+        match self {
+            Subject::Guard => "guard",
+            Subject::ScanFloor => "floor",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Subject::Guard => "rwop-guard",
+            Subject::ScanFloor => "scan floor",
+        }
+    }
+}
+
+/// What the baseline server does with a body before its fixed answer.
+const WORK_NONE: &str = "none";
+const WORK_SCAN: &str = "scan";
 
 /// How the generator speaks HTTP.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -164,6 +199,7 @@ impl Settings {
                 log_format: "text".into(),
                 // Both clients, one per level, so neither rots.
                 client: ClientKind::Raw,
+                subject: Subject::Guard,
                 bench,
             });
         }
@@ -208,6 +244,11 @@ impl Settings {
                 Err(_) | Ok("raw") => ClientKind::Raw,
                 Ok("hyper") => ClientKind::Hyper,
                 Ok(other) => bail!("LOAD_CLIENT={other:?}: must be hyper or raw"),
+            },
+            subject: match std::env::var("LOAD_SUBJECT").as_deref() {
+                Err(_) | Ok("guard") => Subject::Guard,
+                Ok("scan-floor") => Subject::ScanFloor,
+                Ok(other) => bail!("LOAD_SUBJECT={other:?}: must be guard or scan-floor"),
             },
             bench,
         })
@@ -396,18 +437,20 @@ fn readyz(metrics: SocketAddr) -> io::Result<bool> {
     Ok(answer.starts_with(b"HTTP/1.1 200"))
 }
 
+/// Starts this binary as a baseline server doing `work` (`WORK_NONE` or `WORK_SCAN`).
 fn start_baseline(
-    log_dir: &Path,
+    log: PathBuf,
     cert: &Path,
     key: &Path,
+    work: &str,
 ) -> anyhow::Result<(ChildGuard, SocketAddr, PathBuf)> {
-    let log = log_dir.join("baseline.log");
     let mut guard = ChildGuard {
         child: Command::new(std::env::current_exe()?)
             .arg("--baseline-server")
             .arg(cert)
             .arg(key)
             .arg("0")
+            .arg(work)
             // Kept open by us: the baseline exits when it closes.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -911,10 +954,16 @@ fn run(bench: bool) -> anyhow::Result<bool> {
     std::fs::write(&key, &certs.key_pem)?;
     let config = client_config(&certs.ca_cert_pem)?;
 
-    let (mut guard, guard_addr, metrics, guard_log) =
-        start_guard(&log_dir, &cert, &key, &settings)?;
-    let (base, base_addr, base_log) = start_baseline(&log_dir, &cert, &key)?;
-    wait_ready(&mut guard, metrics, &guard_log)?;
+    let (guard, guard_addr, guard_log) = match settings.subject {
+        Subject::Guard => {
+            let (mut guard, addr, metrics, log) = start_guard(&log_dir, &cert, &key, &settings)?;
+            wait_ready(&mut guard, metrics, &log)?;
+            (guard, addr, log)
+        }
+        Subject::ScanFloor => start_baseline(log_dir.join("floor.log"), &cert, &key, WORK_SCAN)?,
+    };
+    let (base, base_addr, base_log) =
+        start_baseline(log_dir.join("baseline.log"), &cert, &key, WORK_NONE)?;
     let mut servers = Servers {
         guard,
         guard_addr,
@@ -931,7 +980,8 @@ fn run(bench: bool) -> anyhow::Result<bool> {
     let result = runtime.block_on(measure(&settings, &mut servers, &body, &check, &config));
     if !matches!(result, Ok(true)) {
         eprintln!(
-            "--- rwop-guard log (last lines):\n{}",
+            "--- {} log (last lines):\n{}",
+            settings.subject.name(),
             tail(&servers.guard_log, 10)
         );
         eprintln!(
@@ -939,7 +989,7 @@ fn run(bench: bool) -> anyhow::Result<bool> {
             tail(&servers.base_log, 10)
         );
     }
-    if settings.server_log != "warn" {
+    if settings.subject == Subject::Guard && settings.server_log != "warn" {
         let size = std::fs::metadata(&servers.guard_log).map_or(0, |m| m.len());
         println!(
             "rwop-guard wrote {:.1} MiB of logs (RUST_LOG={}, --log-format {}) to a file",
@@ -995,10 +1045,16 @@ async fn measure(
         "load: POST {PATH}, {FIXTURE} ({} bytes minified), HTTP/1.1 keep-alive over {protocol}",
         body.len()
     );
-    println!(
-        "rwop-guard: RUST_LOG={} --log-format {} --no-cluster; baseline: same stack, fixed answer",
-        settings.server_log, settings.log_format
-    );
+    match settings.subject {
+        Subject::Guard => println!(
+            "rwop-guard: RUST_LOG={} --log-format {} --no-cluster; baseline: same stack, fixed answer",
+            settings.server_log, settings.log_format
+        ),
+        Subject::ScanFloor => println!(
+            "subject: the scan floor (the baseline, also parsing each body with serde_json), \
+             not rwop-guard; baseline: same stack, fixed answer"
+        ),
+    }
     println!(
         "per level: {:.0} s warm-up + {:.1} s measured, each server in turn; generator: {} client, {} thread(s); {} CPU(s)",
         settings.warmup.as_secs_f64(),
@@ -1025,7 +1081,7 @@ async fn measure(
     println!(
         "{:>5} | {:>9} {:>8} {:>8} {:>5} | {:>9} {:>8} {:>8} {:>5} | {:>13} | {:>12}",
         "conns",
-        "guard r/s",
+        format!("{} r/s", settings.subject.label()),
         "p50 µs",
         "p99 µs",
         "fail",
@@ -1043,7 +1099,7 @@ async fn measure(
     let mut rows = Vec::new();
     for (i, &concurrency) in settings.levels.iter().enumerate() {
         if let Some(status) = servers.guard.exited() {
-            bail!("rwop-guard exited ({status})");
+            bail!("{} exited ({status})", settings.subject.name());
         }
         if let Some(status) = servers.base.exited() {
             bail!("the baseline server exited ({status})");
@@ -1116,7 +1172,7 @@ async fn measure(
             p99,
             mark(p99 <= TARGET_P99),
         );
-        for (who, r) in [("rwop-guard", &g), ("baseline", &b)] {
+        for (who, r) in [(settings.subject.name(), &g), ("baseline", &b)] {
             for e in &r.errors {
                 println!("      {who} failure: {e}");
             }
@@ -1133,9 +1189,9 @@ async fn measure(
     println!(
         "{:>5} | {:>22} | {:>22} | {:>18} | {:>17} | {:>14}",
         "conns",
-        "guard CPU µs/req",
+        format!("{} CPU µs/req", settings.subject.label()),
         "base CPU µs/req",
-        "guard peak RSS MiB",
+        format!("{} peak RSS MiB", settings.subject.label()),
         "base peak RSS MiB",
         "other CPU g/b %"
     );
@@ -1157,11 +1213,15 @@ async fn measure(
     let base_rss = peak_rss_mib(servers.base.pid());
     println!();
     println!(
-        "peak RSS (VmHWM at the end): rwop-guard {guard_rss:.1} MiB, baseline {base_rss:.1} MiB"
+        "peak RSS (VmHWM at the end): {} {guard_rss:.1} MiB, baseline {base_rss:.1} MiB",
+        settings.subject.name()
     );
     if settings.bench {
         println!();
-        println!("targets:");
+        match settings.subject {
+            Subject::Guard => println!("targets:"),
+            Subject::ScanFloor => println!("targets, applied to the scan floor:"),
+        }
         for (concurrency, g, b) in &rows {
             let thrpt = g.rps / b.rps;
             let p99 = g.p99_us / b.p99_us;
@@ -1203,19 +1263,28 @@ mod baseline {
     use anyhow::{Context, bail};
     use axum::Router;
     use axum::body::Bytes;
-    use axum::http::{HeaderValue, header};
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
     use axum::routing::post;
     use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
     use rwop_guard::server::Limits;
     use rwop_guard::server::tls::{self, CertReloader, TlsOnlyAcceptor};
+    use serde::de::IgnoredAny;
 
-    /// `--baseline-server <cert> <key> <port>`: serves until stdin closes (the parent is gone)
-    /// or for at most [`super::BASELINE_MAX_LIFETIME`]. Prints `listening <addr>` when ready.
+    /// `--baseline-server <cert> <key> <port> <work>`: serves until stdin closes (the parent is
+    /// gone) or for at most [`super::BASELINE_MAX_LIFETIME`]. Prints `listening <addr>` when
+    /// ready. `work` is `none` (read the body, answer) or `scan` (also parse the body with
+    /// serde_json, keeping nothing).
     pub fn run(args: &[String]) -> anyhow::Result<()> {
-        let [cert, key, port] = args else {
-            bail!("usage: --baseline-server <cert.pem> <key.pem> <port>");
+        let [cert, key, port, work] = args else {
+            bail!("usage: --baseline-server <cert.pem> <key.pem> <port> none|scan");
         };
         let port: u16 = port.parse().context("bad port")?;
+        let scan = match work.as_str() {
+            super::WORK_NONE => false,
+            super::WORK_SCAN => true,
+            other => bail!("unknown work {other:?}: none or scan"),
+        };
         std::thread::spawn(|| {
             let mut byte = [0u8; 1];
             let _ = std::io::stdin().read(&mut byte);
@@ -1244,6 +1313,9 @@ mod baseline {
                 post(move |body: Bytes| {
                     let answer = answer.clone();
                     async move {
+                        if scan && serde_json::from_slice::<IgnoredAny>(&body).is_err() {
+                            return StatusCode::BAD_REQUEST.into_response();
+                        }
                         drop(body);
                         (
                             [(
@@ -1252,6 +1324,7 @@ mod baseline {
                             )],
                             answer,
                         )
+                            .into_response()
                     }
                 }),
             );
