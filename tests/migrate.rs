@@ -14,7 +14,9 @@ use kube::core::admission::Operation;
 use rwop_guard::migrate::{self, MigrateError, MigrateOptions, Progress, STEPS};
 use rwop_guard::policy::{MIGRATION_ANNOTATION, Policy, validate_volume};
 use serde_json::{Value, json};
-use support::fake_apiserver::{EventType, FakeApiServer, Store, WriteEvent, api_fixture};
+use support::fake_apiserver::{
+    EventType, FakeApiServer, ResourceDef, Store, WriteEvent, api_fixture,
+};
 
 const NS: &str = "shop";
 const CLAIM: &str = "orders-db";
@@ -636,6 +638,111 @@ async fn preflight_refuses_unsafe_starts_with_reasons() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
+}
+
+const SCALED_OBJECTS: &str = "/apis/keda.sh/v1alpha1/namespaces/shop/scaledobjects";
+
+/// A cluster with KEDA's ScaledObject resource and one ScaledObject.
+async fn cluster_with_scaled_object(name: &str, target: Value, annotations: Value) -> Cluster {
+    let c = cluster().await;
+    c.fake.add_resource(ResourceDef::custom(
+        "keda.sh",
+        "v1alpha1",
+        "scaledobjects",
+        "ScaledObject",
+        true,
+    ));
+    c.fake
+        .create(
+            SCALED_OBJECTS,
+            json!({
+                "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+                "spec": {"scaleTargetRef": target, "minReplicaCount": 0,
+                         "triggers": [{"type": "cron", "metadata": {"timezone": "UTC",
+                             "start": "0 8 * * *", "end": "0 18 * * *", "desiredReplicas": "2"}}]}
+            }),
+        )
+        .unwrap();
+    c
+}
+
+#[tokio::test]
+async fn keda_scaled_objects_of_a_consumer_must_be_paused() {
+    // Active, targeting the Deployment (KEDA's default kind): refused, nothing written, and the
+    // message says how to pause it.
+    let c = cluster_with_scaled_object("orders-scaler", json!({"name": "orders"}), json!({})).await;
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("KEDA ScaledObject shop/orders-scaler scales Deployment orders")
+            && msg.contains("kubectl annotate scaledobject -n shop orders-scaler autoscaling.keda.sh/paused=true"),
+        "{msg}"
+    );
+
+    // Targeting the StatefulSet by explicit kind and apiVersion.
+    let c = cluster_with_scaled_object(
+        "reports-scaler",
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "reports"}),
+        json!({}),
+    )
+    .await;
+    let msg = refused(&c, &opts()).await;
+    assert!(msg.contains("scales StatefulSet reports"), "{msg}");
+
+    // paused-replicas makes KEDA hold a replica count: refused as well.
+    let c = cluster_with_scaled_object(
+        "orders-scaler",
+        json!({"name": "orders"}),
+        json!({"autoscaling.keda.sh/paused-replicas": "0"}),
+    )
+    .await;
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("holds Deployment orders at autoscaling.keda.sh/paused-replicas=0"),
+        "{msg}"
+    );
+
+    // A ScaledObject of another workload is not in the way.
+    let c = cluster_with_scaled_object(
+        "web-scaler",
+        json!({"kind": "Deployment", "name": "web"}),
+        json!({}),
+    )
+    .await;
+    let (result, progress) = run(&c, &opts(), None).await;
+    result.unwrap();
+    assert!(
+        !progress
+            .iter()
+            .any(|p| matches!(p, Progress::Warning(w) if w.contains("KEDA"))),
+        "{progress:?}"
+    );
+    assert_no_violations(&c);
+
+    // Paused: the migration runs, and says to unpause afterwards.
+    let c = cluster_with_scaled_object(
+        "orders-scaler",
+        json!({"name": "orders"}),
+        json!({"autoscaling.keda.sh/paused": "true"}),
+    )
+    .await;
+    run_warns(
+        &c,
+        &opts(),
+        "shop/orders-scaler (scales Deployment orders) is paused",
+    )
+    .await;
+    assert_no_violations(&c);
+
+    // Not allowed to list them: a warning, not a refusal.
+    let c = cluster().await;
+    c.fake.forbid("/apis/keda.sh/");
+    run_warns(
+        &c,
+        &opts(),
+        "cannot list KEDA ScaledObjects in shop (forbidden)",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -19,6 +19,11 @@ use crate::migrate::{self, MigrateOptions, MigrationState, Progress, STEPS, clai
 /// The volume is never deleted. If a run stops anywhere, run the same command again to resume, or
 /// add --rollback to return to the starting point.
 ///
+/// Refused before anything is written: claims not Bound or not exactly [ReadWriteOnce], non-CSI
+/// volumes (unless --allow-non-csi), pods without a controller (unless --allow-delete-pods),
+/// other controllers (DaemonSets, Jobs, operators), and active KEDA ScaledObjects scaling a
+/// consumer (pause them with the annotation autoscaling.keda.sh/paused=true).
+///
 /// Exit status: 0 done (or plan printed), 1 refused, failed or not confirmed, 2 unusable arguments
 /// or cluster access, 130 interrupted.
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 //! Safety invariants: the PersistentVolume is never deleted; its reclaim policy is `Retain` before
 //! its claim is deleted and is only restored once a claim is bound to it again.
 
+mod autoscalers;
 mod consumers;
 mod steps;
 
@@ -291,6 +292,16 @@ pub async fn preflight(
         progress(Progress::Warning(format!(
             "pods {list} have no controller: they will be deleted and not recreated"
         )));
+    }
+    let scalers = autoscalers::keda(client, &namespace, &found.scalable).await?;
+    if !scalers.blocking.is_empty() {
+        return Err(MigrateError::Refused(format!(
+            "claim {namespace}/{name}: {}",
+            scalers.blocking.join("; ")
+        )));
+    }
+    for warning in scalers.warnings {
+        progress(Progress::Warning(warning));
     }
     Ok(MigrationState {
         version: 1,

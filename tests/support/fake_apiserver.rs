@@ -99,7 +99,8 @@
 //!   precondition rules; negative replicas answer 422.
 //! * `dryRun=All` on every write.
 //! * Test hooks on [`FakeApiServer`]: seeding real list fixtures, direct store access (no HTTP),
-//!   `compact`, `bookmark`, `break_watches`, `fail_next`, the request log, write hooks
+//!   `compact`, `bookmark`, `break_watches`, `fail_next`, `forbid` (403 under a path, as RBAC
+//!   answers), the request log, write hooks
 //!   (`on_write`) and channels to await writes / the resourceVersion / open watches.
 //!
 //! # Not implemented (differences from a real API server)
@@ -2550,6 +2551,8 @@ struct Shared {
     requests: Mutex<Vec<String>>,
     /// (remaining, HTTP code) of injected failures.
     fail: Mutex<(u32, u16)>,
+    /// Path prefixes answered 403, as RBAC does for a user without the right.
+    forbidden: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -2627,6 +2630,7 @@ impl FakeApiServer {
             watch_count_rx,
             requests: Mutex::new(Vec::new()),
             fail: Mutex::new((0, 0)),
+            forbidden: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -2780,6 +2784,12 @@ impl FakeApiServer {
         *lock(&self.shared.fail) = (n, code);
     }
 
+    /// From now on, answers every request whose path starts with `path_prefix` with 403
+    /// Forbidden, as the API server does when RBAC does not allow it.
+    pub fn forbid(&self, path_prefix: &str) {
+        lock(&self.shared.forbidden).push(path_prefix.to_owned());
+    }
+
     /// Requests so far, as `METHOD /path?decoded&query` (empty query pairs dropped).
     pub fn requests(&self) -> Vec<String> {
         lock(&self.shared.requests).clone()
@@ -2862,6 +2872,18 @@ async fn handle(
                 "injected failure (fake apiserver)",
             ));
         }
+    }
+    if lock(&shared.forbidden)
+        .iter()
+        .any(|prefix| uri.path().starts_with(prefix.as_str()))
+    {
+        return error_response(&ApiError::for_code(
+            403,
+            &format!(
+                "{method} {} is forbidden: the user cannot do this (fake apiserver)",
+                uri.path()
+            ),
+        ));
     }
     let q = Query(pairs.into_iter().collect());
     match serve(&shared, &method, uri.path(), &q, &headers, &body) {

@@ -1,0 +1,114 @@
+//! Autoscalers that would start a consumer's pods in the middle of a migration.
+//!
+//! A HorizontalPodAutoscaler leaves a target scaled to 0 alone (`ScalingDisabled`) until the
+//! replicas are restored. KEDA does not: a `ScaledObject` activates its target from zero when
+//! its triggers fire, so pods could start while the claim is deleted and recreated, and a
+//! `paused-replicas` annotation makes KEDA hold the target at that count, undoing the scale-down
+//! or the restore. Only `autoscaling.keda.sh/paused: "true"` freezes the target as it is.
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::{Api, Client};
+use serde_json::Value;
+
+use super::MigrateError;
+use super::consumers::Consumer;
+
+const PAUSED: &str = "autoscaling.keda.sh/paused";
+const PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
+
+/// What the KEDA check found.
+#[derive(Debug, Default)]
+pub struct Scalers {
+    /// Why the migration cannot start, one line per ScaledObject.
+    pub blocking: Vec<String>,
+    /// Worth saying, not worth refusing (paused ScaledObjects, an unreadable list).
+    pub warnings: Vec<String>,
+}
+
+/// Checks the KEDA ScaledObjects of `namespace` that target one of `consumers`. Without KEDA
+/// installed (the resource does not exist) there is nothing to check.
+pub async fn keda(
+    client: &Client,
+    namespace: &str,
+    consumers: &[Consumer],
+) -> Result<Scalers, MigrateError> {
+    let mut found = Scalers::default();
+    if consumers.is_empty() {
+        return Ok(found);
+    }
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject"),
+        "scaledobjects",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let objects = match super::list_all(&api, "KEDA ScaledObjects").await {
+        Ok(objects) => objects,
+        Err(MigrateError::Api {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 404 => return Ok(found),
+        Err(MigrateError::Api {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 403 => {
+            found.warnings.push(format!(
+                "cannot list KEDA ScaledObjects in {namespace} (forbidden); if KEDA scales {}, \
+                 pause it first (annotation {PAUSED}=true)",
+                names(consumers)
+            ));
+            return Ok(found);
+        }
+        Err(e) => return Err(e),
+    };
+    for object in &objects {
+        let name = object.metadata.name.as_deref().unwrap_or_default();
+        let Some(consumer) = consumers.iter().find(|c| targets(&object.data, c)) else {
+            continue;
+        };
+        let annotations = object.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
+        if let Some(replicas) = annotation(PAUSED_REPLICAS) {
+            found.blocking.push(format!(
+                "KEDA ScaledObject {namespace}/{name} holds {consumer} at {PAUSED_REPLICAS}={replicas} \
+                 and would undo the scale-down or the restore; pause it with {PAUSED}=true instead \
+                 (kubectl annotate scaledobject -n {namespace} {name} {PAUSED_REPLICAS}- {PAUSED}=true)"
+            ));
+        } else if annotation(PAUSED) == Some("true") {
+            found.warnings.push(format!(
+                "KEDA ScaledObject {namespace}/{name} (scales {consumer}) is paused; remove \
+                 {PAUSED} after the migration to resume autoscaling"
+            ));
+        } else {
+            found.blocking.push(format!(
+                "KEDA ScaledObject {namespace}/{name} scales {consumer} and can start its pods \
+                 during the migration; pause it first (kubectl annotate scaledobject -n \
+                 {namespace} {name} {PAUSED}=true) and remove the annotation afterwards"
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Whether a ScaledObject's `spec.scaleTargetRef` is `consumer`. KEDA defaults the kind to
+/// Deployment and the apiVersion to apps/v1.
+fn targets(data: &Value, consumer: &Consumer) -> bool {
+    let target = &data["spec"]["scaleTargetRef"];
+    let kind = target["kind"].as_str().unwrap_or("Deployment");
+    let group = target["apiVersion"]
+        .as_str()
+        .unwrap_or("apps/v1")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    target["name"].as_str() == Some(consumer.name.as_str())
+        && kind == format!("{:?}", consumer.kind)
+        && group == "apps"
+}
+
+fn names(consumers: &[Consumer]) -> String {
+    consumers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
