@@ -667,6 +667,59 @@ async fn cluster_with_scaled_object(name: &str, target: Value, annotations: Valu
     c
 }
 
+const HPAS: &str = "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers";
+
+fn hpa(name: &str, target: &str, min_replicas: i64) -> Value {
+    json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                 "minReplicas": min_replicas, "maxReplicas": 4,
+                 "metrics": [{"type": "External", "external": {
+                     "metric": {"name": "queue_depth"},
+                     "target": {"type": "AverageValue", "averageValue": "30"}}}]}
+    })
+}
+
+#[tokio::test]
+async fn hpas_that_scale_from_zero_are_refused() {
+    // minReplicas 0 (HPAScaleToZero): it keeps scaling a target at 0 replicas.
+    let c = cluster().await;
+    c.fake.create(HPAS, hpa("orders-hpa", "orders", 0)).unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains(
+            "HorizontalPodAutoscaler shop/orders-hpa scales Deployment orders with minReplicas: 0"
+        ),
+        "{msg}"
+    );
+
+    // minReplicas 1 stops at 0 replicas (ScalingDisabled), and another workload's HPA is not in
+    // the way.
+    let c = cluster().await;
+    c.fake.create(HPAS, hpa("orders-hpa", "orders", 1)).unwrap();
+    c.fake.create(HPAS, hpa("web-hpa", "web", 0)).unwrap();
+    let (result, progress) = run(&c, &opts(), None).await;
+    result.unwrap();
+    assert!(
+        !progress
+            .iter()
+            .any(|p| matches!(p, Progress::Warning(w) if w.contains("HorizontalPodAutoscaler"))),
+        "{progress:?}"
+    );
+    assert_no_violations(&c);
+
+    // Not allowed to list them: a warning, not a refusal.
+    let c = cluster().await;
+    c.fake.forbid(HPAS);
+    run_warns(
+        &c,
+        &opts(),
+        "cannot list HorizontalPodAutoscalers in shop (forbidden)",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn keda_scaled_objects_of_a_consumer_must_be_paused() {
     // Active, targeting the Deployment (KEDA's default kind): refused, nothing written, and the

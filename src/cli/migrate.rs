@@ -21,8 +21,9 @@ use crate::migrate::{self, MigrateOptions, MigrationState, Progress, STEPS, clai
 ///
 /// Refused before anything is written: claims not Bound or not exactly [ReadWriteOnce], non-CSI
 /// volumes (unless --allow-non-csi), pods without a controller (unless --allow-delete-pods),
-/// other controllers (DaemonSets, Jobs, operators), and active KEDA ScaledObjects scaling a
-/// consumer (pause them with the annotation autoscaling.keda.sh/paused=true).
+/// other controllers (DaemonSets, Jobs, operators), and autoscalers that would scale a consumer
+/// from zero: HPAs with minReplicas 0, active KEDA ScaledObjects (pause them with the annotation
+/// autoscaling.keda.sh/paused=true).
 ///
 /// Exit status: 0 done (or plan printed), 1 refused, failed or not confirmed, 2 unusable arguments
 /// or cluster access, 130 interrupted.

@@ -26,6 +26,18 @@ pub struct Consumer {
     pub replicas: i32,
 }
 
+impl Consumer {
+    /// Whether a reference by API group, kind and name (an autoscaler's target) is this one.
+    pub fn is(&self, group: &str, kind: &str, name: &str) -> bool {
+        let own_kind = match self.kind {
+            ConsumerKind::Deployment => "Deployment",
+            ConsumerKind::StatefulSet => "StatefulSet",
+            ConsumerKind::ReplicaSet => "ReplicaSet",
+        };
+        group == "apps" && kind == own_kind && name == self.name
+    }
+}
+
 impl std::fmt::Display for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?} {}", self.kind, self.name)

@@ -293,7 +293,7 @@ pub async fn preflight(
             "pods {list} have no controller: they will be deleted and not recreated"
         )));
     }
-    let scalers = autoscalers::keda(client, &namespace, &found.scalable).await?;
+    let scalers = autoscalers::check(client, &namespace, &found.scalable).await?;
     if !scalers.blocking.is_empty() {
         return Err(MigrateError::Refused(format!(
             "claim {namespace}/{name}: {}",

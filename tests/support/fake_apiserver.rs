@@ -357,6 +357,17 @@ impl ResourceDef {
                 "daemonsets",
             ),
             Self::row(
+                "autoscaling",
+                "v2",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+                true,
+                Some(json!({"desiredReplicas": 0})),
+                true,
+                false,
+                "horizontalpodautoscalers",
+            ),
+            Self::row(
                 "storage.k8s.io",
                 "v1",
                 "storageclasses",
