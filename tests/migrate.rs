@@ -529,6 +529,19 @@ async fn run_warns(c: &Cluster, opts: &MigrateOptions, fragment: &str) {
     );
 }
 
+/// Runs to the end with no warning containing `fragment` and no violation.
+async fn run_without_warning(c: &Cluster, fragment: &str) {
+    let (result, progress) = run(c, &opts(), None).await;
+    result.unwrap();
+    assert!(
+        !progress
+            .iter()
+            .any(|p| matches!(p, Progress::Warning(w) if w.contains(fragment))),
+        "{progress:?}"
+    );
+    assert_no_violations(c);
+}
+
 async fn refused(c: &Cluster, opts: &MigrateOptions) -> String {
     let before = c.fake.resource_version();
     let err = run(c, opts, None).await.0.unwrap_err();
@@ -699,15 +712,7 @@ async fn hpas_that_scale_from_zero_are_refused() {
     let c = cluster().await;
     c.fake.create(HPAS, hpa("orders-hpa", "orders", 1)).unwrap();
     c.fake.create(HPAS, hpa("web-hpa", "web", 0)).unwrap();
-    let (result, progress) = run(&c, &opts(), None).await;
-    result.unwrap();
-    assert!(
-        !progress
-            .iter()
-            .any(|p| matches!(p, Progress::Warning(w) if w.contains("HorizontalPodAutoscaler"))),
-        "{progress:?}"
-    );
-    assert_no_violations(&c);
+    run_without_warning(&c, "HorizontalPodAutoscaler").await;
 
     // Not allowed to list them: a warning, not a refusal.
     let c = cluster().await;
@@ -762,15 +767,7 @@ async fn keda_scaled_objects_of_a_consumer_must_be_paused() {
         json!({}),
     )
     .await;
-    let (result, progress) = run(&c, &opts(), None).await;
-    result.unwrap();
-    assert!(
-        !progress
-            .iter()
-            .any(|p| matches!(p, Progress::Warning(w) if w.contains("KEDA"))),
-        "{progress:?}"
-    );
-    assert_no_violations(&c);
+    run_without_warning(&c, "KEDA").await;
 
     // Paused: the migration runs, and says to unpause afterwards.
     let c = cluster_with_scaled_object(
