@@ -10,6 +10,10 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+mod support;
+
+use support::fake_apiserver::FakeApiServer;
+
 const RELEASE: &str = "guard";
 const NAMESPACE: &str = "rwop-system";
 /// `<release>-<chart>`: the release name does not contain the chart name.
@@ -355,6 +359,114 @@ fn helm_mode_ca_bundle_is_the_ca_of_the_rendered_secret() {
         format!("{FULLNAME}-tls")
     );
     assert!(all_of_kind(&docs, "Certificate").is_empty());
+}
+
+/// The Secret an earlier install of the release left (with helm's ownership metadata): a CA and
+/// a serving certificate rwop-guard generated.
+fn existing_tls_secret() -> (Value, String) {
+    let certs = rwop_guard::certs::generate(
+        "earlier install",
+        &[format!("{FULLNAME}.{NAMESPACE}.svc")],
+        &[],
+        std::time::Duration::from_secs(86_400),
+    )
+    .unwrap();
+    let ca = base64(certs.ca_cert_pem.as_bytes());
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": format!("{FULLNAME}-tls"), "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": RELEASE,
+                                     "meta.helm.sh/release-namespace": NAMESPACE}},
+        "data": {"ca.crt": ca, "tls.crt": base64(certs.cert_pem.as_bytes()),
+                 "tls.key": base64(certs.key_pem.as_bytes())}
+    });
+    (secret, ca)
+}
+
+/// `helm template --dry-run=server` against the fake API server, so that `lookup` reads it.
+async fn render_against(fake: &FakeApiServer, extra: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  \
+             cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, \
+             user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = [
+        "--dry-run=server",
+        // The fake serves no OpenAPI document; other tests validate the manifests.
+        "--disable-openapi-validation",
+        "--kubeconfig",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(kubeconfig.display().to_string());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let rendered = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        try_render(&args)
+    })
+    .await
+    .unwrap();
+    match rendered {
+        Ok(docs) => docs,
+        Err(stderr) => panic!("helm failed: {stderr}\nrequests: {:#?}", fake.requests()),
+    }
+}
+
+/// The CA both webhook configurations trust.
+fn ca_bundles(docs: &[Value]) -> BTreeSet<String> {
+    [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ]
+    .iter()
+    .map(|kind| {
+        webhook(docs, kind)["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_mode_keeps_the_certificate_the_cluster_has() {
+    let secrets = format!("/api/v1/namespaces/{NAMESPACE}/secrets");
+    let mutation = ["--set", "policy.mutation.enabled=true"];
+
+    // The release's Secret is there, as on `helm upgrade`: lookup reads it, the certificate is
+    // kept, and both webhooks keep trusting its CA.
+    let fake = FakeApiServer::start().await;
+    let (secret, ca) = existing_tls_secret();
+    fake.create(&secrets, secret.clone()).unwrap();
+    let docs = render_against(&fake, &mutation).await;
+    assert_eq!(find(&docs, "Secret")["data"], secret["data"]);
+    assert_eq!(ca_bundles(&docs), BTreeSet::from([ca.clone()]));
+
+    // No Secret yet (a first install), or one missing a key: a new CA, the same in the Secret and
+    // in both webhooks.
+    for existing in [None, Some("tls.key")] {
+        let fake = FakeApiServer::start().await;
+        if let Some(missing) = existing {
+            let mut partial = secret.clone();
+            partial["data"].as_object_mut().unwrap().remove(missing);
+            fake.create(&secrets, partial).unwrap();
+        }
+        let docs = render_against(&fake, &mutation).await;
+        let new_ca = find(&docs, "Secret")["data"]["ca.crt"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(new_ca, ca, "{existing:?}: a new CA");
+        assert_eq!(ca_bundles(&docs), BTreeSet::from([new_ca]), "{existing:?}");
+    }
 }
 
 #[test]

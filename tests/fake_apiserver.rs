@@ -23,7 +23,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::fake_apiserver::{
-    Deletion, EventType, FakeApiServer, INITIAL_EVENTS_END, api_fixture,
+    Deletion, EventType, FakeApiServer, INITIAL_EVENTS_END, ResourceDef, api_fixture,
 };
 
 /// Upper bound for anything a test waits for; reaching it fails the test.
@@ -1423,4 +1423,44 @@ async fn write_hooks_emulate_controllers_and_writes_can_be_awaited() {
         Deletion::Deleted(obj) => assert_eq!(obj["metadata"]["name"], "direct"),
         Deletion::Pending(_) => panic!("no finalizers, deleted at once"),
     }
+}
+
+#[tokio::test]
+async fn discovery_lists_the_resource_table_as_kube_reads_it() {
+    let fake = FakeApiServer::start().await;
+    fake.add_resource(ResourceDef::custom(
+        "keda.sh",
+        "v1alpha1",
+        "scaledobjects",
+        "ScaledObject",
+        true,
+    ));
+    let discovery = within("discovery", kube::Discovery::new(fake.client()).run())
+        .await
+        .unwrap();
+    let find = |group: &str, kind: &str| {
+        discovery
+            .groups()
+            .find(|g| g.name() == group)
+            .and_then(|g| g.recommended_kind(kind))
+    };
+    let (pv, caps) = find("", "PersistentVolume").expect("core/v1 PersistentVolume");
+    assert_eq!(pv.plural, "persistentvolumes");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    assert!(caps.subresources.iter().any(|(r, _)| r.plural == "status"));
+    let (deploy, caps) = find("apps", "Deployment").expect("apps/v1 Deployment");
+    assert_eq!(deploy.version, "v1");
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(caps.subresources.iter().any(|(r, _)| r.plural == "scale"));
+    let (so, _) = find("keda.sh", "ScaledObject").expect("added resources are discovered");
+    assert_eq!(so.api_version, "keda.sh/v1alpha1");
+    assert!(find("apps", "CronTab").is_none());
+
+    let version = within("version", fake.client().apiserver_version())
+        .await
+        .unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "35")
+    );
 }

@@ -98,6 +98,9 @@
 //!   `spec.replicas`, `status.replicas` and the selector string; GET/PUT/PATCH with the same
 //!   precondition rules; negative replicas answer 422.
 //! * `dryRun=All` on every write.
+//! * Legacy discovery built from the resource table: `/version` (1.35), `/api`, `/apis`,
+//!   `/api/v1`, `/apis/{group}/{version}` (resources with their `status`/`scale`
+//!   subresources), enough for client-go's RESTMapper (helm) and kube's `Discovery`.
 //! * Test hooks on [`FakeApiServer`]: seeding real list fixtures, direct store access (no HTTP),
 //!   `compact`, `bookmark`, `break_watches`, `fail_next`, `forbid` (403 under a path, as RBAC
 //!   answers), the request log, write hooks
@@ -105,7 +108,7 @@
 //!
 //! # Not implemented (differences from a real API server)
 //!
-//! * Discovery (`/api`, `/apis`, `/version`, OpenAPI), the deprecated `/watch/` path prefix,
+//! * Aggregated discovery and OpenAPI documents, the deprecated `/watch/` path prefix,
 //!   protobuf/CBOR/YAML bodies, gzip, table output, `pretty`. Path segments are not
 //!   percent-decoded.
 //! * Authentication, authorization, admission (no mutating/validating webhooks, no
@@ -355,6 +358,77 @@ impl ResourceDef {
                 true,
                 false,
                 "daemonsets",
+            ),
+            Self::row(
+                "policy",
+                "v1",
+                "poddisruptionbudgets",
+                "PodDisruptionBudget",
+                true,
+                Some(json!({
+                    "currentHealthy": 0,
+                    "desiredHealthy": 0,
+                    "disruptionsAllowed": 0,
+                    "expectedPods": 0
+                })),
+                true,
+                false,
+                "poddisruptionbudgets",
+            ),
+            Self::row(
+                "networking.k8s.io",
+                "v1",
+                "networkpolicies",
+                "NetworkPolicy",
+                true,
+                None,
+                true,
+                false,
+                "networkpolicies",
+            ),
+            Self::row(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "clusterroles",
+                "ClusterRole",
+                false,
+                None,
+                false,
+                false,
+                "clusterroles",
+            ),
+            Self::row(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                None,
+                false,
+                false,
+                "clusterrolebindings",
+            ),
+            Self::row(
+                "admissionregistration.k8s.io",
+                "v1",
+                "validatingwebhookconfigurations",
+                "ValidatingWebhookConfiguration",
+                false,
+                None,
+                true,
+                false,
+                "validatingwebhookconfigurations",
+            ),
+            Self::row(
+                "admissionregistration.k8s.io",
+                "v1",
+                "mutatingwebhookconfigurations",
+                "MutatingWebhookConfiguration",
+                false,
+                None,
+                true,
+                false,
+                "mutatingwebhookconfigurations",
             ),
             Self::row(
                 "autoscaling",
@@ -2896,6 +2970,11 @@ async fn handle(
             ),
         ));
     }
+    if method == Method::GET
+        && let Some(document) = discovery(&lock(&shared.store).defs, uri.path())
+    {
+        return json_response(200, &document);
+    }
     let q = Query(pairs.into_iter().collect());
     match serve(&shared, &method, uri.path(), &q, &headers, &body) {
         Ok(Reply::Json(code, value)) => json_response(code, &value),
@@ -2915,6 +2994,82 @@ enum Reply {
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(&format!("the object provided is not valid JSON: {e}")))
+}
+
+/// The server's version: the minor the fixtures were captured from.
+const VERSION_MAJOR: &str = "1";
+const VERSION_MINOR: &str = "35";
+
+/// Legacy discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`), built
+/// from the resource table, as client-go's discovery and helm read it. None for other paths.
+fn discovery(defs: &[Arc<ResourceDef>], path: &str) -> Option<Value> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Each named group with its versions, in table order (the first one preferred).
+    let groups = || {
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for d in defs.iter().filter(|d| !d.group.is_empty()) {
+            match groups.iter_mut().find(|(g, _)| *g == d.group) {
+                Some((_, versions)) if versions.contains(&d.version.as_str()) => {}
+                Some((_, versions)) => versions.push(&d.version),
+                None => groups.push((&d.group, vec![&d.version])),
+            }
+        }
+        groups
+    };
+    let resources = |group: &str, version: &str| -> Option<Value> {
+        let mut list = Vec::new();
+        for d in defs
+            .iter()
+            .filter(|d| d.group == group && d.version == version)
+        {
+            list.push(json!({
+                "name": d.plural, "singularName": d.kind.to_lowercase(), "namespaced": d.namespaced,
+                "kind": d.kind,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            }));
+            if d.status_subresource {
+                list.push(json!({"name": format!("{}/status", d.plural), "singularName": "",
+                    "namespaced": d.namespaced, "kind": d.kind, "verbs": ["get", "patch", "update"]}));
+            }
+            if d.scale_subresource {
+                list.push(
+                    json!({"name": format!("{}/scale", d.plural), "singularName": "",
+                    "namespaced": d.namespaced, "group": "autoscaling", "version": "v1",
+                    "kind": "Scale", "verbs": ["get", "patch", "update"]}),
+                );
+            }
+        }
+        let group_version = if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        };
+        (!list.is_empty()).then(|| {
+            json!({"kind": "APIResourceList", "apiVersion": "v1",
+                   "groupVersion": group_version, "resources": list})
+        })
+    };
+    match segments.as_slice() {
+        ["version"] => Some(json!({
+            "major": VERSION_MAJOR, "minor": VERSION_MINOR,
+            "gitVersion": format!("v{VERSION_MAJOR}.{VERSION_MINOR}.0"),
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.0", "compiler": "gc",
+            "platform": "linux/amd64"
+        })),
+        ["api"] => Some(json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]})),
+        ["apis"] => Some(json!({"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": groups().into_iter().map(|(g, versions)| {
+                let versions: Vec<Value> = versions.iter()
+                    .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                    .collect();
+                json!({"name": g, "preferredVersion": versions[0], "versions": versions})
+            }).collect::<Vec<_>>()})),
+        ["api", version] => resources("", version),
+        ["apis", group, version] => resources(group, version),
+        _ => None,
+    }
 }
 
 fn serve(
