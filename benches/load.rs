@@ -962,8 +962,11 @@ fn run(bench: bool) -> anyhow::Result<bool> {
         }
         Subject::ScanFloor => start_baseline(log_dir.join("floor.log"), &cert, &key, WORK_SCAN)?,
     };
+    // A smoke run judges nothing, so its baseline also scans: both paths of the baseline stay
+    // exercised under `cargo test --benches`.
+    let base_work = if settings.bench { WORK_NONE } else { WORK_SCAN };
     let (base, base_addr, base_log) =
-        start_baseline(log_dir.join("baseline.log"), &cert, &key, WORK_NONE)?;
+        start_baseline(log_dir.join("baseline.log"), &cert, &key, base_work)?;
     let mut servers = Servers {
         guard,
         guard_addr,
@@ -1045,14 +1048,19 @@ async fn measure(
         "load: POST {PATH}, {FIXTURE} ({} bytes minified), HTTP/1.1 keep-alive over {protocol}",
         body.len()
     );
+    let baseline = if settings.bench {
+        "same stack, fixed answer"
+    } else {
+        "same stack, body parsed, fixed answer (smoke run)"
+    };
     match settings.subject {
         Subject::Guard => println!(
-            "rwop-guard: RUST_LOG={} --log-format {} --no-cluster; baseline: same stack, fixed answer",
+            "rwop-guard: RUST_LOG={} --log-format {} --no-cluster; baseline: {baseline}",
             settings.server_log, settings.log_format
         ),
         Subject::ScanFloor => println!(
             "subject: the scan floor (the baseline, also parsing each body with serde_json), \
-             not rwop-guard; baseline: same stack, fixed answer"
+             not rwop-guard; baseline: {baseline}"
         ),
     }
     println!(
