@@ -287,38 +287,34 @@ static METADATA: Keep = Keep::Fields(&[
     ("annotations", &Keep::Prefixed(ANNOTATION_PREFIX)),
 ]);
 
-static VOLUME: Keep = Keep::Fields(&[
-    ("apiVersion", &Keep::All),
-    ("kind", &Keep::All),
-    ("metadata", &METADATA),
-    (
-        "spec",
-        &Keep::Fields(&[
-            ("accessModes", &Keep::All),
-            ("claimRef", &Keep::All),
-            ("persistentVolumeReclaimPolicy", &Keep::All),
-            (
-                "csi",
-                &Keep::Fields(&[("driver", &Keep::All), ("volumeHandle", &Keep::All)]),
-            ),
-        ]),
-    ),
-]);
+/// An object: its type, `METADATA`, and the named `spec` fields.
+macro_rules! object_keeping {
+    ($($spec:expr),* $(,)?) => {
+        Keep::Fields(&[
+            ("apiVersion", &Keep::All),
+            ("kind", &Keep::All),
+            ("metadata", &METADATA),
+            ("spec", &Keep::Fields(&[$($spec),*])),
+        ])
+    };
+}
 
-static CLAIM: Keep = Keep::Fields(&[
-    ("apiVersion", &Keep::All),
-    ("kind", &Keep::All),
-    ("metadata", &METADATA),
+static VOLUME: Keep = object_keeping!(
+    ("accessModes", &Keep::All),
+    ("claimRef", &Keep::All),
+    ("persistentVolumeReclaimPolicy", &Keep::All),
     (
-        "spec",
-        &Keep::Fields(&[
-            ("accessModes", &Keep::All),
-            ("selector", &Keep::All),
-            ("volumeName", &Keep::All),
-            ("storageClassName", &Keep::All),
-        ]),
+        "csi",
+        &Keep::Fields(&[("driver", &Keep::All), ("volumeHandle", &Keep::All)]),
     ),
-]);
+);
+
+static CLAIM: Keep = object_keeping!(
+    ("accessModes", &Keep::All),
+    ("selector", &Keep::All),
+    ("volumeName", &Keep::All),
+    ("storageClassName", &Keep::All),
+);
 
 /// The review around a request; `request` names what to keep of it.
 macro_rules! review_keeping {
