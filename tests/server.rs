@@ -137,6 +137,18 @@ impl HttpResponse {
     }
 }
 
+/// Waits (within `PATIENCE`) until `n` requests are in flight on the TLS port.
+async fn wait_in_flight(server: &RunningServer, n: i64) {
+    let gauge = &server.state.metrics.in_flight;
+    tokio::time::timeout(PATIENCE, async {
+        while gauge.get() < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} request(s) in flight"));
+}
+
 /// Reads one response with a Content-Length body.
 async fn read_response<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<HttpResponse> {
     let mut buf = Vec::new();
@@ -472,14 +484,7 @@ async fn requests_beyond_the_concurrency_limit_wait_instead_of_failing() {
         .await
     });
     // Both are in the server, the second waiting for the slot the first holds.
-    let gauge = &f.server.state.metrics.in_flight;
-    tokio::time::timeout(PATIENCE, async {
-        while gauge.get() < 2 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("both requests in flight");
+    wait_in_flight(&f.server, 2).await;
     assert!(!second.is_finished(), "the second request was not queued");
     slow.write_all(&body[10..]).await.unwrap();
     let first = tokio::time::timeout(PATIENCE, read_response(&mut slow))
@@ -773,14 +778,7 @@ async fn shutdown_fails_readiness_and_drains_in_flight_requests() {
     in_flight.flush().await.unwrap();
 
     // Wait until the server is really handling it (reading its body).
-    let gauge = &f.server.state.metrics.in_flight;
-    tokio::time::timeout(PATIENCE, async {
-        while gauge.get() < 1 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("request in flight");
+    wait_in_flight(&f.server, 1).await;
 
     f.server.shutdown();
     assert_eq!(http_get(f.server.metrics_addr, "/readyz").await.status, 503);
