@@ -686,6 +686,53 @@ fn m1_namespace_selector() {
 }
 
 #[test]
+fn m1_namespace_selector_without_namespace_labels() {
+    // What the chart renders (`namespaceSelector: {}`), served with --no-cluster: an empty
+    // selector selects every namespace and needs no labels.
+    let claim = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
+    let mut p = mutating_policy(&["fast-csi"]);
+    let create = Operation::Create;
+    let no_cluster = Facts::default();
+    p.mutation.namespace_selector = Some(serde_json::from_value(json!({})).unwrap());
+    assert_mutated(&mutate_claim(
+        &p,
+        &no_cluster,
+        &create,
+        &claim,
+        Some("shop"),
+    ));
+    // A selector on the name label alone is decided from the name.
+    p.mutation.namespace_selector = Some(
+        serde_json::from_value(json!({"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]}))
+        .unwrap(),
+    );
+    assert_mutated(&mutate_claim(
+        &p,
+        &no_cluster,
+        &create,
+        &claim,
+        Some("shop"),
+    ));
+    assert_skipped(
+        &mutate_claim(&p, &no_cluster, &create, &claim, Some("lab")),
+        "namespace \"lab\" does not match mutation.namespaceSelector",
+    );
+    // Any other label still needs the namespace's labels.
+    p.mutation.namespace_selector = Some(
+        serde_json::from_value(
+            json!({"matchLabels": {"kubernetes.io/metadata.name": "shop",
+                                                      "team": "payments"}}),
+        )
+        .unwrap(),
+    );
+    assert_skipped(
+        &mutate_claim(&p, &no_cluster, &create, &claim, Some("shop")),
+        "labels of namespace \"shop\" are unknown",
+    );
+}
+
+#[test]
 fn m1_provisioner_overrides() {
     let claim_in_tree = pvc(&[RWO], json!({"storageClassName": "gce-intree"}), None);
     let claim_csi = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);

@@ -84,10 +84,23 @@ fn why_not(
         ));
     }
     if let Some(sel) = &m.namespace_selector {
-        let labels = facts
+        let known = facts
             .cluster
             .as_ref()
             .and_then(|c| c.namespaces.get(namespace));
+        // Without the namespace's labels (no cluster access, cache not synced), a selector
+        // that reads only the name label (an empty one reads none) is still decided.
+        let name_only;
+        let labels = match known {
+            None if selector::reads_only_the_name(sel) => {
+                name_only = std::collections::BTreeMap::from([(
+                    selector::NAMESPACE_NAME_LABEL.to_owned(),
+                    namespace.to_owned(),
+                )]);
+                Some(&name_only)
+            }
+            other => other,
+        };
         match labels {
             None => {
                 return Some(format!(

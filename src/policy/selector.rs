@@ -36,6 +36,19 @@ pub fn check(selector: &LabelSelector) -> Result<(), String> {
     Ok(())
 }
 
+/// The label every namespace carries: its own name (set by the API server since 1.22).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// True when the selector reads no label but the namespace's name label (an empty selector
+/// reads none): it can be evaluated from the name alone, without the namespace's labels.
+pub fn reads_only_the_name(selector: &LabelSelector) -> bool {
+    let label_keys = selector.match_labels.iter().flatten().map(|(k, _)| k);
+    let expression_keys = selector.match_expressions.iter().flatten().map(|e| &e.key);
+    label_keys
+        .chain(expression_keys)
+        .all(|k| k == NAMESPACE_NAME_LABEL)
+}
+
 /// True when `labels` match. An empty selector matches everything.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_ok = selector
@@ -75,6 +88,29 @@ mod tests {
             operator: op.to_owned(),
             values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).to_owned()).collect()),
         }
+    }
+
+    #[test]
+    fn selectors_that_read_only_the_name_label() {
+        assert!(reads_only_the_name(&LabelSelector::default()));
+        let by_name = LabelSelector {
+            match_expressions: Some(vec![expr(NAMESPACE_NAME_LABEL, "NotIn", &["kube-system"])]),
+            match_labels: Some([(NAMESPACE_NAME_LABEL.to_owned(), "shop".to_owned())].into()),
+        };
+        assert!(reads_only_the_name(&by_name));
+        let by_team = LabelSelector {
+            match_labels: Some([("team".to_owned(), "db".to_owned())].into()),
+            ..LabelSelector::default()
+        };
+        assert!(!reads_only_the_name(&by_team));
+        let mixed = LabelSelector {
+            match_expressions: Some(vec![
+                expr(NAMESPACE_NAME_LABEL, "In", &["shop"]),
+                expr("team", "Exists", &[]),
+            ]),
+            ..LabelSelector::default()
+        };
+        assert!(!reads_only_the_name(&mixed));
     }
 
     #[test]
