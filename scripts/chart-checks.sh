@@ -6,7 +6,7 @@
 #
 #   1. helm lint --strict, once per values file in charts/rwop-guard/ci/
 #   2. helm template of each, validated by kubernetes-validate --strict against Kubernetes
-#      $KUBE_VERSIONS (default "1.29 1.35": the chart's minimum and a current release).
+#      $KUBE_VERSIONS (default "1.30 1.35": the chart's minimum and a current release).
 #      Custom resources (cert-manager.io, monitoring.coreos.com) have no schema there: they are
 #      filtered out before validation and only checked for apiVersion/kind/metadata.name here.
 #   3. hadolint Dockerfile
@@ -22,7 +22,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${RWOP_TOOLS:-$HOME/.cache/rwop-guard/tools}"
 export PATH="$tools/bin:$PATH"
 chart="$repo/charts/rwop-guard"
-kube_versions="${KUBE_VERSIONS:-1.29 1.35}"
+kube_versions="${KUBE_VERSIONS:-1.30 1.35}"
 static_bin="${1:-${RWOP_GUARD_STATIC_BIN:-}}"
 
 work="$(mktemp -d)"

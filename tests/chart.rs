@@ -166,19 +166,33 @@ fn base64_helper_matches_known_vectors() {
     assert_eq!(base64(b"foobar"), "Zm9vYmFy");
 }
 
+const MODES_CHANGE: &str = "has(object.spec.accessModes) != has(oldObject.spec.accessModes) || \
+     (has(object.spec.accessModes) && (!object.spec.accessModes.all(m, m in oldObject.spec.accessModes) \
+     || !oldObject.spec.accessModes.all(m, m in object.spec.accessModes)))";
+
+fn condition_names(hook: &Value) -> Vec<&str> {
+    hook["matchConditions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 #[test]
-fn validating_webhook_reviews_pv_and_pvc_create_and_update() {
+fn validating_webhook_reviews_only_volume_access_mode_changes() {
     let docs = render(&[]);
     let hook = webhook(&docs, "ValidatingWebhookConfiguration");
     assert_eq!(hook["name"], "validate.rwop-guard.dev");
     assert_eq!(
         hook["rules"],
         json!([
-            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
              "resources": ["persistentvolumes"], "scope": "Cluster"},
-            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-             "resources": ["persistentvolumeclaims"], "scope": "Namespaced"},
         ])
+    );
+    // The CEL the real API server compiles and runs is exercised by the end-to-end suite.
+    assert_eq!(
+        hook["matchConditions"],
+        json!([{"name": "rwop-guard-access-modes-change", "expression": MODES_CHANGE}])
     );
     assert_eq!(hook["sideEffects"], "None");
     assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
@@ -188,12 +202,37 @@ fn validating_webhook_reviews_pv_and_pvc_create_and_update() {
         hook["clientConfig"]["service"],
         json!({"name": FULLNAME, "namespace": NAMESPACE, "port": 443, "path": "/validate"})
     );
-    assert!(
-        hook.get("matchConditions").is_none(),
-        "no matchConditions by default"
-    );
     // Mutation is off by default, and so is its webhook.
     assert!(all_of_kind(&docs, "MutatingWebhookConfiguration").is_empty());
+}
+
+#[test]
+fn scope_all_reviews_every_pv_and_pvc_write() {
+    let docs = render(&[
+        "--set",
+        "webhooks.scope=all",
+        "--set",
+        "policy.mutation.enabled=true",
+    ]);
+    let hook = webhook(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        hook["rules"],
+        json!([
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+             "resources": ["persistentvolumes"], "scope": "Cluster"},
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+             "resources": ["persistentvolumeclaims"], "scope": "Namespaced"},
+        ])
+    );
+    assert!(hook.get("matchConditions").is_none(), "{hook}");
+    let mutating = webhook(&docs, "MutatingWebhookConfiguration");
+    assert!(mutating.get("matchConditions").is_none(), "{mutating}");
+
+    let err = try_render(&["--set", "webhooks.scope=some"]).unwrap_err();
+    assert!(
+        err.contains("scope"),
+        "the schema names the bad value: {err}"
+    );
 }
 
 #[test]
@@ -244,6 +283,13 @@ fn mutating_webhook_only_sees_pvc_create() {
     assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
     assert_eq!(hook["clientConfig"]["service"]["path"], "/mutate");
     assert_eq!(hook["clientConfig"]["service"]["name"], FULLNAME);
+    assert_eq!(
+        condition_names(hook),
+        [
+            "rwop-guard-asks-for-read-write-once",
+            "rwop-guard-not-opted-out"
+        ]
+    );
 }
 
 #[test]
@@ -313,6 +359,34 @@ fn match_conditions_come_from_values() {
     let docs = render(&[
         "--set",
         "policy.mutation.enabled=true",
+        "--set-json",
+        &json_arg("webhooks.validating.matchConditions", &validating),
+        "--set-json",
+        &json_arg("webhooks.mutating.matchConditions", &mutating),
+    ]);
+    // Added after the chart's own conditions.
+    assert_eq!(
+        condition_names(webhook(&docs, "ValidatingWebhookConfiguration")),
+        ["rwop-guard-access-modes-change", "not-kcm"]
+    );
+    assert_eq!(
+        webhook(&docs, "ValidatingWebhookConfiguration")["matchConditions"][1],
+        validating[0]
+    );
+    assert_eq!(
+        condition_names(webhook(&docs, "MutatingWebhookConfiguration")),
+        [
+            "rwop-guard-asks-for-read-write-once",
+            "rwop-guard-not-opted-out",
+            "only-labelled"
+        ]
+    );
+    // With scope "all", only the user's.
+    let docs = render(&[
+        "--set",
+        "policy.mutation.enabled=true",
+        "--set",
+        "webhooks.scope=all",
         "--set-json",
         &json_arg("webhooks.validating.matchConditions", &validating),
         "--set-json",

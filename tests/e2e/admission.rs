@@ -1,7 +1,6 @@
 //! End-to-end cases: the chart's webhooks as kubectl users meet them. Each case asserts what
 //! kubectl prints (denials and `Warning:` lines), its exit code, and the object afterwards.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -84,35 +83,6 @@ fn warnings(stderr: &str) -> Vec<&str> {
         .lines()
         .filter_map(|l| l.strip_prefix("Warning: "))
         .collect()
-}
-
-/// Reviews the shared server logged for objects named `name`, once everything reviewed so far
-/// is in its log: a dry-run claim created in `namespace` is reviewed after every earlier
-/// request, and the log is written in batches, so this waits for that claim's line.
-fn reviews_of(env: &Env, namespace: &str, name: &str) -> anyhow::Result<Vec<Value>> {
-    static BARRIERS: AtomicUsize = AtomicUsize::new(0);
-    let barrier = format!("barrier-{}", BARRIERS.fetch_add(1, Ordering::Relaxed));
-    env.kubectl_stdin(
-        &["create", "--dry-run=server", "-f", "-"],
-        &docs(&[claim(
-            &barrier,
-            namespace,
-            &["ReadWriteOnce"],
-            Some(CSI_CLASS),
-        )]),
-    )
-    .success()?;
-    wait_until(
-        "the review log to catch up",
-        Duration::from_secs(10),
-        || {
-            let reviews = env.serve().reviews();
-            Ok(reviews
-                .iter()
-                .any(|r| r["name"] == barrier.as_str() && r["namespace"] == namespace)
-                .then(|| reviews.into_iter().filter(|r| r["name"] == name).collect()))
-        },
-    )
 }
 
 fn v1_mixed_modes_refused_before_the_webhook(env: &Env) -> anyhow::Result<()> {
@@ -447,7 +417,7 @@ fn m1_mutates_new_claims(env: &Env) -> anyhow::Result<()> {
         "a dry run created the claim"
     );
     // The server logged the dry run as such.
-    let dry = reviews_of(env, ns, "dry")?;
+    let dry = env.reviews_of(ns, "dry")?;
     anyhow::ensure!(
         dry.iter()
             .any(|r| r["webhook"] == "mutate" && r["dry_run"] == true),
@@ -507,6 +477,29 @@ fn m1_leaves_claims_it_would_break(env: &Env) -> anyhow::Result<()> {
         anyhow::ensure!(warnings(&out.stderr).is_empty(), "{name}: {out:#?}");
         ensure_untouched(&env.get("pvc", Some(ns), name)?, original)?;
     }
+    // The chart's CEL conditions keep claims M1 cannot change away from the webhook; the
+    // others are reviewed, and the log says why each was left alone.
+    for name in ["opt-out", "rwx", "rwo-rox"] {
+        let seen = env.reviews_of(ns, name)?;
+        anyhow::ensure!(seen.is_empty(), "{name} was sent to the webhook: {seen:#?}");
+    }
+    for (name, reason) in [
+        ("intree", "in-tree provisioner"),
+        ("no-class", "storageClassName"),
+        ("pinned", "which do not offer ReadWriteOncePod"),
+        ("selector", "spec.selector is set"),
+    ] {
+        let seen = env.reviews_of(ns, name)?;
+        anyhow::ensure!(
+            seen.len() == 1
+                && seen[0]["webhook"] == "mutate"
+                && seen[0]["mutated"] == false
+                && seen[0]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(reason)),
+            "{name}: wanted one mutating review with a reason containing {reason:?}: {seen:#?}"
+        );
+    }
     // The pinned claim binds to its [ReadWriteOnce] volume, which a mutation would have broken.
     env.wait_bound(ns, "pinned")?;
 
@@ -521,7 +514,7 @@ fn m1_leaves_claims_it_would_break(env: &Env) -> anyhow::Result<()> {
     .success()?;
     ensure_untouched(&env.get("pvc", Some(release_ns), name)?, &["ReadWriteOnce"])?;
     anyhow::ensure!(
-        reviews_of(env, ns, name)?.is_empty(),
+        env.reviews_of(ns, name)?.is_empty(),
         "the webhook reviewed a claim in the excluded release namespace"
     );
     Ok(())

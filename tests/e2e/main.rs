@@ -10,6 +10,7 @@
 //!   KUBEBUILDER_ASSETS=DIR cargo test --test e2e [-- FILTER]
 
 mod admission;
+mod failsafe;
 mod harness;
 mod migrate;
 mod scan;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
     let args = Arguments::from_args();
     let cases: Vec<Case> = [
         admission::cases(),
+        failsafe::cases(),
         scan::cases(),
         migrate::cases(),
         serve::cases(),

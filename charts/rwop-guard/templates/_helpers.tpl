@@ -102,3 +102,11 @@ webhook never blocks the namespace it runs in) and webhooks.excludeNamespaces.
 {{- end }}
 {{- toJson (uniq $ns) }}
 {{- end }}
+
+{{/*
+CEL: true when a PersistentVolume update changes its access modes as a set (order and
+duplicates do not count, as in rwop-guard's own comparison).
+*/}}
+{{- define "rwop-guard.celModesChange" -}}
+has(object.spec.accessModes) != has(oldObject.spec.accessModes) || (has(object.spec.accessModes) && (!object.spec.accessModes.all(m, m in oldObject.spec.accessModes) || !oldObject.spec.accessModes.all(m, m in object.spec.accessModes)))
+{{- end }}

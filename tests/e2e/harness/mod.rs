@@ -10,6 +10,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -202,6 +203,35 @@ impl Env {
                     .is_ok_and(|c| c["spec"]["accessModes"] == json!(["ReadWriteOncePod"]));
                 let after_mutate = serve.metric("rwop_guard_requests_total")?;
                 Ok((mutated && after_mutate > after).then_some(()))
+            },
+        )
+    }
+
+    /// Reviews the shared server logged for objects named `name`, once everything reviewed so far
+    /// is in its log: a dry-run claim created in `namespace` is reviewed after every earlier
+    /// request, and the log is written in batches, so this waits for that claim's line.
+    pub fn reviews_of(&self, namespace: &str, name: &str) -> anyhow::Result<Vec<Value>> {
+        static BARRIERS: AtomicUsize = AtomicUsize::new(0);
+        let barrier = format!("barrier-{}", BARRIERS.fetch_add(1, Ordering::Relaxed));
+        self.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &docs(&[claim(
+                &barrier,
+                namespace,
+                &["ReadWriteOnce"],
+                Some(CSI_CLASS),
+            )]),
+        )
+        .success()?;
+        wait_until(
+            "the review log to catch up",
+            Duration::from_secs(10),
+            || {
+                let reviews = self.serve().reviews();
+                Ok(reviews
+                    .iter()
+                    .any(|r| r["name"] == barrier.as_str() && r["namespace"] == namespace)
+                    .then(|| reviews.into_iter().filter(|r| r["name"] == name).collect()))
             },
         )
     }
