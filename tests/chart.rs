@@ -95,11 +95,20 @@ fn find<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The first webhook of the configuration of `kind`: validate.rwop-guard.dev, or
+/// mutate.rwop-guard.dev when mutation is enabled.
 fn webhook<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     let config = find(docs, kind);
     let hooks = config["webhooks"].as_array().expect("webhooks is a list");
-    assert_eq!(hooks.len(), 1, "{kind} should hold one webhook");
     &hooks[0]
+}
+
+fn webhook_names(docs: &[Value], kind: &str) -> Vec<String> {
+    all_of_kind(docs, kind)
+        .iter()
+        .flat_map(|c| c["webhooks"].as_array().into_iter().flatten())
+        .filter_map(|w| w["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 fn container(docs: &[Value]) -> &Value {
@@ -202,8 +211,59 @@ fn validating_webhook_reviews_only_volume_access_mode_changes() {
         hook["clientConfig"]["service"],
         json!({"name": FULLNAME, "namespace": NAMESPACE, "port": 443, "path": "/validate"})
     );
-    // Mutation is off by default, and so is its webhook.
+    assert_eq!(
+        webhook_names(&docs, "ValidatingWebhookConfiguration"),
+        ["validate.rwop-guard.dev"]
+    );
+    // Mutation is off by default, and so is its webhook; the re-apply one is on.
+    assert_eq!(
+        webhook_names(&docs, "MutatingWebhookConfiguration"),
+        ["keep.rwop-guard.dev"]
+    );
+    let docs = render(&["--set", "webhooks.mutating.keepOnReapply=false"]);
     assert!(all_of_kind(&docs, "MutatingWebhookConfiguration").is_empty());
+    let docs = render(&["--set", "policy.mutation.enabled=true"]);
+    assert_eq!(
+        webhook_names(&docs, "MutatingWebhookConfiguration"),
+        ["mutate.rwop-guard.dev", "keep.rwop-guard.dev"]
+    );
+}
+
+#[test]
+fn keep_webhook_sees_only_updates_sending_rwo_over_what_rwop_guard_changed() {
+    let docs = render(&[
+        "--set",
+        "policy.mutation.enabled=true",
+        "--set-json",
+        r#"policy.mutation.namespaces=["team-a"]"#,
+    ]);
+    let config = find(&docs, "MutatingWebhookConfiguration");
+    let keep = &config["webhooks"][1];
+    assert_eq!(keep["name"], "keep.rwop-guard.dev");
+    assert_eq!(
+        keep["rules"],
+        json!([
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+             "resources": ["persistentvolumeclaims"], "scope": "Namespaced"},
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
+             "resources": ["persistentvolumes"], "scope": "Cluster"},
+        ])
+    );
+    assert_eq!(keep["clientConfig"]["service"]["path"], "/mutate");
+    // Not narrowed by the policy's namespaces: a migrated claim may be anywhere.
+    assert_eq!(
+        keep["namespaceSelector"],
+        json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                      "values": ["kube-system", NAMESPACE]}]})
+    );
+    assert_eq!(
+        condition_names(keep),
+        [
+            "rwop-guard-reapplies-read-write-once",
+            "rwop-guard-was-read-write-once-pod",
+            "rwop-guard-changed-by-rwop-guard"
+        ]
+    );
 }
 
 #[test]
@@ -225,8 +285,12 @@ fn scope_all_reviews_every_pv_and_pvc_write() {
         ])
     );
     assert!(hook.get("matchConditions").is_none(), "{hook}");
-    let mutating = webhook(&docs, "MutatingWebhookConfiguration");
-    assert!(mutating.get("matchConditions").is_none(), "{mutating}");
+    for hook in find(&docs, "MutatingWebhookConfiguration")["webhooks"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(hook.get("matchConditions").is_none(), "{hook}");
+    }
 
     let err = try_render(&["--set", "webhooks.scope=some"]).unwrap_err();
     assert!(

@@ -6,9 +6,10 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::core::admission::Operation;
 use proptest::prelude::*;
 use rwop_guard::policy::{
-    AccessMode, AccessModes, Action, ClusterFacts, Decision, Facts, MUTATED_FROM_ANNOTATION,
-    Policy, StorageClassFacts, Subject, TASK_URL, exclusive_rwop_violation, mutate_claim,
-    transition_violation, validate_claim, validate_volume,
+    AccessMode, AccessModes, Action, ClusterFacts, Decision, Facts, MIGRATED_FROM_ANNOTATION,
+    MIGRATION_ANNOTATION, MUTATED_FROM_ANNOTATION, Policy, Side, StorageClassFacts, Subject,
+    TASK_URL, exclusive_rwop_violation, keep_rwop_on_reapply, mutate_claim, transition_violation,
+    validate_claim, validate_volume,
 };
 use serde_json::json;
 
@@ -928,4 +929,186 @@ fn v2_allows_only_a_recorded_unbound_rollback_to_rwo() {
         .into(),
     );
     assert!(!validate_volume(&policy, &update, &new, Some(&garbled)).allowed);
+}
+
+// ---- M2: re-applied [ReadWriteOnce] manifests keep [ReadWriteOncePod] -------------------------
+
+fn side(pvc: &PersistentVolumeClaim) -> Side<'_> {
+    Side {
+        meta: &pvc.metadata,
+        modes: pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
+    }
+}
+
+fn keep(old: &PersistentVolumeClaim, new: &PersistentVolumeClaim) -> Decision {
+    keep_rwop_on_reapply(
+        Subject::claim(&new.metadata),
+        &Operation::Update,
+        side(new),
+        Some(side(old)),
+    )
+}
+
+/// The object after the decision's patch.
+fn patched(object: &PersistentVolumeClaim, decision: &Decision) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap();
+    json_patch::patch(&mut value, decision.patch.as_ref().unwrap()).unwrap();
+    value
+}
+
+#[test]
+fn m2_keeps_rwop_when_a_mutated_claims_manifest_is_reapplied() {
+    let old = pvc(
+        &[RWOP],
+        json!({}),
+        Some(json!({MUTATED_FROM_ANNOTATION: RWO})),
+    );
+    // kubectl apply: the annotation stays (kubectl never set it), the modes go back.
+    let new = pvc(
+        &[RWO],
+        json!({}),
+        Some(json!({MUTATED_FROM_ANNOTATION: RWO})),
+    );
+    let d = keep(&old, &new);
+    assert!(d.allowed);
+    assert_eq!(d.outcome(), "mutated");
+    let after = patched(&new, &d);
+    assert_eq!(after["spec"]["accessModes"], json!([RWOP]));
+    assert_eq!(
+        after["metadata"]["annotations"][MUTATED_FROM_ANNOTATION],
+        RWO
+    );
+    assert_eq!(
+        d.warnings,
+        [
+            "PersistentVolumeClaim \"shop/orders-db\": the applied manifest asks for \
+          [ReadWriteOnce], but the object is [ReadWriteOncePod] because rwop-guard changed it \
+          when it was created; kept [ReadWriteOncePod]. Change the manifest to \
+          [ReadWriteOncePod] to match (and to silence this warning)"
+        ]
+    );
+    assert!(d.audit.contains_key("reapply"));
+
+    // Server-side apply drops the annotation the applier owns: it is put back.
+    let new = pvc(&[RWO], json!({}), None);
+    let after = patched(&new, &keep(&old, &new));
+    assert_eq!(
+        after["metadata"]["annotations"][MUTATED_FROM_ANNOTATION],
+        RWO
+    );
+    assert_eq!(after["spec"]["accessModes"], json!([RWOP]));
+    let new = pvc(&[RWO], json!({}), Some(json!({"team": "db"})));
+    let after = patched(&new, &keep(&old, &new));
+    assert_eq!(
+        after["metadata"]["annotations"],
+        json!({"team": "db", MUTATED_FROM_ANNOTATION: RWO})
+    );
+}
+
+#[test]
+fn m2_keeps_rwop_on_migrated_claims_and_volumes() {
+    let old = pvc(
+        &[RWOP],
+        json!({}),
+        Some(json!({MIGRATED_FROM_ANNOTATION: RWO})),
+    );
+    let new = pvc(&[RWO], json!({}), None);
+    let d = keep(&old, &new);
+    assert!(
+        d.warnings[0].contains("because rwop-guard migrate moved it"),
+        "{d:?}"
+    );
+    let after = patched(&new, &d);
+    assert_eq!(
+        after["metadata"]["annotations"][MIGRATED_FROM_ANNOTATION],
+        RWO
+    );
+
+    let mut old_pv = pv("pv-1", &[RWOP], "Delete", true, Some("u1"));
+    old_pv.metadata.annotations =
+        Some([(MIGRATED_FROM_ANNOTATION.to_owned(), RWO.to_owned())].into());
+    let new_pv = pv("pv-1", &[RWO], "Delete", true, Some("u1"));
+    let volume_side = |v: &PersistentVolume| -> (Option<Vec<String>>, _) {
+        (
+            v.spec.as_ref().and_then(|s| s.access_modes.clone()),
+            v.metadata.clone(),
+        )
+    };
+    let (old_modes, old_meta) = volume_side(&old_pv);
+    let (new_modes, new_meta) = volume_side(&new_pv);
+    let d = keep_rwop_on_reapply(
+        Subject::volume(&new_meta),
+        &Operation::Update,
+        Side {
+            meta: &new_meta,
+            modes: new_modes.as_ref(),
+        },
+        Some(Side {
+            meta: &old_meta,
+            modes: old_modes.as_ref(),
+        }),
+    );
+    assert_eq!(d.outcome(), "mutated");
+    assert!(
+        d.warnings[0].starts_with("PersistentVolume \"pv-1\": the applied manifest"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn m2_leaves_everything_else_alone() {
+    let marked = Some(json!({MUTATED_FROM_ANNOTATION: RWO}));
+    let cases = [
+        // Not marked by rwop-guard.
+        (pvc(&[RWOP], json!({}), None), pvc(&[RWO], json!({}), None)),
+        (
+            pvc(
+                &[RWOP],
+                json!({}),
+                Some(json!({MUTATED_FROM_ANNOTATION: RWX})),
+            ),
+            pvc(&[RWO], json!({}), None),
+        ),
+        // Other transitions.
+        (
+            pvc(&[RWOP], json!({}), marked.clone()),
+            pvc(&[RWOP], json!({}), marked.clone()),
+        ),
+        (
+            pvc(&[RWOP], json!({}), marked.clone()),
+            pvc(&[RWX], json!({}), marked.clone()),
+        ),
+        (
+            pvc(&[RWOP], json!({}), marked.clone()),
+            pvc(&[RWO, RWX], json!({}), marked.clone()),
+        ),
+        (
+            pvc(&[RWO], json!({}), marked.clone()),
+            pvc(&[RWO], json!({}), marked.clone()),
+        ),
+        // A migration or rollback under way.
+        (
+            pvc(
+                &[RWOP],
+                json!({}),
+                Some(json!({MUTATED_FROM_ANNOTATION: RWO,
+                                                MIGRATION_ANNOTATION: "{}"})),
+            ),
+            pvc(&[RWO], json!({}), None),
+        ),
+    ];
+    for (old, new) in &cases {
+        let d = keep(old, new);
+        assert_eq!(d.outcome(), "allowed", "{old:?} -> {new:?}: {d:?}");
+        assert!(d.explanation.is_some(), "{d:?}");
+    }
+    // CREATE and a missing old object: not M2's business.
+    let new = pvc(&[RWO], json!({}), None);
+    let d = keep_rwop_on_reapply(
+        Subject::claim(&new.metadata),
+        &Operation::Create,
+        side(&new),
+        None,
+    );
+    assert_eq!(d, Decision::allow());
 }

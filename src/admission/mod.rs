@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use self::prune::Keep;
 use crate::policy::{
-    ANNOTATION_PREFIX, Decision, Facts, Policy, mutate_claim, validate_claim, validate_volume,
+    ANNOTATION_PREFIX, Decision, Facts, Policy, Side, Subject, keep_rwop_on_reapply, mutate_claim,
+    validate_claim, validate_volume,
 };
 
 /// Which of the two webhooks is answering.
@@ -209,6 +210,12 @@ fn answer(
                 (Webhook::Validate, Some(new)) => {
                     validate_volume(policy, &req.operation, new, req.old_object.as_ref())
                 }
+                (Webhook::Mutate, Some(new)) => keep_rwop_on_reapply(
+                    Subject::volume(&new.metadata),
+                    &req.operation,
+                    volume_side(new),
+                    req.old_object.as_ref().map(volume_side),
+                ),
                 _ => Decision::allow(),
             };
             respond(req, decision)
@@ -218,6 +225,18 @@ fn answer(
                 (Webhook::Validate, Some(new)) => {
                     validate_claim(policy, &req.operation, new, req.old_object.as_ref())
                 }
+                (Webhook::Mutate, Some(new)) if req.operation == Operation::Update => {
+                    let mut meta = new.metadata.clone();
+                    if meta.namespace.is_none() {
+                        meta.namespace = req.namespace.clone();
+                    }
+                    keep_rwop_on_reapply(
+                        Subject::claim(&meta),
+                        &req.operation,
+                        claim_side(new),
+                        req.old_object.as_ref().map(claim_side),
+                    )
+                }
                 (Webhook::Mutate, Some(new)) => {
                     mutate_claim(policy, facts, &req.operation, new, req.namespace.as_deref())
                 }
@@ -226,6 +245,20 @@ fn answer(
             respond(req, decision)
         }
         Request::Other(req) => respond(req, Decision::allow()),
+    }
+}
+
+fn volume_side(pv: &PersistentVolume) -> Side<'_> {
+    Side {
+        meta: &pv.metadata,
+        modes: pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
+    }
+}
+
+fn claim_side(pvc: &PersistentVolumeClaim) -> Side<'_> {
+    Side {
+        meta: &pvc.metadata,
+        modes: pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
     }
 }
 

@@ -6,6 +6,7 @@
 mod config;
 mod facts;
 mod mutation;
+mod reapply;
 mod rules;
 pub mod selector;
 
@@ -17,8 +18,10 @@ pub use config::{
 pub use facts::{ClusterFacts, Facts, StorageClassFacts};
 pub use modes::{AccessMode, AccessModes};
 pub use mutation::{
-    MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop, mutate_claim,
+    MIGRATED_FROM_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop,
+    mutate_claim,
 };
+pub use reapply::{Side, keep_rwop_on_reapply};
 pub use rules::{
     MIGRATION_ANNOTATION, Rule, Subject, TASK_URL, Violation, exclusive_rwop_violation,
     transition_violation, validate_claim, validate_volume,

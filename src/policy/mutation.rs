@@ -13,6 +13,9 @@ use super::{AccessMode, AccessModes, Decision, Facts, Policy, Subject, selector}
 pub const OPT_OUT_ANNOTATION: &str = "rwop-guard.dev/mutate";
 /// Recorded on every mutated claim, so the change is visible and reversible.
 pub const MUTATED_FROM_ANNOTATION: &str = "rwop-guard.dev/mutated-from";
+/// Left by `rwop-guard migrate` on the claim and the volume it moved to ReadWriteOncePod, for
+/// good: re-applied `[ReadWriteOnce]` manifests of them keep `[ReadWriteOncePod]` (M2).
+pub const MIGRATED_FROM_ANNOTATION: &str = "rwop-guard.dev/migrated-from";
 
 /// M1. `namespace` is the request's namespace (the object may not carry one yet).
 /// When nothing is changed, `Decision::explanation` says why, for the log.

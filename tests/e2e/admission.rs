@@ -41,6 +41,10 @@ pub fn cases() -> Vec<Case> {
             m1_leaves_claims_it_would_break,
         ),
         Case::shared(
+            "admission::m2_a_mutated_claim_survives_reapply_ssa_and_helm_upgrade",
+            m2_mutated_claim_survives_reapply,
+        ),
+        Case::shared(
             "admission::claims_bind_with_the_webhooks_registered",
             claims_bind_with_webhooks,
         ),
@@ -607,5 +611,97 @@ fn warned_change(env: &Env) -> anyhow::Result<()> {
     );
     let after = env.get("pv", None, name)?;
     anyhow::ensure!(*modes(&after) == json!(["ReadWriteOncePod"]), "{after}");
+    Ok(())
+}
+
+fn reapply_warning(ns: &str, name: &str) -> String {
+    format!(
+        "PersistentVolumeClaim \"{ns}/{name}\": the applied manifest asks for [ReadWriteOnce], \
+         but the object is [ReadWriteOncePod] because rwop-guard changed it when it was created; \
+         kept [ReadWriteOncePod]. Change the manifest to [ReadWriteOncePod] to match (and to \
+         silence this warning)"
+    )
+}
+
+fn m2_mutated_claim_survives_reapply(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-adm-m2";
+    env.namespace(ns)?;
+    // kubectl apply, twice: the second sends [ReadWriteOnce] back (three-way merge).
+    let manifest = docs(&[claim("app", ns, &["ReadWriteOnce"], Some(CSI_CLASS))]);
+    env.kubectl_stdin(&["apply", "-f", "-"], &manifest)
+        .success()?;
+    let created = env.get("pvc", Some(ns), "app")?;
+    ensure_mutated(&created)?;
+    let out = env.kubectl_stdin(&["apply", "-f", "-"], &manifest);
+    anyhow::ensure!(out.ok(), "re-apply failed: {out:#?}");
+    anyhow::ensure!(
+        warnings(&out.stderr) == [reapply_warning(ns, "app")],
+        "{out:#?}"
+    );
+    anyhow::ensure!(
+        out.stdout.trim() == "persistentvolumeclaim/app configured"
+            || out.stdout.trim() == "persistentvolumeclaim/app unchanged",
+        "{out:#?}"
+    );
+    let after = env.get("pvc", Some(ns), "app")?;
+    ensure_mutated(&after)?;
+    anyhow::ensure!(
+        after["metadata"]["uid"] == created["metadata"]["uid"],
+        "the claim was recreated"
+    );
+
+    // Server-side apply: the applier owns the modes and the annotation the webhook added at
+    // creation; re-applying without them keeps both.
+    let ssa = docs(&[claim("ssa", ns, &["ReadWriteOnce"], Some(CSI_CLASS))]);
+    env.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &ssa)
+        .success()?;
+    let out = env.kubectl_stdin(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &ssa,
+    );
+    anyhow::ensure!(out.ok(), "server-side re-apply failed: {out:#?}");
+    anyhow::ensure!(
+        warnings(&out.stderr) == [reapply_warning(ns, "ssa")],
+        "{out:#?}"
+    );
+    ensure_mutated(&env.get("pvc", Some(ns), "ssa")?)?;
+
+    // Helm: install, then upgrade of the same chart (its three-way merge patch).
+    let chart = tempfile::tempdir()?;
+    std::fs::create_dir_all(chart.path().join("templates"))?;
+    std::fs::write(
+        chart.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: e2e-app\nversion: 0.1.0\n",
+    )?;
+    let mut templated = claim("helm-data", ns, &["ReadWriteOnce"], Some(CSI_CLASS));
+    templated["metadata"]
+        .as_object_mut()
+        .map(|m| m.remove("namespace"));
+    std::fs::write(
+        chart.path().join("templates/pvc.yaml"),
+        templated.to_string(),
+    )?;
+    let helm = |verb: &str| {
+        crate::harness::run_tool(
+            std::process::Command::new(crate::harness::tool("helm", "HELM"))
+                .args([verb, "e2e-app"])
+                .arg(chart.path())
+                .args(["--namespace", ns, "--kubeconfig"])
+                .arg(&env.plane.kubeconfig),
+        )
+    };
+    helm("install").success()?;
+    ensure_mutated(&env.get("pvc", Some(ns), "helm-data")?)?;
+    let out = helm("upgrade");
+    anyhow::ensure!(out.ok(), "helm upgrade failed: {out:#?}");
+    let upgraded = env.get("pvc", Some(ns), "helm-data")?;
+    ensure_mutated(&upgraded)?;
+    // The webhook kept the modes on helm's update (it logged the re-apply).
+    let kept = env.reviews_of(ns, "helm-data")?;
+    anyhow::ensure!(
+        kept.iter()
+            .any(|r| r["operation"] == "UPDATE" && r["mutated"] == true),
+        "{kept:#?}"
+    );
     Ok(())
 }

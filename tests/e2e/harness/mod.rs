@@ -350,6 +350,11 @@ pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: &str) -> Out {
     )
 }
 
+/// Runs a tool with no input.
+pub fn run_tool(command: &mut Command) -> Out {
+    run(command, "")
+}
+
 fn run(command: &mut Command, stdin: &str) -> Out {
     let child = command
         .stdin(Stdio::piped())
