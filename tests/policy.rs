@@ -1112,3 +1112,43 @@ fn m2_leaves_everything_else_alone() {
     );
     assert_eq!(d, Decision::allow());
 }
+
+#[test]
+fn v2_message_fits_the_change() {
+    let policy = Policy::default();
+    let update = Operation::Update;
+    // Not involving ReadWriteOncePod: said so.
+    let old = pv("pv-1", &[RWX], "Retain", true, None);
+    let new = pv("pv-1", &[RWO], "Retain", true, None);
+    let d = validate_volume(&policy, &update, &new, Some(&old));
+    assert_eq!(
+        d.message.as_deref(),
+        Some(
+            "PersistentVolume \"pv-1\": access mode change [ReadWriteMany] -> [ReadWriteOnce] is \
+             not allowed: it does not involve ReadWriteOncePod, and the only change rwop-guard \
+             allows is [ReadWriteOnce] -> [ReadWriteOncePod] (nothing checks other changes \
+             against the claim bound to the volume); keep [ReadWriteMany]"
+        )
+    );
+    // Back from [ReadWriteOncePod] on a volume migrate moved: how to undo the migration.
+    let mut old = pv("pv-1", &[RWOP], "Retain", true, Some("u1"));
+    old.metadata.annotations = Some([(MIGRATED_FROM_ANNOTATION.to_owned(), RWO.to_owned())].into());
+    let mut new = pv("pv-1", &[RWX], "Retain", true, Some("u1"));
+    new.metadata.annotations = old.metadata.annotations.clone();
+    let d = validate_volume(&policy, &update, &new, Some(&old));
+    let message = d.message.unwrap();
+    assert!(
+        message.ends_with(
+            "; this volume was moved to [ReadWriteOncePod] by rwop-guard migrate; to undo that \
+             safely (claim unbound and rebound, consumers scaled down and back), run: rwop-guard \
+             migrate shop/orders-db --rollback"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("only [ReadWriteOnce] -> [ReadWriteOncePod] is supported"));
+    // The same change on a volume rwop-guard never migrated: no hint.
+    let old = pv("pv-1", &[RWOP], "Retain", true, Some("u1"));
+    let new = pv("pv-1", &[RWX], "Retain", true, Some("u1"));
+    let d = validate_volume(&policy, &update, &new, Some(&old));
+    assert!(!d.message.unwrap().contains("rollback"));
+}

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::Operation;
 
-use super::{AccessMode, AccessModes, Action, Decision, Policy};
+use super::{AccessMode, AccessModes, Action, Decision, MIGRATED_FROM_ANNOTATION, Policy};
 
 /// The upstream task this tool automates; linked from messages so users know the way forward.
 pub const TASK_URL: &str =
@@ -114,14 +114,51 @@ pub fn transition_violation(
     if old == new || is_rwo_to_rwop(old, new) {
         return None;
     }
-    Some(Violation::new(
-        Rule::V2,
-        subject,
+    let rwop = AccessMode::ReadWriteOncePod;
+    let message = if old.contains(rwop) || new.contains(rwop) {
         format!(
             "access mode change {old} -> {new} is not allowed; only [ReadWriteOnce] -> \
              [ReadWriteOncePod] is supported ({TASK_URL})"
-        ),
-    ))
+        )
+    } else {
+        format!(
+            "access mode change {old} -> {new} is not allowed: it does not involve \
+             ReadWriteOncePod, and the only change rwop-guard allows is [ReadWriteOnce] -> \
+             [ReadWriteOncePod] (nothing checks other changes against the claim bound to the \
+             volume); keep {old}"
+        )
+    };
+    Some(Violation::new(Rule::V2, subject, message))
+}
+
+/// How to undo a migration, for a V2 denial of a change away from [ReadWriteOncePod] on a
+/// volume `migrate` moved.
+fn undo_migration_hint(pv: &PersistentVolume) -> Option<String> {
+    let marked = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MIGRATED_FROM_ANNOTATION))
+        .is_some();
+    marked.then(|| {
+        let claim = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|c| {
+                Some(format!(
+                    "{}/{}",
+                    c.namespace.as_deref()?,
+                    c.name.as_deref()?
+                ))
+            })
+            .unwrap_or_else(|| "NAMESPACE/CLAIM".to_owned());
+        format!(
+            "this volume was moved to [ReadWriteOncePod] by rwop-guard migrate; to undo that \
+             safely (claim unbound and rebound, consumers scaled down and back), run: rwop-guard \
+             migrate {claim} --rollback"
+        )
+    })
 }
 
 fn is_rwo_to_rwop(old: &AccessModes, new: &AccessModes) -> bool {
@@ -173,7 +210,7 @@ pub fn validate_volume(
             && is_recorded_rollback(old, new)
     });
     if rollback {
-        let mut decision = decide(policy, subject, &new_modes, None);
+        let mut decision = decide(policy, subject, &new_modes, None, None);
         decision.audit.insert(
             "rollback".to_owned(),
             "[ReadWriteOncePod] -> [ReadWriteOnce] by a recorded rwop-guard migrate --rollback"
@@ -181,7 +218,17 @@ pub fn validate_volume(
         );
         return decision;
     }
-    let mut decision = decide(policy, subject, &new_modes, old_modes.as_ref());
+    let from_rwop = old_modes
+        .as_ref()
+        .is_some_and(|o| o.is_only(AccessMode::ReadWriteOncePod));
+    let hint = old.filter(|_| from_rwop).and_then(undo_migration_hint);
+    let mut decision = decide(
+        policy,
+        subject,
+        &new_modes,
+        old_modes.as_ref(),
+        hint.as_deref(),
+    );
     if decision.allowed
         && old_modes
             .as_ref()
@@ -215,6 +262,7 @@ pub fn validate_claim(
         Subject::claim(&new.metadata),
         &new_modes,
         old_modes.as_ref(),
+        None,
     )
 }
 
@@ -232,15 +280,26 @@ fn applicable<T>(
     }
 }
 
+/// V1 and V2 on the mode sets; `v2_hint` is added to a V2 message.
 fn decide(
     policy: &Policy,
     subject: Subject<'_>,
     new: &AccessModes,
     old: Option<&AccessModes>,
+    v2_hint: Option<&str>,
 ) -> Decision {
+    let v2 = old
+        .and_then(|old| transition_violation(subject, old, new))
+        .map(|mut v| {
+            if let Some(hint) = v2_hint {
+                v.message = format!("{}; {hint}", v.message);
+                v.detail = format!("{}; {hint}", v.detail);
+            }
+            v
+        });
     let violations: Vec<Violation> = exclusive_rwop_violation(subject, new)
         .into_iter()
-        .chain(old.and_then(|old| transition_violation(subject, old, new)))
+        .chain(v2)
         .collect();
     let mut decision = Decision::allow();
     if violations.is_empty() {

@@ -171,16 +171,23 @@ fn v2_denies_other_changes(env: &Env) -> anyhow::Result<()> {
         let out = env
             .kubectl(&["patch", "pv", name, "--type=merge", "-p", &patch_modes(to)])
             .failure()?;
+        let (old, new) = (
+            format!("[{}]", from.join(", ")),
+            format!("[{}]", to.join(", ")),
+        );
+        let message = if from.contains(&"ReadWriteOncePod") || to.contains(&"ReadWriteOncePod") {
+            v2_message(name, &old, &new)
+        } else {
+            format!(
+                "PersistentVolume \"{name}\": access mode change {old} -> {new} is not allowed: \
+                 it does not involve ReadWriteOncePod, and the only change rwop-guard allows is \
+                 [ReadWriteOnce] -> [ReadWriteOncePod] (nothing checks other changes against the \
+                 claim bound to the volume); keep {old}"
+            )
+        };
         let expected = format!(
             "Error from server (Forbidden): {}",
-            denial(
-                VALIDATE,
-                &v2_message(
-                    name,
-                    &format!("[{}]", from.join(", ")),
-                    &format!("[{}]", to.join(", "))
-                )
-            )
+            denial(VALIDATE, &message)
         );
         anyhow::ensure!(
             out.stderr.trim_end() == expected,
