@@ -202,7 +202,7 @@ fn v2_denies_other_changes(env: &Env) -> anyhow::Result<()> {
 fn v2_denies_through_every_write_path(env: &Env) -> anyhow::Result<()> {
     let name = "e2e-adm-v2-paths";
     let original = lone_volume(name, &["ReadWriteMany"]);
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[original.clone()]))
+    env.kubectl_stdin(&["apply", "-f", "-"], &docs(std::slice::from_ref(&original)))
         .success()?;
     let mut changed = original;
     changed["spec"]["accessModes"] = json!(["ReadWriteOncePod"]);
