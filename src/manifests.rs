@@ -3,7 +3,6 @@
 //! rule V1 (and, on request, mutation M1). Reading files is the caller's business.
 
 use std::fmt;
-use std::io::Cursor;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::core::admission::Operation;
@@ -19,6 +18,9 @@ use crate::policy::{
 pub struct Finding {
     /// 1-based number of the document in its file (empty documents are not counted).
     pub document: usize,
+    /// 1-based line of the object in its file: where its document starts, or where its item of
+    /// a `List` starts.
+    pub line: usize,
     pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
@@ -39,30 +41,124 @@ impl Finding {
 
 /// A document that cannot be checked: not YAML/JSON, or a PV/PVC that does not decode.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("document {document}: {message}")]
+#[error("document {document} (line {line}): {message}")]
 pub struct DocumentError {
     pub document: usize,
+    pub line: usize,
     pub message: String,
 }
 
-/// Parses a multi-document YAML stream (JSON is YAML too). Empty documents are skipped. Stops at
-/// the first document that is not valid, naming it.
-pub fn parse_documents(text: &str) -> Result<Vec<Value>, DocumentError> {
-    let mut docs = Vec::new();
-    let mut cursor = Cursor::new(text.as_bytes());
-    for result in serde_saphyr::read::<_, Value>(&mut cursor) {
-        match result {
-            Ok(Value::Null) => {}
-            Ok(doc) => docs.push(doc),
+/// One document of a stream and where it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// 1-based, counting non-empty documents.
+    pub number: usize,
+    /// 1-based line of its first content line.
+    pub line: usize,
+    pub value: Value,
+    /// The line of each object [`objects`] yields: the document's, or each `List` item's.
+    pub object_lines: Vec<usize>,
+}
+
+/// Parses a multi-document YAML stream (JSON is YAML too). Documents are split as kubectl
+/// splits them (a line `---`, optionally followed by a comment), so one document that is not
+/// valid is reported without losing the others. Empty documents are skipped.
+pub fn parse_documents(text: &str) -> Vec<Result<Document, DocumentError>> {
+    let mut out = Vec::new();
+    let mut number = 0;
+    for (first_line, chunk) in split_documents(text) {
+        let Some(offset) = chunk.lines().position(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#') && t != "---" && !t.starts_with("--- #")
+        }) else {
+            continue;
+        };
+        let line = first_line + offset;
+        let values: Result<Vec<Value>, _> = serde_saphyr::from_multiple(chunk);
+        match values {
             Err(e) => {
-                return Err(DocumentError {
-                    document: docs.len() + 1,
-                    message: format!("not valid YAML: {}", crate::one_line(&e.to_string())),
-                });
+                number += 1;
+                // The parser counts lines from the start of this document; the file's count is
+                // what an editor shows.
+                let at = e
+                    .location()
+                    .and_then(|l| usize::try_from(l.line()).ok())
+                    .filter(|l| *l > 0)
+                    .map(|l| first_line + l - 1);
+                let text = e.without_snippet().to_string();
+                let reason = text
+                    .split_once(": ")
+                    .filter(|(head, _)| head.contains("line ") && head.contains("column "))
+                    .map_or(text.as_str(), |(_, rest)| rest);
+                let reason = match reason.rfind(" at line ") {
+                    Some(i) if reason[i..].contains(", column ") => &reason[..i],
+                    _ => reason,
+                };
+                out.push(Err(DocumentError {
+                    document: number,
+                    line: at.unwrap_or(line),
+                    message: format!("not valid YAML: {}", crate::one_line(reason)),
+                }));
+            }
+            Ok(values) => {
+                for value in values.into_iter().filter(|v| !v.is_null()) {
+                    number += 1;
+                    let object_lines = match items_of(&value) {
+                        Some(items) => item_lines(chunk, first_line, items.len(), line),
+                        None => vec![line],
+                    };
+                    out.push(Ok(Document {
+                        number,
+                        line,
+                        value,
+                        object_lines,
+                    }));
+                }
             }
         }
     }
-    Ok(docs)
+    out
+}
+
+/// (first line number, text) of each `---`-separated part of `text`.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut parts = Vec::new();
+    let (mut start, mut start_line, mut offset) = (0, 1, 0);
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let rest = line.trim_end();
+        let separator = rest.strip_prefix("---").is_some_and(|after| {
+            let after = after.trim_start();
+            after.is_empty() || after.starts_with('#')
+        });
+        if separator {
+            parts.push((start_line, &text[start..offset]));
+            start = offset + line.len();
+            start_line = i + 2;
+        }
+        offset += line.len();
+    }
+    parts.push((start_line, &text[start..]));
+    parts
+}
+
+/// The line of each item of a `List` document (its `items` sequence), or the document's line
+/// for every item when they cannot be located.
+fn item_lines(chunk: &str, first_line: usize, count: usize, fallback: usize) -> Vec<usize> {
+    #[derive(serde::Deserialize)]
+    struct Items {
+        items: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    }
+    match serde_saphyr::from_str::<Items>(chunk) {
+        Ok(parsed) if parsed.items.len() == count => parsed
+            .items
+            .iter()
+            .map(|i| match usize::try_from(i.referenced.line()) {
+                Ok(l) if l > 0 => first_line + l - 1,
+                _ => fallback,
+            })
+            .collect(),
+        _ => vec![fallback; count],
+    }
 }
 
 /// Every object in a document: the document itself, or the items of a `List`.
@@ -86,13 +182,16 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
-/// V1 over one document. `document` is its number, carried into findings and errors.
-pub fn check_document(doc: &Value, document: usize) -> Result<Vec<Finding>, DocumentError> {
+/// V1 over one document; findings and errors carry its number and their object's line.
+pub fn check_document(doc: &Document) -> Result<Vec<Finding>, DocumentError> {
     let mut findings = Vec::new();
-    for obj in objects(doc) {
+    let document = doc.number;
+    for (i, obj) in objects(&doc.value).into_iter().enumerate() {
+        let line = doc.object_lines.get(i).copied().unwrap_or(doc.line);
         let kind = str_at(obj, "/kind").unwrap_or_default();
         let finding = |rule: Rule, message: String, name: &str| Finding {
             document,
+            line,
             kind: kind.to_owned(),
             namespace: str_at(obj, "/metadata/namespace").map(str::to_owned),
             name: name.to_owned(),
@@ -101,6 +200,7 @@ pub fn check_document(doc: &Value, document: usize) -> Result<Vec<Finding>, Docu
         };
         let undecodable = |what: &str, e: serde_json::Error| DocumentError {
             document,
+            line,
             message: format!("{what} does not decode: {e}"),
         };
         match kind {
@@ -171,56 +271,73 @@ fn claim_violation(pvc: &PersistentVolumeClaim, subject: Subject<'_>) -> Option<
     exclusive_rwop_violation(subject, &modes)
 }
 
-/// What `--mutate` did to one claim or template.
+/// What `--mutate` did to one claim or template, or a caveat about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MutationNote {
     pub document: usize,
+    pub line: usize,
     pub object: String,
-    /// None when mutated; otherwise why not.
-    pub skipped: Option<String>,
+    pub kind: NoteKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    Mutated,
+    /// Not mutated, and why.
+    Skipped(String),
+    /// Mutated, with something the user must know.
+    Warning(String),
 }
 
 impl fmt::Display for MutationNote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.skipped {
-            None => write!(f, "{}: mutated to [ReadWriteOncePod]", self.object),
-            Some(why) => write!(f, "{}: not mutated: {why}", self.object),
+        match &self.kind {
+            NoteKind::Mutated => write!(f, "{}: mutated to [ReadWriteOncePod]", self.object),
+            NoteKind::Skipped(why) => write!(f, "{}: not mutated: {why}", self.object),
+            NoteKind::Warning(what) => write!(f, "{}: warning: {what}", self.object),
         }
     }
 }
 
 /// Applies M1 in place to the claims and StatefulSet claim templates in `doc`, as the mutating
-/// webhook would on CREATE. Mutation is considered enabled: asking for it is the intent.
+/// webhook would on CREATE. Mutation is considered enabled: asking for it is the intent. Claims
+/// that already are `[ReadWriteOncePod]` get no note.
 pub fn mutate_document(
     policy: &Policy,
     facts: &Facts,
-    doc: &mut Value,
-    document: usize,
+    doc: &mut Document,
 ) -> Result<Vec<MutationNote>, DocumentError> {
     let mut policy = policy.clone();
     policy.mutation.enabled = true;
     let mut notes = Vec::new();
-    let objects: Vec<&mut Value> = match doc.get("kind").and_then(Value::as_str) {
-        Some(kind) if kind.ends_with("List") && doc.get("items").is_some_and(Value::is_array) => {
-            doc.get_mut("items")
+    let document = doc.number;
+    let lines = doc.object_lines.clone();
+    let value = &mut doc.value;
+    let objects: Vec<&mut Value> = match value.get("kind").and_then(Value::as_str) {
+        Some(kind) if kind.ends_with("List") && value.get("items").is_some_and(Value::is_array) => {
+            value
+                .get_mut("items")
                 .and_then(Value::as_array_mut)
                 .map(|items| items.iter_mut().collect())
                 .unwrap_or_default()
         }
-        _ => vec![doc],
+        _ => vec![value],
     };
-    for obj in objects {
+    for (i, obj) in objects.into_iter().enumerate() {
+        let line = lines.get(i).copied().unwrap_or(doc.line);
+        let note = |object: &str, kind: NoteKind| MutationNote {
+            document,
+            line,
+            object: object.to_owned(),
+            kind,
+        };
         let kind = str_at(obj, "/kind").unwrap_or_default().to_owned();
         let namespace = str_at(obj, "/metadata/namespace").map(str::to_owned);
         let name = str_at(obj, "/metadata/name").unwrap_or_default().to_owned();
+        let ns = namespace.as_deref().unwrap_or("-");
+        let statefulset = kind == "StatefulSet";
         let targets: Vec<(&mut Value, String)> = match kind.as_str() {
-            "PersistentVolumeClaim" => {
-                let label = format!(
-                    "PersistentVolumeClaim/{}/{name}",
-                    namespace.as_deref().unwrap_or("-")
-                );
-                vec![(obj, label)]
-            }
+            "PersistentVolumeClaim" => vec![(obj, format!("PersistentVolumeClaim/{ns}/{name}"))],
             "StatefulSet" => obj
                 .pointer_mut("/spec/volumeClaimTemplates")
                 .and_then(Value::as_array_mut)
@@ -228,22 +345,28 @@ pub fn mutate_document(
                     ts.iter_mut()
                         .enumerate()
                         .map(|(i, t)| {
-                            let label = format!(
-                                "StatefulSet/{}/{name} volumeClaimTemplates[{i}]",
-                                namespace.as_deref().unwrap_or("-")
-                            );
-                            (t, label)
+                            (
+                                t,
+                                format!("StatefulSet/{ns}/{name} volumeClaimTemplates[{i}]"),
+                            )
                         })
                         .collect()
                 })
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
+        let mut mutated_templates = 0;
         for (target, label) in targets {
             let pvc = decode_claim(target).map_err(|e| DocumentError {
                 document,
+                line,
                 message: format!("{label} does not decode: {e}"),
             })?;
+            let modes =
+                AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
+            if modes.is_only(crate::policy::AccessMode::ReadWriteOncePod) {
+                continue;
+            }
             let decision = mutate_claim(
                 &policy,
                 facts,
@@ -251,17 +374,34 @@ pub fn mutate_document(
                 &pvc,
                 namespace.as_deref(),
             );
-            if let Some(patch) = &decision.patch {
-                json_patch::patch(target, patch).map_err(|e| DocumentError {
-                    document,
-                    message: format!("{label}: cannot apply the mutation: {e}"),
-                })?;
+            match (&decision.patch, decision.explanation) {
+                (Some(patch), _) => {
+                    json_patch::patch(target, patch).map_err(|e| DocumentError {
+                        document,
+                        line,
+                        message: format!("{label}: cannot apply the mutation: {e}"),
+                    })?;
+                    mutated_templates += usize::from(statefulset);
+                    notes.push(note(&label, NoteKind::Mutated));
+                }
+                (None, why) => notes.push(note(
+                    &label,
+                    NoteKind::Skipped(why.unwrap_or_else(|| "no change needed".to_owned())),
+                )),
             }
-            notes.push(MutationNote {
-                document,
-                object: label,
-                skipped: decision.explanation,
-            });
+        }
+        if mutated_templates > 0 {
+            notes.push(note(
+                &format!("StatefulSet/{ns}/{name}"),
+                NoteKind::Warning(
+                    "volumeClaimTemplates cannot be changed on an existing StatefulSet (the API \
+                     server refuses the update): use this for a new StatefulSet; for one that \
+                     exists, delete it with `kubectl delete statefulset --cascade=orphan` and \
+                     create it again from this manifest (its pods and claims are kept), and move \
+                     its existing claims with rwop-guard migrate"
+                        .to_owned(),
+                ),
+            ));
         }
     }
     Ok(notes)

@@ -6,11 +6,12 @@ use crate::policy::{Policy, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read policy file {path}: {source}")]
+    // The cause is in the message, so it is not also a `source()`: printed with its chain
+    // (`{:#}`), an error says each cause once.
+    #[error("cannot read policy file {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -21,9 +22,9 @@ pub fn load(path: Option<&Path>) -> Result<Policy, LoadError> {
     let Some(path) = path else {
         return Ok(Policy::default());
     };
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     Ok(Policy::from_yaml(&text, &path.display().to_string())?)
 }

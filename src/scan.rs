@@ -43,12 +43,12 @@ pub struct Inventory {
 
 /// A list request that failed; the scan cannot go on without it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot list {resource}: {}", describe(.source))]
+#[error("cannot list {resource}: {}", describe(.error))]
 pub struct ScanError {
     /// The plural resource name, e.g. `persistentvolumeclaims`.
     pub resource: &'static str,
-    #[source]
-    pub source: kube::Error,
+    /// In the message, so not also a `source()`.
+    pub error: kube::Error,
 }
 
 /// `Forbidden (403): <the API server's message>` for API errors, else the error and its causes.
@@ -124,7 +124,7 @@ pub(crate) async fn list_all<K>(
 where
     K: Resource + Clone + DeserializeOwned + fmt::Debug,
 {
-    let fail = |source| ScanError { resource, source };
+    let fail = |error| ScanError { resource, error };
     let mut items = Vec::new();
     let mut token: Option<String> = None;
     loop {

@@ -49,7 +49,7 @@ fn bad_manifests_exit_1_one_line_per_finding() {
     let l = lines(&r.stdout);
     assert_eq!(l.len(), 2, "{}", r.stdout);
     assert!(l[0].starts_with(&format!("{DIR}/bad/claims.yaml:1 PersistentVolumeClaim/shop/mixed-modes: access modes [ReadWriteOnce, ReadWriteOncePod] {V1_DETAIL}")), "{}", l[0]);
-    assert!(l[1].starts_with(&format!("{DIR}/bad/claims.yaml:2 PersistentVolume/pv-mixed: access modes [ReadWriteMany, ReadWriteOncePod] {V1_DETAIL}")), "{}", l[1]);
+    assert!(l[1].starts_with(&format!("{DIR}/bad/claims.yaml:12 PersistentVolume/pv-mixed: access modes [ReadWriteMany, ReadWriteOncePod] {V1_DETAIL}")), "{}", l[1]);
 }
 
 #[test]
@@ -61,7 +61,8 @@ fn directories_are_walked_recursively_in_order_with_lists_and_statefulsets() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     let l = lines(&r.stdout);
     assert_eq!(l.len(), 2, "{}", r.stdout);
-    assert!(l[0].starts_with(&format!("{DIR}/mixed/list.json:1 PersistentVolumeClaim/-/listed-bad: access modes [ReadOnlyMany, ReadWriteOncePod]")), "{}", l[0]);
+    // The item's own line in the List, not the document's.
+    assert!(l[0].starts_with(&format!("{DIR}/mixed/list.json:11 PersistentVolumeClaim/-/listed-bad: access modes [ReadOnlyMany, ReadWriteOncePod]")), "{}", l[0]);
     assert!(l[1].starts_with(&format!("{DIR}/mixed/nested/sts.yml:1 StatefulSet/data/db: volumeClaimTemplate \"wal\": access modes [ReadWriteMany, ReadWriteOncePod]")), "{}", l[1]);
     assert!(!r.stdout.contains("notes.txt"));
 }
@@ -97,7 +98,7 @@ fn malformed_input_exits_2_naming_file_and_document() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .starts_with(&format!("{DIR}/malformed.yaml:2: error: not valid YAML")),
+            .starts_with(&format!("{DIR}/malformed.yaml:11: error: document 2: not valid YAML: while parsing a flow mapping")),
         "{}",
         r.stderr
     );
@@ -106,7 +107,7 @@ fn malformed_input_exits_2_naming_file_and_document() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.starts_with(&format!(
-            "{DIR}/undecodable.yaml:1: error: PersistentVolume does not decode"
+            "{DIR}/undecodable.yaml:1: error: document 1: PersistentVolume does not decode"
         )),
         "{}",
         r.stderr
@@ -133,7 +134,11 @@ fn unusable_input_wins_over_findings_but_findings_are_still_reported() {
     );
     assert_eq!(r.code, 2);
     assert_eq!(lines(&r.stdout).len(), 2);
-    assert!(r.stderr.contains("malformed.yaml:2"));
+    assert!(
+        r.stderr.contains("malformed.yaml:11: error: document 2"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -157,10 +162,14 @@ fn json_output_is_machine_readable() {
     assert_eq!(findings[0]["name"], "mixed-modes");
     assert_eq!(findings[0]["rule"], "V1");
     assert_eq!(findings[0]["document"], 1);
+    assert_eq!(findings[0]["line"], 1);
+    assert_eq!(findings[1]["document"], 2);
+    assert_eq!(findings[1]["line"], 12);
     assert_eq!(findings[1]["namespace"], Value::Null);
     let errors = report["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["document"], 1);
+    assert_eq!(errors[0]["line"], 1);
     assert!(
         errors[0]["path"]
             .as_str()
@@ -208,9 +217,13 @@ fn mutate_rewrites_claims_of_listed_classes() {
         "{}",
         r.stderr
     );
+    // A claim that already is [ReadWriteOncePod] gets no note.
+    assert!(!r.stderr.contains("orders-db"), "{}", r.stderr);
+    // A mutated StatefulSet template comes with the caveat that it cannot be changed in place.
     assert!(
         r.stderr.contains(
-            "PersistentVolumeClaim/shop/orders-db: not mutated: access modes [ReadWriteOncePod]"
+            "StatefulSet/shop/web: warning: volumeClaimTemplates cannot be changed on an existing \
+             StatefulSet"
         ),
         "{}",
         r.stderr
@@ -250,4 +263,83 @@ fn no_paths_is_a_usage_error() {
     let r = check(&[], None);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--filename"), "{}", r.stderr);
+}
+
+#[test]
+fn a_document_that_does_not_parse_does_not_hide_the_others() {
+    let text = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: first, namespace: shop}\n\
+                spec:\n  accessModes: [ReadWriteOncePod, ReadWriteMany]\n\
+                ---\n\
+                kind: [unclosed\n\
+                --- # the third\n\
+                apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: third}\n\
+                spec:\n  accessModes: [ReadWriteOncePod, ReadOnlyMany]\n";
+    let r = check(&["-f", "-"], Some(text));
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    let l = lines(&r.stdout);
+    assert_eq!(l.len(), 2, "{}", r.stdout);
+    assert!(
+        l[0].starts_with("-:1 PersistentVolumeClaim/shop/first: "),
+        "{}",
+        l[0]
+    );
+    assert!(l[1].starts_with("-:9 PersistentVolume/third: "), "{}", l[1]);
+    assert!(
+        r.stderr
+            .starts_with("-:7: error: document 2: not valid YAML"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn mutate_keeps_the_key_order_of_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "mutation:\n  storageClasses: [fast-csi]\n").unwrap();
+    let text = "metadata:\n  name: data\n  namespace: shop\nkind: PersistentVolumeClaim\n\
+                apiVersion: v1\nspec:\n  storageClassName: fast-csi\n  resources:\n    \
+                requests: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n";
+    let r = check(
+        &["-f", "-", "--mutate", "--config", policy.to_str().unwrap()],
+        Some(text),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let keys: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('-') && l.contains(':'))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["metadata", "kind", "apiVersion", "spec"],
+        "{}",
+        r.stdout
+    );
+    let spec_keys: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && !l.starts_with("  -"))
+        .map(|l| l.trim().split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        spec_keys,
+        [
+            "name",
+            "namespace",
+            "annotations",
+            "storageClassName",
+            "resources",
+            "accessModes"
+        ],
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr
+            .contains("-:1 PersistentVolumeClaim/shop/data: mutated"),
+        "{}",
+        r.stderr
+    );
 }

@@ -1180,7 +1180,10 @@ async fn binary_json_and_policyreport_outputs() {
     let run = run_scan(&kubeconfig, &["--output", "policyreport", "-n", "shop"]).await;
     assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
     assert!(run.stdout.starts_with("---\n"), "{}", run.stdout);
-    let docs = parse_documents(&run.stdout).expect("a YAML stream");
+    let docs: Vec<serde_json::Value> = parse_documents(&run.stdout)
+        .into_iter()
+        .map(|d| d.expect("a YAML document").value)
+        .collect();
     assert_eq!(docs.len(), 2, "{}", run.stdout);
     assert_eq!(docs[0]["apiVersion"], "wgpolicyk8s.io/v1alpha2");
     assert_eq!(docs[0]["kind"], "PolicyReport");

@@ -12,10 +12,11 @@ use crate::policy_file;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// One line per finding: `PATH:DOC KIND/NAMESPACE/NAME: message`.
+    /// One line per finding: `PATH:LINE KIND/NAMESPACE/NAME: message` (the line where the
+    /// object starts).
     #[default]
     Text,
-    /// One JSON object with `findings` and `errors`.
+    /// One JSON object with `findings` and `errors` (each with `path`, `document` and `line`).
     Json,
 }
 
@@ -52,6 +53,7 @@ struct Located<T> {
 #[derive(Debug, Serialize)]
 struct ErrorItem {
     document: Option<usize>,
+    line: Option<usize>,
     message: String,
 }
 
@@ -86,6 +88,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 path: "-".to_owned(),
                 item: ErrorItem {
                     document: None,
+                    line: None,
                     message: format!("cannot write YAML: {e}"),
                 },
             }),
@@ -176,13 +179,16 @@ fn check_input(
     report: &mut Report,
     mutated_docs: &mut Vec<Value>,
 ) {
-    let docs = match manifests::parse_documents(&input.text) {
-        Ok(docs) => docs,
-        Err(e) => return push_doc_error(report, &input.path, e),
-    };
-    for (i, mut doc) in docs.into_iter().enumerate() {
-        let number = i + 1;
-        match manifests::check_document(&doc, number) {
+    // A document that does not parse is reported; the others are still checked.
+    for parsed in manifests::parse_documents(&input.text) {
+        let mut doc = match parsed {
+            Ok(doc) => doc,
+            Err(e) => {
+                push_doc_error(report, &input.path, e);
+                continue;
+            }
+        };
+        match manifests::check_document(&doc) {
             Ok(findings) => report
                 .findings
                 .extend(findings.into_iter().map(|f| Located {
@@ -192,27 +198,38 @@ fn check_input(
             Err(e) => push_doc_error(report, &input.path, e),
         }
         if args.mutate {
-            match manifests::mutate_document(policy, &Facts::default(), &mut doc, number) {
+            match manifests::mutate_document(policy, &Facts::default(), &mut doc) {
                 Ok(notes) => {
                     for note in notes {
-                        eprintln!("{}:{} {note}", input.path, note.document);
+                        eprintln!("{}:{} {note}", input.path, note.line);
                     }
                 }
                 Err(e) => push_doc_error(report, &input.path, e),
             }
-            mutated_docs.push(doc);
+            mutated_docs.push(doc.value);
         }
     }
 }
 
 fn push_doc_error(report: &mut Report, path: &str, e: DocumentError) {
-    push_error(report, path, Some(e.document), e.message);
+    report.errors.push(Located {
+        path: path.to_owned(),
+        item: ErrorItem {
+            document: Some(e.document),
+            line: Some(e.line),
+            message: e.message,
+        },
+    });
 }
 
 fn push_error(report: &mut Report, path: &str, document: Option<usize>, message: String) {
     report.errors.push(Located {
         path: path.to_owned(),
-        item: ErrorItem { document, message },
+        item: ErrorItem {
+            document,
+            line: None,
+            message,
+        },
     });
 }
 
@@ -232,7 +249,7 @@ fn print_report(report: &Report, args: &CheckArgs) {
         let line = format!(
             "{}:{} {}: {}",
             f.path,
-            f.item.document,
+            f.item.line,
             f.item.object(),
             f.item.message
         );
@@ -243,9 +260,11 @@ fn print_report(report: &Report, args: &CheckArgs) {
         }
     }
     for e in &report.errors {
-        match e.item.document {
-            Some(d) => eprintln!("{}:{d}: error: {}", e.path, e.item.message),
-            None => eprintln!("{}: error: {}", e.path, e.item.message),
+        match (e.item.line, e.item.document) {
+            (Some(line), Some(d)) => {
+                eprintln!("{}:{line}: error: document {d}: {}", e.path, e.item.message)
+            }
+            _ => eprintln!("{}: error: {}", e.path, e.item.message),
         }
     }
 }

@@ -46,7 +46,7 @@ pub async fn check(
 
 /// A list the user may not read is a warning: the migration itself does not need it.
 fn forbidden(error: &MigrateError) -> bool {
-    matches!(error, MigrateError::Api { source: kube::Error::Api(status), .. } if status.code == 403)
+    matches!(error, MigrateError::Api { error: kube::Error::Api(status), .. } if status.code == 403)
 }
 
 async fn hpas(
@@ -107,7 +107,7 @@ async fn keda(
     let objects = match super::list_all(&api, "KEDA ScaledObjects").await {
         Ok(objects) => objects,
         Err(MigrateError::Api {
-            source: kube::Error::Api(status),
+            error: kube::Error::Api(status),
             ..
         }) if status.code == 404 => return Ok(()),
         Err(e) if forbidden(&e) => {

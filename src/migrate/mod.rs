@@ -79,12 +79,9 @@ impl MigrationState {
 pub enum MigrateError {
     #[error("{0}")]
     Refused(String),
-    #[error("{what}: {source}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("{what}: {error}")]
+    /// The cause is in the message, so it is not also a `source()`.
+    Api { what: String, error: kube::Error },
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout { what: String, timeout: Duration },
     #[error(
@@ -105,13 +102,13 @@ where
         .await
         .map_err(|e| MigrateError::Api {
             what: format!("cannot list {resource}"),
-            source: e.source,
+            error: e.error,
         })
 }
 
 pub(crate) fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> MigrateError {
     let what = what.into();
-    move |source| MigrateError::Api { what, source }
+    move |error| MigrateError::Api { what, error }
 }
 
 /// Knobs of a run.

@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+// Each test crate that includes this file reads some of the fields.
+#[allow(dead_code)]
 pub struct Run {
     pub code: i32,
     pub stdout: Vec<u8>,

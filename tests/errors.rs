@@ -1,0 +1,71 @@
+//! Errors as the commands print them: each cause once, with what to do.
+
+#[path = "support/binary.rs"]
+mod binary;
+
+use binary::run;
+
+/// `needle` occurs in `haystack` exactly once.
+fn once(haystack: &str, needle: &str) -> bool {
+    haystack.matches(needle).count() == 1
+}
+
+#[test]
+fn a_missing_policy_file_is_said_once() {
+    let r = run(
+        &[
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent/policy.yaml",
+        ],
+        b"",
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("cannot read policy file /nonexistent/policy.yaml: No such file or directory (os error 2)"),
+        "{}",
+        r.stderr
+    );
+    assert!(once(&r.stderr, "No such file or directory"), "{}", r.stderr);
+}
+
+#[test]
+fn a_truncated_review_is_said_once() {
+    let r = run(
+        &["review", "--webhook", "validate"],
+        br#"{"apiVersion": "admission.k8s.io/v1", "#,
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("body is not valid JSON: EOF while parsing"),
+        "{}",
+        r.stderr
+    );
+    assert!(once(&r.stderr, "EOF while parsing"), "{}", r.stderr);
+}
+
+#[test]
+fn an_undecodable_object_is_said_once() {
+    let body = br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u1", "kind": {"group": "", "version": "v1", "kind": "PersistentVolume"},
+        "resource": {"group": "", "version": "v1", "resource": "persistentvolumes"},
+        "operation": "CREATE", "userInfo": {"username": "me"},
+        "object": {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "x"},
+                   "spec": {"accessModes": "ReadWriteOnce"}}}}"#;
+    let r = run(&["review", "--webhook", "validate"], body);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("the PersistentVolume in request \"u1\" does not decode: invalid type"),
+        "{}",
+        r.stderr
+    );
+    assert!(once(&r.stderr, "invalid type"), "{}", r.stderr);
+}
