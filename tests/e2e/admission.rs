@@ -202,8 +202,11 @@ fn v2_denies_other_changes(env: &Env) -> anyhow::Result<()> {
 fn v2_denies_through_every_write_path(env: &Env) -> anyhow::Result<()> {
     let name = "e2e-adm-v2-paths";
     let original = lone_volume(name, &["ReadWriteMany"]);
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(std::slice::from_ref(&original)))
-        .success()?;
+    env.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &docs(std::slice::from_ref(&original)),
+    )
+    .success()?;
     let mut changed = original;
     changed["spec"]["accessModes"] = json!(["ReadWriteOncePod"]);
     let message = denial(
