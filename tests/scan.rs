@@ -1262,3 +1262,32 @@ fn scan_rule_ids_are_stable() {
     assert_eq!(ScanRule::MigrationCandidate.as_str(), "migration-candidate");
     assert_eq!(scan::REPORT_POLICY, "rwop-guard");
 }
+
+#[tokio::test]
+async fn openreports_carry_the_same_results_under_their_own_kinds() {
+    let fake = seeded().await;
+    let (report, _) = scan_fake(&fake, &Policy::default(), None).await;
+    let wg = policy_reports(&report, 1_700_000_000);
+    let open: Vec<Value> = scan::reports(&report, 1_700_000_000, scan::ReportFormat::OpenReports)
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    assert_eq!(open.len(), wg.len());
+    for (o, w) in open.iter().zip(&wg) {
+        assert_eq!(o["apiVersion"], "openreports.io/v1alpha1");
+        let kind = match w["kind"].as_str().unwrap() {
+            "PolicyReport" => "Report",
+            "ClusterPolicyReport" => "ClusterReport",
+            other => panic!("unexpected kind {other}"),
+        };
+        assert_eq!(o["kind"], kind);
+        assert_eq!(o["source"], "rwop-guard", "OpenReports name their source");
+        assert!(
+            w.get("source").is_none(),
+            "wgpolicyk8s reports have no top-level source"
+        );
+        for field in ["metadata", "summary", "results"] {
+            assert_eq!(o[field], w[field], "{field}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use serde_json::Value;
 
 use super::kube_args::KubeArgs;
 use crate::{manifests, policy_file, scan};
@@ -19,6 +20,9 @@ pub enum ScanOutput {
     /// wgpolicyk8s.io/v1alpha2 PolicyReports (one per namespace) and a ClusterPolicyReport
     /// (volumes), as a YAML stream for `kubectl apply -f -`.
     Policyreport,
+    /// openreports.io/v1alpha1 Reports (one per namespace) and a ClusterReport (volumes), the
+    /// successor API that Kyverno and Kubewarden write, as a YAML stream for `kubectl apply -f -`.
+    Openreports,
 }
 
 /// The details of `scan --help`; the one-line summary is the `Scan` variant's doc comment.
@@ -146,13 +150,22 @@ pub fn render(report: &scan::ScanReport, output: ScanOutput) -> Result<String, S
                 s
             })
             .map_err(|e| format!("cannot write JSON: {e}")),
-        ScanOutput::Policyreport => {
+        ScanOutput::Policyreport | ScanOutput::Openreports => {
+            let format = if output == ScanOutput::Openreports {
+                scan::ReportFormat::OpenReports
+            } else {
+                scan::ReportFormat::PolicyReport
+            };
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
                 .unwrap_or(0);
-            manifests::to_yaml_stream(&scan::policy_reports(report, now))
-                .map_err(|e| format!("cannot write YAML: {e}"))
+            let docs: Result<Vec<Value>, _> = scan::reports(report, now, format)
+                .iter()
+                .map(serde_json::to_value)
+                .collect();
+            let docs = docs.map_err(|e| format!("cannot write the reports: {e}"))?;
+            manifests::to_yaml_stream(&docs).map_err(|e| format!("cannot write YAML: {e}"))
         }
     }
 }

@@ -32,6 +32,10 @@ pub fn cases() -> Vec<Case> {
             policy_report,
         ),
         Case::shared(
+            "scan::openreports_are_accepted_by_the_api_server",
+            open_reports,
+        ),
+        Case::shared(
             "scan::v1_violations_cannot_be_created_on_a_real_api_server",
             v1_cannot_exist,
         ),
@@ -545,6 +549,11 @@ fn json_output(env: &Env) -> anyhow::Result<()> {
 /// unknown fields, so that `kubectl apply --validate=strict` refuses any field the scan adds
 /// outside that schema. `scope`/`scopeSelector`, which the scan does not write, are left out.
 fn report_crd(kind: &str, plural: &str, scope: &str) -> Value {
+    report_crd_of("wgpolicyk8s.io", "v1alpha2", kind, plural, scope)
+}
+
+/// The same schema under another group and version (OpenReports adds a report-level `source`).
+fn report_crd_of(group: &str, version: &str, kind: &str, plural: &str, scope: &str) -> Value {
     let string = json!({"type": "string"});
     let count = json!({"type": "integer"});
     let reference = json!({
@@ -578,18 +587,19 @@ fn report_crd(kind: &str, plural: &str, scope: &str) -> Value {
     });
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.wgpolicyk8s.io")},
+        "metadata": {"name": format!("{plural}.{group}")},
         "spec": {
-            "group": "wgpolicyk8s.io",
+            "group": group,
             "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural,
                       "singular": kind.to_lowercase()},
             "scope": scope,
             "versions": [{
-                "name": "v1alpha2", "served": true, "storage": true,
+                "name": version, "served": true, "storage": true,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
                     "properties": {
                         "apiVersion": string, "kind": string, "metadata": {"type": "object"},
+                        "source": string,
                         "summary": {"type": "object", "properties": {
                             "pass": count, "fail": count, "warn": count, "error": count,
                             "skip": count,
@@ -928,6 +938,99 @@ fn v1_cannot_exist(env: &Env) -> anyhow::Result<()> {
         out.stdout == want,
         "stdout {:?}, expected only the summary {want:?}",
         out.stdout
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// (5) --output openreports
+// ---------------------------------------------------------------------------------------------
+
+fn open_reports(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-scan-openreports";
+    build(env, ns)?;
+    let crds = [
+        report_crd_of(
+            "openreports.io",
+            "v1alpha1",
+            "Report",
+            "reports",
+            "Namespaced",
+        ),
+        report_crd_of(
+            "openreports.io",
+            "v1alpha1",
+            "ClusterReport",
+            "clusterreports",
+            "Cluster",
+        ),
+    ];
+    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&crds))
+        .success()?;
+    for name in ["reports.openreports.io", "clusterreports.openreports.io"] {
+        env.wait_for("crd", None, name, "Established", |crd| {
+            crd["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Established" && c["status"] == "True")
+        })?;
+    }
+    let out = scan(env, &["-n", ns, "--output", "openreports"]);
+    anyhow::ensure!(out.code == 0, "exit {}: {out:#?}", out.code);
+    let sent: Vec<Value> = serde_saphyr::from_multiple::<Value>(&out.stdout)?
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    let applied = env
+        .kubectl_stdin(&["apply", "--validate=strict", "-f", "-"], &out.stdout)
+        .success()
+        .with_context(|| format!("the API server refused the reports:\n{}", out.stdout))?;
+    anyhow::ensure!(
+        applied
+            .stdout
+            .contains("report.openreports.io/rwop-guard created")
+            && applied.stdout.contains(&format!(
+                "clusterreport.openreports.io/rwop-guard-{ns} created"
+            )),
+        "{applied:#?}"
+    );
+    let report = env.get("reports.openreports.io", Some(ns), "rwop-guard")?;
+    let cluster = env.get(
+        "clusterreports.openreports.io",
+        None,
+        &format!("rwop-guard-{ns}"),
+    )?;
+    anyhow::ensure!(sent.len() == 2, "{}", out.stdout);
+    for (sent, stored) in sent.iter().zip([&report, &cluster]) {
+        for field in ["source", "summary", "results"] {
+            anyhow::ensure!(
+                sent[field] == stored[field],
+                "{} {field}: sent {:#}, stored {:#}",
+                sent["kind"],
+                sent[field],
+                stored[field]
+            );
+        }
+    }
+    anyhow::ensure!(report["source"] == "rwop-guard", "{report:#}");
+    // The same findings as the PolicyReport: one candidate, two deadlocks, five passes.
+    anyhow::ensure!(
+        report["summary"] == json!({"pass": 5, "fail": 0, "warn": 3, "error": 0, "skip": 0}),
+        "{:#}",
+        report["summary"]
+    );
+    let candidates: Vec<&Value> = report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rule"] == "migration-candidate")
+        .collect();
+    anyhow::ensure!(
+        candidates.len() == 1
+            && candidates[0]["properties"]["command"]
+                == format!("rwop-guard migrate {ns}/candidate"),
+        "{candidates:#?}"
     );
     Ok(())
 }
