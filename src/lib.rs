@@ -3,6 +3,7 @@
 //! The library holds everything the binary runs, so tests and benchmarks call the same code.
 
 pub mod admission;
+pub mod bounded;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

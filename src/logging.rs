@@ -6,14 +6,20 @@
 //! full disk behind it) would block the threads answering the API server. Here a request only
 //! takes a lock and copies its line. When the sink falls behind and the buffer is full, new lines
 //! are dropped and counted, and a notice saying how many goes out with the next batch.
+//!
+//! Also [`EscapedFields`], the field formatting of the text format: it escapes control
+//! characters, so that no value a request controls can start a line of its own.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 
 /// How long lines may wait in the buffer, at most, before they are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -186,10 +192,75 @@ impl<'a> MakeWriter<'a> for LogBuffer {
     }
 }
 
+/// tracing-subscriber's field formatting for the text format, with every control character
+/// in names, values and messages escaped: `\n` is written as the two characters `\` `n`, ESC as
+/// `\x1b`. A uid or a name with a newline in it cannot end the line and forge the next one, nor
+/// drive a terminal. (tracing-subscriber escapes ANSI sequences itself, but not line breaks; the
+/// JSON format escapes everything already.)
+#[derive(Debug, Default)]
+pub struct EscapedFields(DefaultFields);
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut escaped = EscapeControls(writer);
+        <DefaultFields as FormatFields<'_>>::format_fields(
+            &self.0,
+            Writer::new(&mut escaped),
+            fields,
+        )
+    }
+}
+
+struct EscapeControls<'a>(Writer<'a>);
+
+impl fmt::Write for EscapeControls<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, c) in s.char_indices().filter(|(_, c)| c.is_control()) {
+            self.0.write_str(&s[plain..i])?;
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if (c as u32) < 0x80 => write!(self.0, "\\x{:02x}", c as u32)?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            plain = i + c.len_utf8();
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn text_fields_escape_control_characters() {
+        let (tx, rx) = mpsc::channel();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(Channel(tx)))
+            .with_ansi(false)
+            .fmt_fields(EscapedFields::default())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                name = %"a\nINFO forged line\x1b[31m\r\t\u{85}é",
+                uid = "b\nc",
+                "review \n{}", "d\ne"
+            );
+        });
+        let line = String::from_utf8(rx.try_iter().flatten().collect()).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.ends_with('\n'));
+        assert!(
+            line.contains(
+                r#"review \nd\ne name=a\nINFO forged line\x1b[31m\r\t\u{85}é uid="b\nc""#
+            ),
+            "{line}"
+        );
+    }
 
     /// A sink that hands every write to the test.
     struct Channel(mpsc::Sender<Vec<u8>>);

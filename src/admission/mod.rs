@@ -21,6 +21,7 @@ use serde::de::DeserializeSeed as _;
 use serde::{Deserialize, Serialize};
 
 use self::prune::Keep;
+use crate::bounded::{LOG_FIELD_BYTES, MESSAGE_BYTES, NAME_BYTES, truncate, truncate_in_place};
 use crate::policy::{
     ANNOTATION_PREFIX, Decision, Facts, Policy, Side, Subject, keep_rwop_on_reapply, mutate_claim,
     validate_claim, validate_volume,
@@ -93,7 +94,8 @@ impl ReviewError {
     }
 }
 
-/// What was decided about one request, for the log line and metrics.
+/// What was decided about one request, for the log line and metrics. The fields the request
+/// controls are cut to [`LOG_FIELD_BYTES`] (see `bounded`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReviewSummary {
     pub uid: String,
@@ -181,7 +183,10 @@ pub fn review(
     body: &[u8],
 ) -> Result<Reviewed, ReviewError> {
     match decode_pruned(body) {
-        Some(request) => answer(webhook, policy, facts, &request),
+        Some(mut request) => {
+            request.bound_names();
+            answer(webhook, policy, facts, &request)
+        }
         None => review_full_decode(webhook, policy, facts, body),
     }
 }
@@ -194,8 +199,44 @@ pub fn review_full_decode(
     facts: &Facts,
     body: &[u8],
 ) -> Result<Reviewed, ReviewError> {
-    let request = decode_full(body)?;
+    let mut request = decode_full(body)?;
+    request.bound_names();
     answer(webhook, policy, facts, &request)
+}
+
+impl Request {
+    /// Cuts names longer than any valid one (see `bounded`), so that the messages and audit
+    /// annotations that name the object stay short whatever the request says.
+    fn bound_names(&mut self) {
+        match self {
+            Request::Volume(req) => bound_names(req),
+            Request::Claim(req) => bound_names(req),
+            Request::Other(req) => bound_names(req),
+        }
+    }
+}
+
+fn bound_names<K: Resource>(req: &mut AdmissionRequest<K>) {
+    truncate_in_place(&mut req.name, NAME_BYTES);
+    if let Some(ns) = req.namespace.as_mut() {
+        truncate_in_place(ns, NAME_BYTES);
+    }
+    for object in [req.object.as_mut(), req.old_object.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        let meta = object.meta_mut();
+        for name in [
+            meta.name.as_mut(),
+            meta.generate_name.as_mut(),
+            meta.namespace.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            truncate_in_place(name, NAME_BYTES);
+        }
+    }
 }
 
 fn answer(
@@ -274,8 +315,8 @@ fn decode_full(body: &[u8]) -> Result<Request, ReviewError> {
     })?;
     if envelope.api_version != META_API_VERSION_V1 || envelope.kind != META_KIND {
         return Err(ReviewError::UnsupportedVersion {
-            found: envelope.api_version,
-            kind: envelope.kind,
+            found: truncate(&envelope.api_version, NAME_BYTES).into_owned(),
+            kind: truncate(&envelope.kind, NAME_BYTES).into_owned(),
         });
     }
     let Some(request) = envelope.request else {
@@ -297,8 +338,8 @@ where
 {
     let review: AdmissionReview<K> =
         serde_json::from_slice(body).map_err(|source| ReviewError::BadObject {
-            kind: envelope.kind.kind.clone(),
-            uid: envelope.uid.clone(),
+            kind: truncate(&envelope.kind.kind, NAME_BYTES).into_owned(),
+            uid: truncate(&envelope.uid, LOG_FIELD_BYTES).into_owned(),
             source,
         })?;
     review
@@ -468,15 +509,27 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Peek<'_, T> {
 /// Builds the response review from the decision.
 fn respond<K: Resource>(
     req: &AdmissionRequest<K>,
-    decision: Decision,
+    mut decision: Decision,
 ) -> Result<Reviewed, ReviewError> {
+    // Names are bounded already; this bounds whatever else a rule echoes (a class name, an
+    // unknown access mode).
+    for text in decision
+        .message
+        .iter_mut()
+        .chain(decision.explanation.iter_mut())
+        .chain(decision.warnings.iter_mut())
+        .chain(decision.audit.iter_mut().map(|(_, value)| value))
+    {
+        truncate_in_place(text, MESSAGE_BYTES);
+    }
+    let field = |s: &str| truncate(s, LOG_FIELD_BYTES).into_owned();
     let summary = ReviewSummary {
-        uid: req.uid.clone(),
-        kind: req.kind.kind.clone(),
+        uid: field(&req.uid),
+        kind: field(&req.kind.kind),
         namespace: req.namespace.clone(),
         name: req.name.clone(),
         operation: operation_name(&req.operation),
-        user: req.user_info.username.clone().unwrap_or_default(),
+        user: field(req.user_info.username.as_deref().unwrap_or_default()),
         dry_run: req.dry_run,
         outcome: decision.outcome(),
         message: decision.message.clone(),

@@ -110,6 +110,7 @@ fn init_tracing(server_format: Option<LogFormat>) -> Option<logging::FlushGuard>
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .with_ansi(false)
+            .fmt_fields(logging::EscapedFields::default())
             .init();
         return None;
     };
@@ -133,7 +134,10 @@ fn init_tracing(server_format: Option<LogFormat>) -> Option<logging::FlushGuard>
             .flatten_event(true)
             .with_current_span(false)
             .init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .fmt_fields(logging::EscapedFields::default())
+            .init(),
     }
     guard
 }
