@@ -6,7 +6,7 @@
 //! - `rwop-guard serve` (the release binary of this package) with a certificate generated for
 //!   this run, `--no-cluster`, `RUST_LOG=warn` unless `LOAD_SERVER_LOG` says otherwise;
 //! - a baseline: this bench binary re-executed with `--baseline-server`, serving the same stack
-//!   (axum + axum-server + rustls with `rwop_guard::server::tls::server_config`, the same acceptor
+//!   (axum + rustls with `rwop_guard::server::tls::server_config`, the same connection loop
 //!   and HTTP/1 settings) whose `POST /validate` reads the body and answers a fixed, pre-serialized
 //!   AdmissionReview.
 //!
@@ -1274,9 +1274,10 @@ mod baseline {
     use axum::http::{HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
     use axum::routing::post;
-    use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-    use rwop_guard::server::Limits;
-    use rwop_guard::server::tls::{self, CertReloader, TlsOnlyAcceptor};
+    use rwop_guard::policy::Policy;
+    use rwop_guard::server::connections::{self, Endpoint};
+    use rwop_guard::server::tls::{self, CertReloader};
+    use rwop_guard::server::{AppState, Limits};
     use serde::de::IgnoredAny;
 
     /// `--baseline-server <cert> <key> <port> <work>`: serves until stdin closes (the parent is
@@ -1305,8 +1306,8 @@ mod baseline {
 
         let answer = Bytes::from(super::expected_response(&super::fixture_body()?)?);
         let pair = tls::parse_pair(&std::fs::read(cert)?, &std::fs::read(key)?)?;
-        let rustls_config =
-            RustlsConfig::from_config(tls::server_config(Arc::new(CertReloader::new(pair)))?);
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(tls::server_config(Arc::new(CertReloader::new(pair)))?);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -1336,26 +1337,26 @@ mod baseline {
                     }
                 }),
             );
-            // The same acceptor chain and HTTP settings as rwop_guard::server::start.
+            // The same connection handling (TLS accept, HTTP settings, limits) as
+            // rwop_guard::server::start, without its request layers.
             let limits = Limits::default();
-            let mut server = axum_server::from_tcp_rustls(listener, rustls_config)?.map(
-                move |acceptor: RustlsAcceptor| {
-                    acceptor
-                        .handshake_timeout(limits.header_timeout)
-                        .acceptor(TlsOnlyAcceptor {
-                            timeout: limits.header_timeout,
-                        })
+            let endpoint = Endpoint {
+                name: "webhook",
+                listener: tokio::net::TcpListener::from_std(listener)?,
+                tls: Some(acceptor),
+                limits: connections::ConnectionLimits {
+                    max_connections: limits.max_connections,
+                    header_timeout: limits.header_timeout,
+                    idle_timeout: limits.idle_timeout,
+                    request_timeout: limits.request_timeout,
                 },
-            );
-            let header_timeout = Limits::default().header_timeout;
-            server
-                .http_builder()
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout);
+            };
             println!("listening {addr}");
             std::io::stdout().flush()?;
-            server.serve(app.into_make_service()).await?;
+            // Never drained: the process exits instead.
+            let (_drain, drained) = tokio::sync::watch::channel(None);
+            let state = Arc::new(AppState::new(Policy::default()));
+            connections::serve(endpoint, app, state, drained).await;
             Ok(())
         })
     }

@@ -454,49 +454,74 @@ async fn slow_bodies_time_out_with_408() {
     );
 }
 
+/// The stock layers as the server stacks them, driven in process: a handler that holds the only
+/// slot makes the next request wait for it, not fail. (A request still sending its body holds no
+/// slot: tests/server_limits.rs.)
 #[tokio::test]
 async fn requests_beyond_the_concurrency_limit_wait_instead_of_failing() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
     let limits = Limits {
         max_concurrency: 1,
         request_timeout: Duration::from_secs(10),
         ..Limits::default()
     };
-    let f = serve_with(limits, None).await;
-    // Occupy the only slot with a request whose body is not finished yet.
-    let mut slow = connect(f.server.addr, &f.roots).await;
-    let body = fixture("01-pvc-create-rwo.pvc.validate.json");
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+    let state = Arc::new(rwop_guard::server::AppState::new(Policy::default()));
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(4);
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let router = axum::Router::new().route(
+        "/hold",
+        axum::routing::post({
+            let release = release.clone();
+            move || async move {
+                let _ = entered_tx.send(()).await;
+                let _ = release.acquire().await.map(|p| p.forget());
+                "done"
+            }
+        }),
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&body[..10]).await.unwrap();
-    // A second request queues; it is answered once the first one completes.
-    let addr = f.server.addr;
-    let roots = f.roots.clone();
-    let second = tokio::spawn(async move {
-        let mut s = connect(addr, &roots).await;
-        post_review(
-            &mut s,
-            "/validate",
-            &fixture("02-pvc-create-rwop.pvc.validate.json"),
-        )
+    let app = rwop_guard::server::apply_layers(router, state.clone(), &limits);
+    let request = || {
+        Request::post("/hold")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let first = tokio::spawn(app.clone().oneshot(request()));
+    tokio::time::timeout(PATIENCE, entered.recv())
         .await
-    });
-    // Both are in the server, the second waiting for the slot the first holds.
-    wait_in_flight(&f.server, 2).await;
-    assert!(!second.is_finished(), "the second request was not queued");
-    slow.write_all(&body[10..]).await.unwrap();
-    let first = tokio::time::timeout(PATIENCE, read_response(&mut slow))
+        .expect("the first request reaches its handler");
+    let second = tokio::spawn(app.clone().oneshot(request()));
+    // Both are in the stack; the second waits for the slot the first holds.
+    tokio::time::timeout(PATIENCE, async {
+        while state.metrics.in_flight.get() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("two requests in flight");
+    assert!(
+        entered.try_recv().is_err(),
+        "the second request ran beside the first"
+    );
+    assert!(!second.is_finished());
+    release.add_permits(1);
+    let first = tokio::time::timeout(PATIENCE, first)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(first.status, 200);
+    assert_eq!(first.unwrap().status(), 200);
+    tokio::time::timeout(PATIENCE, entered.recv())
+        .await
+        .expect("the second request runs once the slot is free");
+    release.add_permits(1);
     let second = tokio::time::timeout(PATIENCE, second)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(second.status, 200);
+    assert_eq!(second.unwrap().status(), 200);
 }
 
 // ---- Reload -------------------------------------------------------------------------------

@@ -64,19 +64,39 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "RWOP_GUARD_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
-    /// Largest accepted request body, in bytes (larger: 413).
-    #[arg(long, env = "RWOP_GUARD_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    /// Largest accepted request body, in bytes (larger: 413). The default, 3.5 MiB: etcd
+    /// stores no object over 1.5 MiB, an UPDATE's review carries it twice (object and
+    /// oldObject), plus room for JSON escapes and the review's envelope.
+    #[arg(long, env = "RWOP_GUARD_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, all requests together (at least --max-body-bytes).
+    /// A request takes its declared length from it when its first body byte arrives; one that
+    /// finds too little left gets 503. The default fits a 64 MiB memory limit with the rest of
+    /// the server.
+    #[arg(long, env = "RWOP_GUARD_MAX_BUFFERED_BYTES", default_value_t = Limits::default().max_buffered_bytes)]
+    pub max_buffered_bytes: usize,
     /// Longest a request may take, body included (then 408). Keep it below the webhook's
     /// timeoutSeconds so the API server gets an answer, not a timeout.
     #[arg(long, env = "RWOP_GUARD_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "4s")]
     pub request_timeout: Duration,
-    /// Time a client has to complete the TLS handshake and send its request headers.
+    /// Time a client has from the connection's accept to complete the TLS handshake and send its
+    /// first request's headers (then the connection is closed).
     #[arg(long, env = "RWOP_GUARD_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub header_timeout: Duration,
-    /// Requests handled at once; more wait (within the request timeout).
+    /// A connection with no request in progress for this long is closed (HTTP/1.1 keep-alive;
+    /// HTTP/2 gets a GOAWAY, and a silent peer is pinged after half of it). Both ports.
+    #[arg(long, env = "RWOP_GUARD_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Requests handled at once, once their body is in; more wait (within the request timeout).
     #[arg(long, env = "RWOP_GUARD_MAX_CONCURRENCY", default_value_t = 512)]
     pub max_concurrency: usize,
+    /// Open connections on the TLS port; more wait in the listen backlog until one closes.
+    #[arg(long, env = "RWOP_GUARD_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Open connections on the metrics port (probes, scrapes), counted apart from the TLS port
+    /// so that probes are answered while it is flooded.
+    #[arg(long, env = "RWOP_GUARD_METRICS_MAX_CONNECTIONS", default_value_t = Limits::default().metrics_max_connections)]
+    pub metrics_max_connections: usize,
     /// After SIGTERM, how long open requests may take to finish.
     #[arg(long, env = "RWOP_GUARD_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "20s")]
     pub drain_timeout: Duration,
@@ -178,9 +198,13 @@ async fn serve(args: ServeArgs, kube: &super::KubeArgs) -> anyhow::Result<()> {
         config: args.config,
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
+            max_buffered_bytes: args.max_buffered_bytes,
             request_timeout: args.request_timeout,
             header_timeout: args.header_timeout,
-            max_concurrency: args.max_concurrency.max(1),
+            idle_timeout: args.idle_timeout,
+            max_concurrency: args.max_concurrency,
+            max_connections: args.max_connections,
+            metrics_max_connections: args.metrics_max_connections,
         },
         drain_timeout: args.drain_timeout,
         shutdown_delay: args.shutdown_delay,

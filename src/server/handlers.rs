@@ -1,23 +1,30 @@
 //! HTTP handlers: AdmissionReview endpoints, probes, metrics, and the error answers.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
+use tower_http::catch_panic::CatchPanicLayer;
 
+use super::body::BufferBodyLayer;
 use super::metrics::{ErrorLabels, RequestLabels, WebhookLabel};
-use super::protect::ProtectLayer;
 use super::{AppState, Limits};
 use crate::admission::{self, Webhook};
+use crate::bounded::{Bounded, MESSAGE_BYTES, truncate};
 
 /// `POST /validate`, `POST /mutate` and the probes, with every limit applied.
 pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
@@ -41,23 +48,95 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Limits and last-resort protections (see `protect`): a panic becomes a 500; the whole
-/// request (queueing and body included) is bounded in time; concurrency is bounded; bodies are
-/// bounded in size. Unknown paths and methods get JSON errors.
+/// The limits of every request, outermost first: the whole request (body, queueing and
+/// handling) is bounded in time (then 408); a panic becomes a 500; the body is read in full,
+/// within its limit and the budget of all bodies (`body`), before the request may take one of
+/// `--max-concurrency` slots, so that requests still sending their body hold none. Unknown paths
+/// and methods get JSON errors.
+///
+/// Stock layers (tower, tower-http) where they exist: a hand-written service in their place
+/// measured no faster per request (BENCHMARKS.md), and the webhook's cost is the API server's
+/// call, not this stack.
 pub fn apply_layers(router: Router, state: Arc<AppState>, limits: &Limits) -> Router {
+    let timeout = limits.request_timeout;
+    let on_timeout = {
+        let state = state.clone();
+        move |uri: Uri, _: tower::BoxError| {
+            let state = state.clone();
+            async move {
+                let webhook = webhook_of(uri.path());
+                tracing::warn!(
+                    webhook,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "request timed out"
+                );
+                error_response(
+                    &state,
+                    webhook,
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("request not completed within {} ms", timeout.as_millis()),
+                )
+            }
+        }
+    };
+    let on_panic = {
+        let state = state.clone();
+        move |panic: Box<dyn Any + Send>| panic_response(&state, panic)
+    };
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // The body arrives whole (below); this only lifts axum's own 2 MB default.
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(ProtectLayer::new(
-            state,
-            limits.request_timeout,
-            limits.max_concurrency,
-        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(on_timeout))
+                .layer(TimeoutLayer::new(timeout))
+                .layer(CatchPanicLayer::custom(on_panic))
+                .layer(BufferBodyLayer::new(
+                    state,
+                    limits.max_body_bytes,
+                    limits.max_buffered_bytes,
+                ))
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrency.max(1),
+                )),
+        )
 }
 
+/// The `webhook` label of a path.
+pub(super) fn webhook_of(path: &str) -> &'static str {
+    match path {
+        "/validate" => "validate",
+        "/mutate" => "mutate",
+        _ => "none",
+    }
+}
+
+fn panic_response(state: &AppState, panic: Box<dyn Any + Send>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    state.metrics.panics.inc();
+    tracing::error!(
+        panic = %Bounded::message(what),
+        "request handler panicked; answered 500"
+    );
+    json_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error (see the server log)",
+    )
+}
+
+/// A JSON error answer; the message is cut to [`MESSAGE_BYTES`] (it may quote the request).
 pub(super) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": message.into(), "code": status.as_u16() });
+    let message = message.into();
+    let body = serde_json::json!({
+        "error": truncate(&message, MESSAGE_BYTES),
+        "code": status.as_u16(),
+    });
     (
         status,
         [(
@@ -210,12 +289,14 @@ fn answer(
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };
+            let error = e.to_string();
             tracing::warn!(
                 webhook = name,
                 status = status.as_u16(),
-                "unusable AdmissionReview: {e}"
+                error = %Bounded::message(&error),
+                "unusable AdmissionReview"
             );
-            error_response(state, name, status, e.to_string())
+            error_response(state, name, status, error)
         }
     }
 }

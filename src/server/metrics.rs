@@ -39,6 +39,19 @@ pub struct ResourceLabel {
     pub resource: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    /// `webhook` (the TLS port) or `metrics`.
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClosedLabels {
+    pub listener: &'static str,
+    /// Why the connection ended (see `connections::Close`).
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -53,6 +66,11 @@ pub struct Metrics {
     pub ready: Gauge,
     pub cache_synced: Family<ResourceLabel, Gauge>,
     pub watch_errors: Family<ResourceLabel, Counter>,
+    /// Bytes of the request body budget held by requests now.
+    pub buffered_body_bytes: Gauge,
+    pub connections_open: Family<ListenerLabel, Gauge>,
+    pub connections_limited: Family<ListenerLabel, Counter>,
+    pub connections_closed: Family<ClosedLabels, Counter>,
     /// Mirrors `logging::dropped_total()` at each scrape.
     log_lines_dropped: Counter,
 }
@@ -92,7 +110,7 @@ impl Metrics {
         let rejected = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "rejected_requests",
-            "Requests answered with an HTTP error (400 bad review, 413 too large, 415 wrong content type, 408 timeout)",
+            "Requests answered with an HTTP error (400 bad review, 413 too large, 415 wrong content type, 408 timeout, 503 body budget spent)",
             rejected.clone(),
         );
         let panics = Counter::default();
@@ -139,6 +157,31 @@ impl Metrics {
             "Errors of the watch on a resource (the cache keeps serving its last state)",
             watch_errors.clone(),
         );
+        let buffered_body_bytes = Gauge::default();
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of the request body budget (--max-buffered-bytes) held by requests now",
+            buffered_body_bytes.clone(),
+        );
+        let connections_open = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections, by listener (webhook, metrics)",
+            connections_open.clone(),
+        );
+        let connections_limited = Family::<ListenerLabel, Counter>::default();
+        registry.register(
+            "connections_limited",
+            "Connections that found the listener at its connection limit and waited for a free slot",
+            connections_limited.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections closed, by listener and reason (closed, header_timeout, idle_timeout, \
+             tls_failed, plain_http, connection_limit, shutdown)",
+            connections_closed.clone(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -159,6 +202,10 @@ impl Metrics {
             ready,
             cache_synced,
             watch_errors,
+            buffered_body_bytes,
+            connections_open,
+            connections_limited,
+            connections_closed,
             log_lines_dropped,
         }
     }

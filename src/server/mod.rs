@@ -1,9 +1,15 @@
 //! The webhook server: axum over rustls on the TLS port, a plain-HTTP metrics port, certificate
 //! and policy reload, limits, probes and graceful shutdown.
+//!
+//! Every resource a client can make the server hold is bounded: connections (`connections`:
+//! a number per port, a deadline for the first request, an idle timeout), request bodies
+//! (`body`: a limit each and a budget in all), concurrency slots (taken once a body is in),
+//! time per request, and the size of what is logged or answered about a request (`bounded`).
 
+mod body;
+pub mod connections;
 mod handlers;
 pub mod metrics;
-mod protect;
 mod reload;
 pub mod tls;
 
@@ -14,9 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::certs::GeneratedCerts;
 use crate::policy::{Facts, Policy};
@@ -26,27 +32,96 @@ pub use handlers::{apply_layers, metrics_router, webhook_router};
 pub use metrics::Metrics;
 pub use reload::ReloadEvent;
 
-/// Request limits. Defaults suit an API server calling with `timeoutSeconds: 5`.
+/// Request and connection limits. Defaults suit an API server calling with `timeoutSeconds: 5`
+/// and a container memory limit of 64 MiB (README, BENCHMARKS.md).
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, all requests together.
+    pub max_buffered_bytes: usize,
     /// Whole request, body included; keep it below the webhook's `timeoutSeconds`.
     pub request_timeout: Duration,
-    /// Time a client has to send its request headers (HTTP/1.1) and to start the TLS handshake.
+    /// From the accept to the end of the first request's headers, TLS handshake included.
     pub header_timeout: Duration,
+    /// How long a connection with no request in progress stays open.
+    pub idle_timeout: Duration,
     pub max_concurrency: usize,
+    /// Open connections on the TLS port.
+    pub max_connections: usize,
+    /// Open connections on the metrics port.
+    pub metrics_max_connections: usize,
 }
+
+/// etcd refuses a write over 1.5 MiB (`--max-request-bytes`), so no stored object is larger; an
+/// UPDATE's review carries the object twice (`object`, `oldObject`); 512 KiB more is room for
+/// JSON being larger than the stored encoding (escapes) and for the review's envelope.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1536 * 1024 + 512 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_body_bytes: 4 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_buffered_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(4),
             header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             max_concurrency: 512,
+            max_connections: 128,
+            metrics_max_connections: 16,
         }
     }
 }
+
+impl Limits {
+    fn check(&self) -> Result<(), ServeError> {
+        let bad = |message: String| Err(ServeError::Limits(message));
+        if self.max_body_bytes > u32::MAX as usize {
+            return bad(format!(
+                "--max-body-bytes {} is over the largest supported, {}",
+                self.max_body_bytes,
+                u32::MAX
+            ));
+        }
+        if self.max_buffered_bytes < self.max_body_bytes {
+            return bad(format!(
+                "--max-buffered-bytes {} is below --max-body-bytes {}: a body within the limit \
+                 could never be read",
+                self.max_buffered_bytes, self.max_body_bytes
+            ));
+        }
+        for (flag, value) in [
+            ("--request-timeout", self.request_timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(format!("{flag} must be longer than 0"));
+            }
+        }
+        for (flag, value) in [
+            ("--max-concurrency", self.max_concurrency),
+            ("--max-connections", self.max_connections),
+            ("--metrics-max-connections", self.metrics_max_connections),
+        ] {
+            if value == 0 {
+                return bad(format!("{flag} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn connections(&self, max_connections: usize) -> connections::ConnectionLimits {
+        connections::ConnectionLimits {
+            max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+/// After the webhook port has drained, how long the metrics port may take to close.
+const METRICS_DRAIN: Duration = Duration::from_secs(1);
 
 /// Where the serving certificate comes from.
 pub enum TlsSource {
@@ -116,6 +191,8 @@ impl AppState {
 pub enum ServeError {
     #[error(transparent)]
     Policy(#[from] policy_file::LoadError),
+    #[error("limits: {0}")]
+    Limits(String),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -181,6 +258,7 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
 /// Loads the policy and certificate, binds both listeners and starts serving. Fails before
 /// serving anything when the configuration is unusable.
 pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
+    opts.limits.check()?;
     let policy = policy_file::load(opts.config.as_deref())?;
     let state = Arc::new(AppState::new(policy));
     state
@@ -199,22 +277,19 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     };
     state.metrics.cert_not_after.set(pair.not_after);
     let resolver = Arc::new(tls::CertReloader::new(pair));
-    let rustls_config = RustlsConfig::from_config(tls::server_config(resolver.clone())?);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
 
-    let webhook_listener = bind(opts.listen)?;
-    let metrics_listener = bind(opts.metrics_listen)?;
-    let addr = webhook_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: opts.metrics_listen,
-            source,
-        })?;
+    let listen = |addr: SocketAddr| {
+        let listener = bind(addr)?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok::<_, ServeError>((listener, local))
+    };
+    let (webhook_listener, addr) = listen(opts.listen)?;
+    let (metrics_listener, metrics_addr) = listen(opts.metrics_listen)?;
 
     let (reload_events, _) = broadcast::channel(64);
     let watcher = reload::Watcher::start(
@@ -232,50 +307,36 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         opts.reload_interval,
     )?;
 
-    let handle = axum_server::Handle::new();
-    let limits = opts.limits.clone();
-    let mut webhook = axum_server::from_tcp_rustls(webhook_listener, rustls_config)
-        .map_err(|source| ServeError::Bind {
-            addr: opts.listen,
-            source,
-        })?
-        .map(|acceptor: RustlsAcceptor| {
-            acceptor
-                .handshake_timeout(limits.header_timeout)
-                .acceptor(tls::TlsOnlyAcceptor {
-                    timeout: limits.header_timeout,
-                })
-        })
-        .handle(handle.clone());
-    webhook
-        .http_builder()
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let webhook_app = webhook_router(state.clone(), &opts.limits);
-
+    let limits = &opts.limits;
+    let webhook = connections::Endpoint {
+        name: "webhook",
+        listener: webhook_listener,
+        tls: Some(acceptor),
+        limits: limits.connections(limits.max_connections),
+    };
+    let metrics = connections::Endpoint {
+        name: "metrics",
+        listener: metrics_listener,
+        tls: None,
+        limits: limits.connections(limits.metrics_max_connections),
+    };
+    let webhook_app = webhook_router(state.clone(), limits);
     let metrics_app = metrics_router(state.clone());
-    let metrics_listener =
-        tokio::net::TcpListener::from_std(metrics_listener).map_err(|source| ServeError::Bind {
-            addr: opts.metrics_listen,
-            source,
-        })?;
 
     let shutdown = Arc::new(Notify::new());
-    let metrics_stop = Arc::new(Notify::new());
     let task = {
         let shutdown = shutdown.clone();
         let state = state.clone();
-        let metrics_stop = metrics_stop.clone();
         let (drain, delay) = (opts.drain_timeout, opts.shutdown_delay);
         tokio::spawn(async move {
-            let metrics_stop_wait = metrics_stop.clone();
-            let metrics_server = tokio::spawn(async move {
-                axum::serve(metrics_listener, metrics_app)
-                    .with_graceful_shutdown(async move { metrics_stop_wait.notified().await })
-                    .await
-            });
-            let handle_for_signal = handle.clone();
+            let (webhook_drain, webhook_drained) = watch::channel(None);
+            let (metrics_drain, metrics_drained) = watch::channel(None);
+            let metrics_server = tokio::spawn(connections::serve(
+                metrics,
+                metrics_app,
+                state.clone(),
+                metrics_drained,
+            ));
             tokio::spawn(async move {
                 shutdown.notified().await;
                 tracing::info!(
@@ -286,26 +347,16 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                handle_for_signal.graceful_shutdown(Some(drain));
+                let _ = webhook_drain.send(Some(Instant::now() + drain));
             });
-            let served = webhook.serve(webhook_app.into_make_service()).await;
+            connections::serve(webhook, webhook_app, state.clone(), webhook_drained).await;
             drop(watcher);
-            metrics_stop.notify_one();
-            let metrics_result = metrics_server.await;
-            served.map_err(|source| ServeError::Serve {
-                listener: "webhook",
-                source,
+            // The metrics port outlives the webhook port, so the failing readiness stays visible.
+            let _ = metrics_drain.send(Some(Instant::now() + METRICS_DRAIN));
+            metrics_server.await.map_err(|e| ServeError::Serve {
+                listener: "metrics",
+                source: std::io::Error::other(e),
             })?;
-            match metrics_result {
-                Ok(r) => r.map_err(|source| ServeError::Serve {
-                    listener: "metrics",
-                    source,
-                }),
-                Err(e) => Err(ServeError::Serve {
-                    listener: "metrics",
-                    source: std::io::Error::other(e),
-                }),
-            }?;
             state.update_ready_metric();
             Ok(())
         })

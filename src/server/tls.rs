@@ -1,16 +1,12 @@
 //! TLS: a certificate resolver whose key pair can be swapped while connections stay open, the
-//! rustls server configuration, and an acceptor that answers plain HTTP with a clear error.
+//! rustls server configuration, and an accept step that answers plain HTTP with a clear error.
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum_server::accept::Accept;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,6 +14,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -204,45 +202,43 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// What a plain-HTTP client on the TLS port gets, instead of a reset it cannot explain.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 49\r\n\r\nThis port speaks HTTPS: use https:// to reach it\n";
 
-/// Accepts TCP connections whose first byte opens a TLS handshake; anything else (plain HTTP)
-/// gets a short 400 answer and is closed. Waits at most `timeout` for that first byte.
-#[derive(Clone, Debug)]
-pub struct TlsOnlyAcceptor {
-    pub timeout: Duration,
+/// Why a connection did not become a TLS session.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("plain HTTP on the TLS port (answered 400)")]
+    PlainHttp,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] io::Error),
 }
 
-impl<S: Send + 'static> Accept<TcpStream, S> for TlsOnlyAcceptor {
-    type Stream = TcpStream;
-    type Service = S;
-    type Future = Pin<Box<dyn Future<Output = io::Result<(TcpStream, S)>> + Send>>;
-
-    fn accept(&self, mut stream: TcpStream, service: S) -> Self::Future {
-        let timeout = self.timeout;
-        Box::pin(async move {
-            stream.set_nodelay(true)?;
-            let mut first = [0u8; 1];
-            let n = tokio::time::timeout(timeout, stream.peek(&mut first))
-                .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time")
-                })??;
-            // 0x16: a TLS handshake record.
-            if n == 1 && first[0] != 0x16 {
-                let _ = tokio::time::timeout(timeout, stream.write_all(PLAIN_HTTP_ANSWER)).await;
-                let _ = stream.shutdown().await;
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "plain HTTP on the TLS port",
-                ));
-            }
-            Ok((stream, service))
-        })
+/// Accepts a TCP connection whose first byte opens a TLS handshake; anything else (plain HTTP)
+/// gets a short 400 answer and is closed. The caller bounds the time this takes.
+pub async fn accept(
+    acceptor: &TlsAcceptor,
+    mut stream: TcpStream,
+) -> Result<TlsStream<TcpStream>, AcceptError> {
+    stream.set_nodelay(true).map_err(AcceptError::Handshake)?;
+    let mut first = [0u8; 1];
+    let n = stream
+        .peek(&mut first)
+        .await
+        .map_err(AcceptError::Handshake)?;
+    // 0x16: a TLS handshake record.
+    if n == 1 && first[0] != 0x16 {
+        let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
+        let _ = stream.shutdown().await;
+        return Err(AcceptError::PlainHttp);
     }
+    acceptor
+        .accept(stream)
+        .await
+        .map_err(AcceptError::Handshake)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn times_parse() {
