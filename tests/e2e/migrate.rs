@@ -1,7 +1,1270 @@
-//! End-to-end cases: migrate.
+//! End-to-end cases: `rwop-guard migrate` on a real control plane.
+//!
+//! Each case has its own namespace `e2e-mig-<case>` with one claim, `data`, pre-bound (with
+//! `volumeName`) to a static volume `e2e-mig-<case>-pv` that is reserved for it (`claimRef`
+//! without uid, so no other case's claim binds it). Consumers are Deployments whose pods stay
+//! Pending (there is no scheduler), which is enough: `migrate` finds consumers through the pods
+//! that mount the claim.
+//!
+//! The safety invariants of the README are checked on every version of the volume the API
+//! server stores during a case (a watch from before the first run): the volume is never deleted
+//! and never has a reclaim policy other than Retain while no claim is bound to it.
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::Api;
+use kube::api::{WatchEvent, WatchParams};
+use serde_json::{Value, json};
 
 use crate::Case;
+use crate::harness::process::die_with_parent;
+use crate::harness::{CSI_CLASS, Env, INTREE_CLASS, Out, claim, csi_volume, docs, wait_until};
 
 pub fn cases() -> Vec<Case> {
-    vec![]
+    vec![
+        Case::shared(
+            "migrate::full_run_moves_claim_and_volume_to_rwop_and_restores_everything",
+            full_run,
+        ),
+        Case::shared(
+            "migrate::sigkill_at_five_points_then_resume_reaches_the_same_end_state",
+            sigkill_and_resume,
+        ),
+        Case::shared(
+            "migrate::rollback_after_the_volume_became_rwop_returns_to_the_start",
+            rollback_after_volume_modes,
+        ),
+        Case::shared(
+            "migrate::rollback_after_the_claim_is_deleted_survives_its_own_interruption",
+            rollback_interrupted,
+        ),
+        Case::shared(
+            "migrate::preflight_refuses_a_claim_that_is_not_bound",
+            refuses_unbound_claim,
+        ),
+        Case::shared(
+            "migrate::preflight_refuses_a_volume_that_is_not_rwo",
+            refuses_rwx_volume,
+        ),
+        Case::shared(
+            "migrate::preflight_refuses_a_non_csi_volume_without_allow_non_csi",
+            refuses_non_csi_volume,
+        ),
+        Case::shared(
+            "migrate::preflight_refuses_a_bare_pod_without_allow_delete_pods",
+            refuses_bare_pod,
+        ),
+        Case::shared(
+            "migrate::dry_run_and_unconfirmed_runs_print_the_plan_and_write_nothing",
+            dry_run_writes_nothing,
+        ),
+    ]
+}
+
+/// The annotation holding the recorded progress (README, step 1).
+const ANNOTATION: &str = "rwop-guard.dev/migration";
+/// What the mutating webhook records on a claim it rewrote.
+const MUTATED_FROM: &str = "rwop-guard.dev/mutated-from";
+const CLAIM: &str = "data";
+const APP: &str = "app";
+const STEPS: usize = 11;
+const RWO: &str = "ReadWriteOnce";
+const RWOP: &str = "ReadWriteOncePod";
+/// Limit for every wait of `migrate` (its default is 5m; a failure should not take that long).
+const TIMEOUT: &str = "--timeout=90s";
+/// Limit for a spawned `migrate` to reach a step.
+const STEP_LIMIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+/// Case 1: one run, exit 0, every step reported, the end state as the README promises.
+fn full_run(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "full", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let history = VolumeHistory::start(env, &fx.pv)?;
+
+    let out = fx.migrate(env, &["--yes"]);
+    anyhow::ensure!(out.code == 0, "migrate failed: {out:#?}");
+    anyhow::ensure!(
+        out.stdout.starts_with(&format!(
+            "Migration of PersistentVolumeClaim {}/{CLAIM} (PersistentVolume {}) to [{RWOP}]:",
+            fx.ns, fx.pv
+        )),
+        "the plan's header is missing: {out:#?}"
+    );
+    for step in 1..=STEPS {
+        let line = progress_line(&out.stderr, step)
+            .with_context(|| format!("no progress line for step {step}: {out:#?}"))?;
+        anyhow::ensure!(
+            line.contains(" … done in ") || line.contains(" … skipped: "),
+            "step {step} neither done nor skipped: {line:?}\n{out:#?}"
+        );
+    }
+    let expect = [
+        (
+            2,
+            format!(
+                "set PersistentVolume {} spec.persistentVolumeReclaimPolicy: Delete -> Retain",
+                fx.pv
+            ),
+        ),
+        (
+            3,
+            format!(
+                "scale consumers of {}/{CLAIM} down (Deployment {APP} replicas 1 -> 0)",
+                fx.ns
+            ),
+        ),
+        (
+            4,
+            format!(
+                "delete PersistentVolumeClaim {}/{CLAIM} (precondition: its uid)",
+                fx.ns
+            ),
+        ),
+        (
+            6,
+            format!(
+                "set PersistentVolume {} spec.accessModes: -> [{RWOP}]",
+                fx.pv
+            ),
+        ),
+        (
+            9,
+            format!("restore consumers (Deployment {APP} replicas 0 -> 1)"),
+        ),
+        (
+            10,
+            format!(
+                "set PersistentVolume {} spec.persistentVolumeReclaimPolicy: Retain -> Delete",
+                fx.pv
+            ),
+        ),
+    ];
+    for (step, text) in expect {
+        let line = progress_line(&out.stderr, step).unwrap_or_default();
+        anyhow::ensure!(
+            line.contains(&text) && line.contains(" … done in "),
+            "step {step} should say {text:?} and be done, got {line:?}\n{out:#?}"
+        );
+    }
+    anyhow::ensure!(
+        out.stderr.ends_with(&format!(
+            "claim {}/{CLAIM} and PersistentVolume {} are now [{RWOP}]\n",
+            fx.ns, fx.pv
+        )),
+        "the closing line is missing: {out:#?}"
+    );
+
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    // The watch saw the dangerous interval (unclaimed, [ReadWriteOncePod]), and it was Retain.
+    let versions = history.assert_safe(env)?;
+    anyhow::ensure!(
+        versions
+            .iter()
+            .any(|v| v["spec"]["claimRef"]["uid"].is_null()
+                && v["spec"]["accessModes"] == json!([RWOP])
+                && v["spec"]["persistentVolumeReclaimPolicy"] == "Retain"),
+        "no version of the volume was seen unclaimed and [ReadWriteOncePod]: {:#?}",
+        summary(&versions)
+    );
+    Ok(())
+}
+
+/// Case 2: SIGKILL at five moments (after steps 1, 3, 4, 6 and 8), each time checking the live
+/// volume, resuming with the same command; the last resume finishes.
+fn sigkill_and_resume(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "kill", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let history = VolumeHistory::start(env, &fx.pv)?;
+    let args = ["--yes", TIMEOUT];
+
+    // Kill when step `next` starts: the steps before it are done and recorded.
+    for next in [2, 4, 5, 7, 9] {
+        let recorded = fx.completed(env)?;
+        // Had the previous kill landed a step late, this point is the next step to start.
+        let next = next.max(recorded + 1);
+        let stderr = fx.kill_at(env, &args, next)?;
+        // A resumed run starts where the previous one stopped, not from the top.
+        let first = first_step(&stderr);
+        anyhow::ensure!(
+            first == Some(recorded + 1),
+            "with {recorded} steps recorded, the run should start at step {}, started at {first:?}; stderr:\n{stderr}",
+            recorded + 1,
+        );
+        fx.assert_interrupted(env, RWOP, next - 1, &stderr)?;
+    }
+
+    let recorded = fx.completed(env)?;
+    let out = fx.migrate(env, &args);
+    anyhow::ensure!(out.code == 0, "the resume failed: {out:#?}");
+    anyhow::ensure!(
+        first_step(&out.stderr) == Some(recorded + 1),
+        "the resume should start at step {} ({recorded} recorded): {out:#?}",
+        recorded + 1
+    );
+    // The plan shows what is already done.
+    for step in 1..=STEPS {
+        let line = plan_line(&out.stdout, step)
+            .with_context(|| format!("no plan line for step {step}: {out:#?}"))?;
+        anyhow::ensure!(
+            line.ends_with(" (done)") == (step <= recorded),
+            "plan line of step {step} with {recorded} recorded: {line:?}"
+        );
+    }
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "claim {}/{CLAIM} and PersistentVolume {} are now [{RWOP}]",
+            fx.ns, fx.pv
+        )),
+        "{out:#?}"
+    );
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    history.assert_safe(env)?;
+    Ok(())
+}
+
+/// Case 3a: killed once the volume is [ReadWriteOncePod] and unclaimed (after step 6); the
+/// rollback (through the webhook's one allowed RWOP -> RWO change) returns to the start.
+fn rollback_after_volume_modes(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "rollback-modes", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let history = VolumeHistory::start(env, &fx.pv)?;
+
+    let stderr = fx.kill_at(env, &["--yes", TIMEOUT], 7)?;
+    fx.assert_interrupted(env, RWOP, 6, &stderr)?;
+    let pv = env.get("pv", None, &fx.pv)?;
+    anyhow::ensure!(
+        pv["spec"]["accessModes"] == json!([RWOP]),
+        "after step 6 the volume should be [ReadWriteOncePod]: {pv:#}"
+    );
+
+    let out = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "the rollback failed: {out:#?}");
+    anyhow::ensure!(
+        out.stdout.starts_with(&format!(
+            "Rollback of PersistentVolumeClaim {}/{CLAIM} (PersistentVolume {}) to [{RWO}]:",
+            fx.ns, fx.pv
+        )),
+        "{out:#?}"
+    );
+    anyhow::ensure!(
+        progress_line(&out.stderr, 6).is_some_and(|l| l.contains(&format!(
+            "set PersistentVolume {} spec.accessModes: -> [{RWO}]",
+            fx.pv
+        )) && l.contains(" … done in ")),
+        "the rollback should set the volume back to [ReadWriteOnce] in step 6: {out:#?}"
+    );
+    anyhow::ensure!(
+        out.stderr.ends_with(&format!(
+            "claim {}/{CLAIM} and PersistentVolume {} are rolled back to [{RWO}]\n",
+            fx.ns, fx.pv
+        )),
+        "{out:#?}"
+    );
+    fx.assert_end_state(env, RWO, Some(1), &out)?;
+    history.assert_safe(env)?;
+    Ok(())
+}
+
+/// Case 3b: killed after the claim is deleted (step 4); the rollback is killed too (after its
+/// step 6); a forward run then refuses to continue the half-done rollback; `--rollback` ends it.
+fn rollback_interrupted(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "rollback-twice", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let history = VolumeHistory::start(env, &fx.pv)?;
+
+    let stderr = fx.kill_at(env, &["--yes", TIMEOUT], 5)?;
+    fx.assert_interrupted(env, RWOP, 4, &stderr)?;
+    let gone = env.kubectl(&["get", "pvc", CLAIM, "-n", &fx.ns]);
+    anyhow::ensure!(
+        !gone.ok() && gone.stderr.contains("NotFound"),
+        "after step 4 the claim should be gone: {gone:#?}"
+    );
+
+    let stderr = fx.kill_at(env, &["--rollback", "--yes", TIMEOUT], 7)?;
+    anyhow::ensure!(
+        first_step(&stderr) == Some(1),
+        "a rollback starts its own steps from 1: {stderr}"
+    );
+    fx.assert_interrupted(env, RWO, 6, &stderr)?;
+
+    let before = env.get("pv", None, &fx.pv)?;
+    let refused = fx.migrate(env, &["--yes", TIMEOUT]);
+    anyhow::ensure!(refused.code == 1, "expected a refusal: {refused:#?}");
+    anyhow::ensure!(
+        refused.stderr.contains(&format!(
+            "a rollback of {}/{CLAIM} is under way (step ",
+            fx.ns
+        )) && refused.stderr.contains("finish it with --rollback first"),
+        "{refused:#?}"
+    );
+    // (Compared field by field: the binder may still be binding a claim the killed run created.)
+    let after = env.get("pv", None, &fx.pv)?;
+    for field in [
+        &["metadata", "annotations", ANNOTATION][..],
+        &["spec", "accessModes"],
+        &["spec", "persistentVolumeReclaimPolicy"],
+    ] {
+        let pick = |v: &Value| field.iter().fold(v.clone(), |v, k| v[*k].clone());
+        anyhow::ensure!(
+            pick(&before) == pick(&after),
+            "the refused forward run changed {field:?}:\nbefore {before:#}\nafter {after:#}"
+        );
+    }
+
+    let out = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "the rollback failed: {out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "claim {}/{CLAIM} and PersistentVolume {} are rolled back to [{RWO}]",
+            fx.ns, fx.pv
+        )),
+        "{out:#?}"
+    );
+    fx.assert_end_state(env, RWO, Some(1), &out)?;
+    history.assert_safe(env)?;
+
+    // Nothing is recorded any more: a second rollback has nothing to do.
+    let again = fx.migrate(env, &["--rollback", "--yes"]);
+    anyhow::ensure!(
+        again.code == 1
+            && again.stderr.contains(&format!(
+                "no migration of {}/{CLAIM} is recorded on PersistentVolume {}: nothing to roll back",
+                fx.ns, fx.pv
+            )),
+        "{again:#?}"
+    );
+    Ok(())
+}
+
+/// Case 4a: a claim that is Pending (the volume it names is reserved for another claim), one
+/// with no volume at all, and one that does not exist.
+fn refuses_unbound_claim(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-mig-unbound";
+    let pv = "e2e-mig-unbound-pv";
+    env.namespace(ns)?;
+    let volume = reserved(delete_policy(csi_volume(pv, &[RWO])), ns, "someone-else");
+    let mut pending = claim(CLAIM, ns, &[RWO], Some(CSI_CLASS));
+    pending["spec"]["volumeName"] = pv.into();
+    // No volume of its (in-tree, no-provisioner) class: Pending, no volumeName.
+    let orphan = claim("orphan", ns, &[RWO], Some(INTREE_CLASS));
+    env.kubectl_stdin(&["create", "-f", "-"], &volume.to_string())
+        .success()?;
+    env.wait_for("pv", None, pv, "Available", |v| {
+        v["status"]["phase"] == "Available"
+    })?;
+    env.kubectl_stdin(&["create", "-f", "-"], &docs(&[pending, orphan]))
+        .success()?;
+    // The binder has seen the claim and left it Pending.
+    wait_until(
+        "the binder to refuse the volume reserved for another claim",
+        Duration::from_secs(60),
+        || {
+            let events = env.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                &format!("involvedObject.name={CLAIM},reason=FailedBinding"),
+                "-o",
+                "name",
+            ]);
+            Ok((events.ok() && !events.stdout.trim().is_empty()).then_some(()))
+        },
+    )?;
+    let snapshot = Snapshot::take(env, ns, &[CLAIM, "orphan"], pv)?;
+
+    let out = env.rwop(&["migrate", &format!("{ns}/{CLAIM}"), "--yes"], "");
+    anyhow::ensure!(out.code == 1, "expected exit 1: {out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "claim {ns}/{CLAIM} is \"Pending\", not Bound; only Bound claims can be migrated"
+        )),
+        "{out:#?}"
+    );
+    anyhow::ensure!(out.stdout.is_empty(), "no plan for a refusal: {out:#?}");
+
+    let out = env.rwop(&["migrate", &format!("{ns}/orphan"), "--yes"], "");
+    anyhow::ensure!(out.code == 1, "expected exit 1: {out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "claim {ns}/orphan is not bound to a PersistentVolume"
+        )) && out.stderr.contains("only Bound claims can be migrated"),
+        "{out:#?}"
+    );
+
+    let out = env.rwop(&["migrate", &format!("{ns}/missing"), "--yes"], "");
+    anyhow::ensure!(
+        out.code == 1
+            && out.stderr.contains(&format!(
+                "claim {ns}/missing not found, and no PersistentVolume records a migration of it"
+            )),
+        "{out:#?}"
+    );
+    snapshot.assert_unchanged(env)
+}
+
+/// Case 4b: a Bound [ReadWriteMany] claim and volume.
+fn refuses_rwx_volume(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "rwx", &["ReadWriteMany"], Source::Csi)?;
+    let snapshot = Snapshot::take(env, &fx.ns, &[CLAIM], &fx.pv)?;
+    let out = fx.migrate(env, &["--yes"]);
+    anyhow::ensure!(out.code == 1, "expected exit 1: {out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "PersistentVolume {} has access modes [ReadWriteMany]; only [ReadWriteOnce] volumes are migrated",
+            fx.pv
+        )),
+        "{out:#?}"
+    );
+    anyhow::ensure!(out.stdout.is_empty(), "no plan for a refusal: {out:#?}");
+    snapshot.assert_unchanged(env)
+}
+
+/// Case 4c: a hostPath volume, refused without --allow-non-csi; with it, a warning and a plan.
+fn refuses_non_csi_volume(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "hostpath", &[RWO], Source::HostPath)?;
+    let snapshot = Snapshot::take(env, &fx.ns, &[CLAIM], &fx.pv)?;
+    let out = fx.migrate(env, &["--yes"]);
+    anyhow::ensure!(out.code == 1, "expected exit 1: {out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "PersistentVolume {} is not a CSI volume; ReadWriteOncePod is only supported for CSI volumes",
+            fx.pv
+        )) && out.stderr.contains("(pass --allow-non-csi to continue anyway)"),
+        "{out:#?}"
+    );
+    anyhow::ensure!(out.stdout.is_empty(), "no plan for a refusal: {out:#?}");
+
+    // The flag lifts exactly this refusal (shown with a dry run: still nothing written).
+    let out = fx.migrate(env, &["--allow-non-csi", "--dry-run"]);
+    anyhow::ensure!(out.code == 0, "{out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "warning: PersistentVolume {} is not a CSI volume",
+            fx.pv
+        )),
+        "the warning is missing: {out:#?}"
+    );
+    anyhow::ensure!(
+        out.stdout.contains(&format!(
+            "Migration of PersistentVolumeClaim {}/{CLAIM} (PersistentVolume {}) to [{RWOP}]:",
+            fx.ns, fx.pv
+        )),
+        "{out:#?}"
+    );
+    snapshot.assert_unchanged(env)
+}
+
+/// Case 4d: a pod without a controller mounts the claim: refused without --allow-delete-pods;
+/// with it the pod is deleted (and not recreated) and the migration completes.
+fn refuses_bare_pod(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "bare", &[RWO], Source::Csi)?;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "lonely", "namespace": fx.ns},
+        "spec": {
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": CLAIM}}],
+        },
+    });
+    env.kubectl_stdin(&["create", "-f", "-"], &pod.to_string())
+        .success()?;
+    let snapshot = Snapshot::take(env, &fx.ns, &[CLAIM], &fx.pv)?;
+
+    let out = fx.migrate(env, &["--yes"]);
+    anyhow::ensure!(out.code == 1, "expected exit 1: {out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(&format!(
+            "claim {}/{CLAIM} is mounted by pods without a controller (lonely)",
+            fx.ns
+        )) && out.stderr.contains("(pass --allow-delete-pods to do so)"),
+        "{out:#?}"
+    );
+    anyhow::ensure!(out.stdout.is_empty(), "no plan for a refusal: {out:#?}");
+    snapshot.assert_unchanged(env)?;
+    anyhow::ensure!(
+        env.kubectl(&["get", "pod", "lonely", "-n", &fx.ns]).ok(),
+        "the refused run deleted the pod"
+    );
+
+    let history = VolumeHistory::start(env, &fx.pv)?;
+    let out = fx.migrate(env, &["--allow-delete-pods", "--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "{out:#?}");
+    anyhow::ensure!(
+        out.stderr.contains(
+            "warning: pods lonely have no controller: they will be deleted and not recreated"
+        ),
+        "{out:#?}"
+    );
+    anyhow::ensure!(
+        progress_line(&out.stderr, 3).is_some_and(|l| l.contains("delete bare Pod lonely")),
+        "{out:#?}"
+    );
+    let pod = env.kubectl(&["get", "pod", "lonely", "-n", &fx.ns]);
+    anyhow::ensure!(
+        !pod.ok() && pod.stderr.contains("NotFound"),
+        "the bare pod should be deleted: {pod:#?}"
+    );
+    fx.assert_end_state(env, RWOP, None, &out)?;
+    history.assert_safe(env)?;
+    Ok(())
+}
+
+/// Case 4e: --dry-run prints the plan with the exact values and writes nothing; so does a run
+/// without --yes and without a terminal to confirm on.
+fn dry_run_writes_nothing(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "dry", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let snapshot = Snapshot::take(env, &fx.ns, &[CLAIM], &fx.pv)?;
+    let deploy = env.get("deployment", Some(&fx.ns), APP)?;
+
+    let out = fx.migrate(env, &["--dry-run"]);
+    anyhow::ensure!(out.code == 0, "{out:#?}");
+    let (ns, pv) = (fx.ns.as_str(), fx.pv.as_str());
+    let expect = [
+        format!(
+            "Migration of PersistentVolumeClaim {ns}/{CLAIM} (PersistentVolume {pv}) to [{RWOP}]:"
+        ),
+        format!(
+            "  [1/11] record the migration state on PersistentVolume {pv} (annotation {ANNOTATION}, target [{RWOP}])"
+        ),
+        format!(
+            "  [2/11] set PersistentVolume {pv} spec.persistentVolumeReclaimPolicy: Delete -> Retain"
+        ),
+        format!("  [3/11] scale consumers of {ns}/{CLAIM} down (Deployment {APP} replicas 1 -> 0)"),
+        format!("  [4/11] delete PersistentVolumeClaim {ns}/{CLAIM} (precondition: its uid)"),
+        format!("  [5/11] clear PersistentVolume {pv} spec.claimRef.uid"),
+        format!("  [6/11] set PersistentVolume {pv} spec.accessModes: -> [{RWOP}]"),
+        format!(
+            "  [7/11] create PersistentVolumeClaim {ns}/{CLAIM} with accessModes [{RWOP}] and volumeName {pv}"
+        ),
+        format!("  [8/11] wait until PersistentVolumeClaim {ns}/{CLAIM} is Bound to {pv}"),
+        format!("  [9/11] restore consumers (Deployment {APP} replicas 0 -> 1)"),
+        format!(
+            "  [10/11] set PersistentVolume {pv} spec.persistentVolumeReclaimPolicy: Retain -> Delete"
+        ),
+        format!("  [11/11] remove the migration state from PersistentVolume {pv}"),
+        "The claim is recreated as:\n---\n".to_owned(),
+    ];
+    for text in &expect {
+        anyhow::ensure!(
+            out.stdout.contains(text.as_str()),
+            "the plan lacks {text:?}:\n{}",
+            out.stdout
+        );
+    }
+    anyhow::ensure!(
+        !out.stdout.contains("(done)"),
+        "nothing is done yet: {out:#?}"
+    );
+    // The claim as it will be created: the target mode, the volume, labels and user annotations.
+    let yaml = out
+        .stdout
+        .split_once("The claim is recreated as:\n---\n")
+        .map(|(_, y)| y)
+        .unwrap_or_default();
+    for text in [
+        format!("- {RWOP}"),
+        format!("volumeName: {pv}"),
+        format!("name: {CLAIM}"),
+        format!("namespace: {ns}"),
+        "e2e: dry".to_owned(),
+        format!("{OWNER_ANNOTATION}: dry"),
+    ] {
+        anyhow::ensure!(
+            yaml.contains(&text),
+            "the recreated claim lacks {text:?}:\n{yaml}"
+        );
+    }
+    for managed in ["pv.kubernetes.io/bind-completed", "uid:", "resourceVersion"] {
+        anyhow::ensure!(
+            !yaml.contains(managed),
+            "the recreated claim carries {managed:?}:\n{yaml}"
+        );
+    }
+    anyhow::ensure!(
+        first_step(&out.stderr).is_none(),
+        "a dry run runs no step: {out:#?}"
+    );
+
+    // No --yes and stdin is not a terminal (here: empty): the plan, no question answered, exit 1.
+    let out = fx.migrate(env, &[]);
+    anyhow::ensure!(out.code == 1, "{out:#?}");
+    anyhow::ensure!(
+        out.stderr
+            .contains("not confirmed; nothing changed (use --yes to skip the question)"),
+        "{out:#?}"
+    );
+    anyhow::ensure!(first_step(&out.stderr).is_none(), "{out:#?}");
+    // Declined explicitly.
+    let out = env.rwop(&["migrate", &fx.target()], "n\n");
+    anyhow::ensure!(
+        out.code == 1 && out.stderr.contains("not confirmed; nothing changed"),
+        "{out:#?}"
+    );
+
+    snapshot.assert_unchanged(env)?;
+    let after = env.get("deployment", Some(&fx.ns), APP)?;
+    anyhow::ensure!(
+        after["spec"]["replicas"] == 1
+            && after["metadata"]["generation"] == deploy["metadata"]["generation"],
+        "the Deployment changed:\nbefore {deploy:#}\nafter {after:#}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// A user annotation on the claim, to check that the recreated claim keeps it.
+const OWNER_ANNOTATION: &str = "e2e.rwop-guard.dev/owner";
+
+enum Source {
+    Csi,
+    HostPath,
+}
+
+/// A namespace with the claim `data` Bound to its reserved volume (reclaim policy Delete).
+struct Fixture {
+    case: String,
+    ns: String,
+    pv: String,
+    pv_uid: String,
+    claim_uid: String,
+}
+
+impl Fixture {
+    fn bound(env: &Env, case: &str, modes: &[&str], source: Source) -> anyhow::Result<Self> {
+        let ns = format!("e2e-mig-{case}");
+        let pv = format!("e2e-mig-{case}-pv");
+        env.namespace(&ns)?;
+        let (volume, class) = match source {
+            Source::Csi => (csi_volume(&pv, modes), CSI_CLASS),
+            Source::HostPath => (
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": pv},
+                    "spec": {"accessModes": modes, "capacity": {"storage": "1Gi"},
+                             "storageClassName": INTREE_CLASS,
+                             "hostPath": {"path": format!("/e2e/{pv}")}},
+                }),
+                INTREE_CLASS,
+            ),
+        };
+        let volume = reserved(delete_policy(volume), &ns, CLAIM);
+        let mut c = claim(CLAIM, &ns, modes, Some(class));
+        c["spec"]["volumeName"] = pv.as_str().into();
+        c["metadata"]["labels"] = json!({"e2e": case});
+        c["metadata"]["annotations"] = json!({OWNER_ANNOTATION: case});
+        // The volume first, and Available (known to the binder) before the claim names it.
+        env.kubectl_stdin(&["create", "-f", "-"], &volume.to_string())
+            .success()?;
+        env.wait_for("pv", None, &pv, "Available", |v| {
+            v["status"]["phase"] == "Available"
+        })?;
+        env.kubectl_stdin(&["create", "-f", "-"], &c.to_string())
+            .success()?;
+        let claim = wait_bound_nudging(env, &ns, CLAIM)?;
+        let volume = env.wait_for("pv", None, &pv, "Bound", |v| {
+            v["status"]["phase"] == "Bound"
+        })?;
+        anyhow::ensure!(
+            claim["spec"]["accessModes"] == json!(modes),
+            "the claim was created with other modes (mutated?): {claim:#}"
+        );
+        anyhow::ensure!(
+            volume["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"],
+            "{volume:#}"
+        );
+        Ok(Self {
+            case: case.to_owned(),
+            ns,
+            pv,
+            pv_uid: text(&volume["metadata"]["uid"]).to_owned(),
+            claim_uid: text(&claim["metadata"]["uid"]).to_owned(),
+        })
+    }
+
+    /// A one-replica Deployment (strategy Recreate) mounting the claim, and its (Pending) pod.
+    fn deployment(&self, env: &Env) -> anyhow::Result<()> {
+        let d = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": APP, "namespace": self.ns},
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {"app": APP}},
+                "template": {
+                    "metadata": {"labels": {"app": APP}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10",
+                                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": CLAIM}}],
+                    },
+                },
+            },
+        });
+        env.kubectl_stdin(&["create", "-f", "-"], &d.to_string())
+            .success()?;
+        wait_until(
+            &format!("a pod of Deployment {}/{APP}", self.ns),
+            Duration::from_secs(60),
+            || Ok((!self.mounting_pods(env)?.is_empty()).then_some(())),
+        )
+    }
+
+    /// Pods that mount the claim and are not being deleted.
+    fn mounting_pods(&self, env: &Env) -> anyhow::Result<Vec<String>> {
+        let out = env
+            .kubectl(&["get", "pods", "-n", &self.ns, "-o", "json"])
+            .success()?;
+        let pods: Value = serde_json::from_str(&out.stdout)?;
+        Ok(pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| {
+                p["spec"]["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v["persistentVolumeClaim"]["claimName"] == CLAIM)
+            })
+            .map(|p| text(&p["metadata"]["name"]).to_owned())
+            .collect())
+    }
+
+    fn target(&self) -> String {
+        format!("{}/{CLAIM}", self.ns)
+    }
+
+    fn migrate(&self, env: &Env, args: &[&str]) -> Out {
+        let target = self.target();
+        let mut all = vec!["migrate", target.as_str()];
+        all.extend_from_slice(args);
+        env.rwop(&all, "")
+    }
+
+    /// `migrate` as a child with stderr piped, to follow its progress and kill it.
+    fn spawn_migrate(&self, env: &Env, args: &[&str]) -> anyhow::Result<Running> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+        command
+            .arg("migrate")
+            .arg(self.target())
+            .args(args)
+            .env("KUBECONFIG", &env.plane.kubeconfig)
+            .env_remove("RWOP_GUARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        Running::spawn(command)
+    }
+
+    /// Runs `migrate` and SIGKILLs it as soon as it reports that step `step` starts. Returns
+    /// what it printed on stderr.
+    fn kill_at(&self, env: &Env, args: &[&str], step: usize) -> anyhow::Result<String> {
+        let mut run = self.spawn_migrate(env, args)?;
+        run.wait_for(&format!("[{step}/{STEPS}] "), STEP_LIMIT)?;
+        let status = run.sigkill()?;
+        anyhow::ensure!(
+            status.signal() == Some(libc::SIGKILL),
+            "migrate was to be killed at step {step} but ended on its own ({status}); stderr:\n{}",
+            run.stderr()
+        );
+        Ok(run.stderr())
+    }
+
+    /// The recorded state on the volume, if any.
+    fn state(&self, env: &Env) -> anyhow::Result<Option<Value>> {
+        let pv = env.get("pv", None, &self.pv)?;
+        recorded_state(&pv)
+    }
+
+    /// How many steps the recorded state says are done (0 when nothing is recorded).
+    fn completed(&self, env: &Env) -> anyhow::Result<usize> {
+        Ok(self
+            .state(env)?
+            .and_then(|s| s["completed"].as_u64())
+            .map_or(0, |n| n as usize))
+    }
+
+    /// Whether a claim is bound to the volume: the live claim has the uid of the volume's
+    /// claimRef, is Bound and names the volume.
+    fn claim_holds(&self, env: &Env, pv: &Value) -> bool {
+        let uid = text(&pv["spec"]["claimRef"]["uid"]);
+        if uid.is_empty() {
+            return false;
+        }
+        env.get("pvc", Some(&self.ns), CLAIM).is_ok_and(|c| {
+            text(&c["metadata"]["uid"]) == uid
+                && c["status"]["phase"] == "Bound"
+                && text(&c["spec"]["volumeName"]) == self.pv
+        })
+    }
+
+    /// After a SIGKILL: the volume is there, unchanged in identity, records progress towards
+    /// `target` of at least `done` steps, and is Retain unless a claim holds it.
+    fn assert_interrupted(
+        &self,
+        env: &Env,
+        target: &str,
+        done: usize,
+        stderr: &str,
+    ) -> anyhow::Result<()> {
+        let pv = env
+            .get("pv", None, &self.pv)
+            .with_context(|| format!("the volume is gone after a kill; stderr:\n{stderr}"))?;
+        anyhow::ensure!(
+            text(&pv["metadata"]["uid"]) == self.pv_uid
+                && pv["metadata"]["deletionTimestamp"].is_null(),
+            "the volume was replaced or is being deleted: {pv:#}"
+        );
+        let state = recorded_state(&pv)?
+            .with_context(|| format!("no progress recorded after the kill: {pv:#}\n{stderr}"))?;
+        let completed = state["completed"].as_u64().unwrap_or(0) as usize;
+        anyhow::ensure!(
+            state["target"] == target && completed >= done,
+            "killed when step {} started, the volume records {state:#}\nstderr:\n{stderr}",
+            done + 1
+        );
+        let policy = text(&pv["spec"]["persistentVolumeReclaimPolicy"]);
+        anyhow::ensure!(
+            policy == "Retain" || self.claim_holds(env, &pv),
+            "no claim holds the volume and its reclaim policy is {policy:?}: {pv:#}"
+        );
+        Ok(())
+    }
+
+    /// The README's end state: claim [mode] Bound to the same volume (recreated from the recorded
+    /// manifest), volume [mode] with reclaim policy Delete and no recorded state, the
+    /// Deployment's replicas back and its pod recreated.
+    fn assert_end_state(
+        &self,
+        env: &Env,
+        mode: &str,
+        replicas: Option<i64>,
+        out: &Out,
+    ) -> anyhow::Result<()> {
+        let claim = env.get("pvc", Some(&self.ns), CLAIM)?;
+        let pv = env.get("pv", None, &self.pv)?;
+        let ctx = || format!("\nclaim: {claim:#}\nvolume: {pv:#}\nrun: {out:#?}");
+        anyhow::ensure!(
+            claim["status"]["phase"] == "Bound" && text(&claim["spec"]["volumeName"]) == self.pv,
+            "the claim is not Bound to {}{}",
+            self.pv,
+            ctx()
+        );
+        anyhow::ensure!(
+            claim["spec"]["accessModes"] == json!([mode]),
+            "the claim is not [{mode}]{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            claim["metadata"]["annotations"][MUTATED_FROM].is_null(),
+            "the recreated claim was rewritten by the mutating webhook{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            text(&claim["metadata"]["uid"]) != self.claim_uid,
+            "the claim was not recreated{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            claim["metadata"]["labels"]["e2e"] == self.case.as_str()
+                && claim["metadata"]["annotations"][OWNER_ANNOTATION] == self.case.as_str(),
+            "the recreated claim lost its label or annotation{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            text(&pv["metadata"]["uid"]) == self.pv_uid,
+            "not the same PersistentVolume (uid {} before){}",
+            self.pv_uid,
+            ctx()
+        );
+        anyhow::ensure!(
+            pv["spec"]["accessModes"] == json!([mode]),
+            "the volume is not [{mode}]{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete",
+            "the reclaim policy is not restored to Delete{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            pv["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
+                && pv["spec"]["claimRef"]["name"] == CLAIM
+                && pv["spec"]["claimRef"]["namespace"] == self.ns.as_str(),
+            "the volume's claimRef is not the new claim{}",
+            ctx()
+        );
+        anyhow::ensure!(
+            pv["metadata"]["annotations"][ANNOTATION].is_null(),
+            "the migration state is still recorded{}",
+            ctx()
+        );
+        if let Some(n) = replicas {
+            let d = env.get("deployment", Some(&self.ns), APP)?;
+            anyhow::ensure!(
+                d["spec"]["replicas"] == n,
+                "Deployment {APP} has replicas {} instead of {n}{}",
+                d["spec"]["replicas"],
+                ctx()
+            );
+            wait_until(
+                "the restored Deployment's pod to mount the claim again",
+                Duration::from_secs(60),
+                || Ok((!self.mounting_pods(env)?.is_empty()).then_some(())),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until a claim is Bound. The binder sometimes binds the volume but not yet the claim,
+/// and retries only at its periodic resync (15 s); any update of the claim makes it retry at
+/// once, so the wait touches an annotation of the claim every second. For setup only: the
+/// claims `migrate` creates are left alone.
+fn wait_bound_nudging(env: &Env, ns: &str, name: &str) -> anyhow::Result<Value> {
+    let mut nudged = Instant::now();
+    let mut nudges = 0;
+    wait_until(
+        &format!("claim {ns}/{name} to be Bound"),
+        Duration::from_secs(60),
+        || {
+            let claim = env.get("pvc", Some(ns), name)?;
+            if claim["status"]["phase"] == "Bound" {
+                return Ok(Some(claim));
+            }
+            if nudged.elapsed() >= Duration::from_secs(1) {
+                nudges += 1;
+                let nudge = format!("e2e.rwop-guard.dev/nudge={nudges}");
+                env.kubectl(&["annotate", "pvc", name, "-n", ns, "--overwrite", &nudge])
+                    .success()?;
+                nudged = Instant::now();
+            }
+            Ok(None)
+        },
+    )
+}
+
+/// Reclaim policy Delete, the one a migration must protect and restore.
+fn delete_policy(mut pv: Value) -> Value {
+    pv["spec"]["persistentVolumeReclaimPolicy"] = "Delete".into();
+    pv
+}
+
+/// A volume reserved for one claim (`claimRef` without uid): no other case's claim binds it.
+fn reserved(mut pv: Value, namespace: &str, claim: &str) -> Value {
+    pv["spec"]["claimRef"] = json!({"namespace": namespace, "name": claim});
+    pv
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn recorded_state(pv: &Value) -> anyhow::Result<Option<Value>> {
+    match pv["metadata"]["annotations"][ANNOTATION].as_str() {
+        None => Ok(None),
+        Some(s) => serde_json::from_str(s)
+            .map(Some)
+            .with_context(|| format!("{ANNOTATION} is not JSON: {s}")),
+    }
+}
+
+/// The progress line of `step` on stderr (`[N/11] what … done in 0.1s`).
+fn progress_line(stderr: &str, step: usize) -> Option<&str> {
+    let prefix = format!("[{step}/{STEPS}] ");
+    stderr.lines().find(|l| l.starts_with(&prefix))
+}
+
+/// The plan line of `step` on stdout (`  [N/11] what`).
+fn plan_line(stdout: &str, step: usize) -> Option<&str> {
+    let prefix = format!("  [{step}/{STEPS}] ");
+    stdout.lines().find(|l| l.starts_with(&prefix))
+}
+
+/// The first step a run reported starting.
+fn first_step(stderr: &str) -> Option<usize> {
+    let suffix = format!("/{STEPS}] ");
+    stderr.lines().find_map(|l| {
+        let rest = l.strip_prefix('[')?;
+        let (n, _) = rest.split_once(&suffix)?;
+        n.parse().ok()
+    })
+}
+
+/// The resourceVersions of some objects, to show that a refused run wrote nothing.
+struct Snapshot {
+    ns: String,
+    claims: Vec<(String, Value)>,
+    pv: (String, Value),
+}
+
+impl Snapshot {
+    fn take(env: &Env, ns: &str, claims: &[&str], pv: &str) -> anyhow::Result<Self> {
+        let claims = claims
+            .iter()
+            .map(|c| Ok((c.to_string(), env.get("pvc", Some(ns), c)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            ns: ns.to_owned(),
+            claims,
+            pv: (pv.to_owned(), env.get("pv", None, pv)?),
+        })
+    }
+
+    fn assert_unchanged(&self, env: &Env) -> anyhow::Result<()> {
+        let (name, before) = &self.pv;
+        let after = env.get("pv", None, name)?;
+        anyhow::ensure!(
+            after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+                && after["metadata"]["annotations"][ANNOTATION].is_null(),
+            "PersistentVolume {name} changed:\nbefore {before:#}\nafter {after:#}"
+        );
+        for (name, before) in &self.claims {
+            let after = env.get("pvc", Some(&self.ns), name)?;
+            anyhow::ensure!(
+                after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"],
+                "claim {}/{name} changed:\nbefore {before:#}\nafter {after:#}",
+                self.ns
+            );
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A migrate process followed through its stderr
+
+struct Running {
+    child: Child,
+    chunks: mpsc::Receiver<Vec<u8>>,
+    stderr: Vec<u8>,
+    closed: bool,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command.spawn().context("starting rwop-guard migrate")?;
+        let mut pipe = child.stderr.take().context("stderr is not piped")?;
+        let (tx, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            chunks,
+            stderr: Vec::new(),
+            closed: false,
+        })
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Blocks until the process has printed `needle` on stderr.
+    fn wait_for(&mut self, needle: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while !self.stderr().contains(needle) {
+            anyhow::ensure!(
+                !self.closed,
+                "migrate ended before printing {needle:?} ({:?}); stderr:\n{}",
+                self.child.try_wait(),
+                self.stderr()
+            );
+            match self
+                .chunks
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(chunk) => self.stderr.extend(chunk),
+                Err(RecvTimeoutError::Disconnected) => self.closed = true,
+                Err(RecvTimeoutError::Timeout) => anyhow::bail!(
+                    "migrate did not print {needle:?} within {limit:?}; stderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, then everything it printed.
+    fn sigkill(&mut self) -> anyhow::Result<ExitStatus> {
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let status = self.child.wait()?;
+        while !self.closed {
+            match self.chunks.recv_timeout(Duration::from_secs(10)) {
+                Ok(chunk) => self.stderr.extend(chunk),
+                Err(_) => self.closed = true,
+            }
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every stored version of a volume
+
+/// Watches one PersistentVolume from its current version on, keeping every version the API
+/// server reports (a watch delivers each change, so no write is missed).
+struct VolumeHistory {
+    name: String,
+    seen: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VolumeHistory {
+    fn start(env: &Env, name: &str) -> anyhow::Result<Self> {
+        let api: Api<PersistentVolume> = Api::all(env.client.clone());
+        let first = env
+            .rt
+            .block_on(api.get(name))
+            .with_context(|| format!("reading PersistentVolume {name}"))?;
+        let rv = first.metadata.resource_version.clone().unwrap_or_default();
+        let seen = Arc::new(Mutex::new(vec![serde_json::to_value(&first)?]));
+        let task = env
+            .rt
+            .spawn(follow(api, name.to_owned(), rv, Arc::clone(&seen)));
+        Ok(Self {
+            name: name.to_owned(),
+            seen,
+            task,
+        })
+    }
+
+    /// Every version up to the live one.
+    fn versions(&self, env: &Env) -> anyhow::Result<Vec<Value>> {
+        let live = env.get("pv", None, &self.name)?;
+        let rv = live["metadata"]["resourceVersion"].clone();
+        wait_until(
+            &format!("the watch of {} to reach the live version", self.name),
+            Duration::from_secs(30),
+            || {
+                let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(e) = seen.iter().find(|v| !v["watchError"].is_null()) {
+                    anyhow::bail!("the watch of {} broke: {e}", self.name);
+                }
+                Ok(seen
+                    .iter()
+                    .any(|v| v["metadata"]["resourceVersion"] == rv || !v["deleted"].is_null())
+                    .then(|| seen.clone()))
+            },
+        )
+    }
+
+    /// Checks the README's safety invariants on every version: never deleted, and reclaim policy
+    /// Retain unless the volume is Bound to a claim. Returns the versions.
+    fn assert_safe(&self, env: &Env) -> anyhow::Result<Vec<Value>> {
+        let versions = self.versions(env)?;
+        for v in &versions {
+            anyhow::ensure!(
+                v["deleted"].is_null() && v["metadata"]["deletionTimestamp"].is_null(),
+                "PersistentVolume {} was deleted: {v:#}",
+                self.name
+            );
+            let policy = text(&v["spec"]["persistentVolumeReclaimPolicy"]);
+            let bound =
+                v["status"]["phase"] == "Bound" && !text(&v["spec"]["claimRef"]["uid"]).is_empty();
+            anyhow::ensure!(
+                policy == "Retain" || bound,
+                "PersistentVolume {} had reclaim policy {policy:?} while no claim was bound to it \
+                 (resourceVersion {}); every version: {:#?}",
+                self.name,
+                v["metadata"]["resourceVersion"],
+                summary(&versions)
+            );
+        }
+        Ok(versions)
+    }
+}
+
+impl Drop for VolumeHistory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn follow(
+    api: Api<PersistentVolume>,
+    name: String,
+    mut rv: String,
+    seen: Arc<Mutex<Vec<Value>>>,
+) {
+    let push = |v: Value| seen.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(290);
+    loop {
+        let stream = match api.watch(&params, &rv).await {
+            Ok(s) => s,
+            Err(e) => return push(json!({"watchError": e.to_string()})),
+        };
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(WatchEvent::Added(pv) | WatchEvent::Modified(pv)) => {
+                    rv = pv.metadata.resource_version.clone().unwrap_or_default();
+                    push(serde_json::to_value(&pv).unwrap_or_default());
+                }
+                Ok(WatchEvent::Deleted(pv)) => push(json!({"deleted": pv.metadata.name})),
+                Ok(WatchEvent::Bookmark(b)) => rv = b.metadata.resource_version,
+                Ok(WatchEvent::Error(e)) => return push(json!({"watchError": format!("{e:?}")})),
+                Err(e) => return push(json!({"watchError": e.to_string()})),
+            }
+        }
+    }
+}
+
+/// One line per version: what a failure message needs to tell the story.
+fn summary(versions: &[Value]) -> Vec<String> {
+    versions
+        .iter()
+        .map(|v| {
+            format!(
+                "rv {} phase {} policy {} modes {} claimRef.uid {} state {}",
+                v["metadata"]["resourceVersion"],
+                v["status"]["phase"],
+                v["spec"]["persistentVolumeReclaimPolicy"],
+                v["spec"]["accessModes"],
+                v["spec"]["claimRef"]["uid"],
+                recorded_state(v)
+                    .ok()
+                    .flatten()
+                    .map_or("-".to_owned(), |s| format!(
+                        "{} {}",
+                        s["target"], s["completed"]
+                    )),
+            )
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use super::pki::{self, Ca};
 use super::process::Process;
-use super::{free_port, wait_until};
+use super::{free_ports, wait_until};
 
 pub const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 
@@ -45,8 +45,7 @@ impl ControlPlane {
         std::fs::write(pki.join("sa.key"), sa_key)?;
         std::fs::write(pki.join("sa.pub"), sa_pub)?;
 
-        let (etcd_client, etcd_peer, api, kcm) =
-            (free_port()?, free_port()?, free_port()?, free_port()?);
+        let [etcd_client, etcd_peer, api, kcm] = free_ports::<4>()?;
         let server = format!("https://127.0.0.1:{api}");
         let kubeconfig = dir.join("admin.kubeconfig");
         write_kubeconfig(&kubeconfig, &server, &pki, "admin")?;
