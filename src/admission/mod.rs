@@ -65,10 +65,12 @@ impl FromStr for Webhook {
 /// A body that cannot be answered with an AdmissionReview. The message says what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
+    // Each message holds its cause, which is therefore not also a `source()` (said once when
+    // printed with its chain).
     #[error("body is not valid JSON: {0}")]
-    NotJson(#[source] serde_json::Error),
+    NotJson(serde_json::Error),
     #[error("body is not an AdmissionReview: {0}")]
-    NotReview(#[source] serde_json::Error),
+    NotReview(serde_json::Error),
     #[error(
         "unsupported AdmissionReview apiVersion {found:?} or kind {kind:?}: expected apiVersion \
          admission.k8s.io/v1, kind AdmissionReview"
@@ -76,12 +78,11 @@ pub enum ReviewError {
     UnsupportedVersion { found: String, kind: String },
     #[error("AdmissionReview has no request")]
     NoRequest,
-    #[error("the {kind} in request {uid:?} does not decode: {source}")]
+    #[error("the {kind} in request {uid:?} does not decode: {error}")]
     BadObject {
         kind: String,
         uid: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("cannot encode the response: {0}")]
     Encode(String),
@@ -337,10 +338,10 @@ where
     K: Resource + for<'de> Deserialize<'de>,
 {
     let review: AdmissionReview<K> =
-        serde_json::from_slice(body).map_err(|source| ReviewError::BadObject {
+        serde_json::from_slice(body).map_err(|error| ReviewError::BadObject {
             kind: truncate(&envelope.kind.kind, NAME_BYTES).into_owned(),
             uid: truncate(&envelope.uid, LOG_FIELD_BYTES).into_owned(),
-            source,
+            error,
         })?;
     review
         .try_into()
