@@ -327,7 +327,12 @@ impl Binary {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.crt");
         let log = dir.path().join("stderr.log");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+        // RWOP_GUARD_TEST_BIN: another build to measure, e.g. target/release/rwop-guard.
+        let binary = std::env::var_os("RWOP_GUARD_TEST_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_rwop-guard")),
+            PathBuf::from,
+        );
+        let mut child = tokio::process::Command::new(binary)
             .args([
                 "serve",
                 "--dev",
@@ -688,9 +693,9 @@ async fn memory_stays_bounded_under_stalled_large_bodies() {
         }
         let mut h2s = Vec::new();
         let mut streams = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..4 {
             let client = h2_connect(server.addr, &server.roots).await;
-            for _ in 0..20 {
+            for _ in 0..10 {
                 let (response, mut stream) = h2_open_bodyless(&client, length).await;
                 stream
                     .send_data(Bytes::from(vec![b' '; length - 16]), false)
@@ -755,6 +760,58 @@ async fn memory_stays_bounded_under_stalled_large_bodies() {
     );
 }
 
+/// What the default connection limits let clients hold, all at once: every connection of the
+/// TLS port an HTTP/2 connection with all its streams open and waiting for a body, and the
+/// metrics port full but for one connection. The peak RSS stays under the chart's memory limit with room for the body
+/// budget.
+#[tokio::test]
+async fn the_default_connection_limits_fit_the_memory_limit() {
+    let server = Binary::start(&["--request-timeout", "60s", "--header-timeout", "60s"]).await;
+    let limits = Limits::default();
+    let streams = rwop_guard::server::connections::H2_MAX_STREAMS as usize;
+    let idle_rss = server.memory("VmRSS");
+    let mut metrics_held = Vec::new();
+    // All but one, which the test reads the metrics through.
+    for _ in 1..limits.metrics_max_connections {
+        let mut tcp = TcpStream::connect(server.metrics_addr).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHo").await.unwrap();
+        metrics_held.push(tcp);
+    }
+    let mut clients = Vec::new();
+    let mut pending = Vec::new();
+    for _ in 0..limits.max_connections {
+        let client = h2_connect(server.addr, &server.roots).await;
+        for _ in 0..streams {
+            pending.push(h2_open_bodyless(&client, 4096).await);
+        }
+        clients.push(client);
+    }
+    let waiting = limits.max_connections * streams;
+    wait_metrics(server.metrics_addr, "every stream open", |m| {
+        metric(m, "rwop_guard_requests_in_flight") as usize == waiting
+    })
+    .await;
+    let peak = server.memory("VmHWM");
+    let held = server.memory("VmRSS").saturating_sub(idle_rss);
+    eprintln!(
+        "{} HTTP/2 connections x {streams} body-less streams + {} metrics connections: RSS {:.1} MiB \
+         (idle {:.1} MiB, {:.1} KiB per stream), peak {:.1} MiB, fds {}",
+        limits.max_connections,
+        limits.metrics_max_connections,
+        mib(server.memory("VmRSS")),
+        mib(idle_rss),
+        held as f64 / waiting as f64 / 1024.0,
+        mib(peak),
+        server.open_fds()
+    );
+    assert!(
+        peak + (limits.max_buffered_bytes as u64) < CHART_MEMORY_LIMIT,
+        "peak RSS {:.1} MiB leaves no room for the body budget under 64 MiB",
+        mib(peak)
+    );
+    drop((pending, clients, metrics_held));
+}
+
 // ---- 5. Requests without their body hold no slot --------------------------------------------
 
 /// HTTP/2 streams and HTTP/1.1 requests that send headers and never their body, many more than
@@ -770,11 +827,12 @@ async fn requests_without_their_body_do_not_starve_real_reviews() {
     .await;
     let review = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
 
+    let streams = rwop_guard::server::connections::H2_MAX_STREAMS as usize;
     let mut clients = Vec::new();
     let mut pending = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..6 {
         let client = h2_connect(f.server.addr, &f.roots).await;
-        for _ in 0..32 {
+        for _ in 0..streams {
             pending.push(h2_open_bodyless(&client, review.len()).await);
         }
         clients.push(client);
@@ -787,7 +845,7 @@ async fn requests_without_their_body_do_not_starve_real_reviews() {
             .unwrap();
         h1_waiting.push(tls);
     }
-    let waiting = 3 * 32 + 8;
+    let waiting = (6 * streams + 8) as i64;
     let gauge = &f.server.state.metrics.in_flight;
     tokio::time::timeout(PATIENCE, async {
         while gauge.get() < waiting {
@@ -797,10 +855,7 @@ async fn requests_without_their_body_do_not_starve_real_reviews() {
     .await
     .unwrap_or_else(|_| panic!("{} of {waiting} requests in flight", gauge.get()));
     for client in &clients {
-        assert_eq!(
-            client.max_streams.load(Ordering::SeqCst),
-            rwop_guard::server::connections::H2_MAX_STREAMS as usize
-        );
+        assert_eq!(client.max_streams.load(Ordering::SeqCst), streams);
     }
 
     let mut h1 = connect(f.server.addr, &f.roots, H1).await;

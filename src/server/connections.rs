@@ -41,10 +41,11 @@ use super::AppState;
 use super::metrics::{ClosedLabels, ListenerLabel};
 use super::tls;
 
-/// Streams one HTTP/2 connection may have open at once (hyper's default is 200). The API server
-/// opens another connection when it needs more. With the connection limit this bounds the
-/// requests that can wait for their bodies, each of which costs a few KiB.
-pub const H2_MAX_STREAMS: u32 = 32;
+/// Streams one HTTP/2 connection may have open at once (hyper's default is 200); the API server
+/// opens another connection when it needs more. Each open stream costs ~4-6 KiB even while it
+/// waits for its body: with the connection limit, this keeps what clients can hold that way
+/// to ~12 MiB (BENCHMARKS.md, "Bounds").
+pub const H2_MAX_STREAMS: u32 = 16;
 /// HTTP/2 flow-control windows, per stream and per connection: what a client can send beyond
 /// what the server has read (hyper's default is 1 MiB). Bytes read go to the body budget.
 const H2_WINDOW: u32 = 64 * 1024;
