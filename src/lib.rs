@@ -19,3 +19,16 @@ pub mod server;
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+static PROGRAM: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// How the user invoked us, for the commands that hints print: `rwop-guard`, or `kubectl rwop`
+/// when the binary runs as a kubectl plugin.
+pub fn program_name() -> &'static str {
+    PROGRAM.get().copied().unwrap_or("rwop-guard")
+}
+
+/// Sets [`program_name`] once, at startup.
+pub fn set_program_name(name: &'static str) {
+    let _ = PROGRAM.set(name);
+}

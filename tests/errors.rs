@@ -69,3 +69,72 @@ fn an_undecodable_object_is_said_once() {
     );
     assert!(once(&r.stderr, "invalid type"), "{}", r.stderr);
 }
+
+#[test]
+fn an_unreadable_kubeconfig_is_said_once() {
+    let r = run(&["scan", "--kubeconfig", "/nonexistent/kubeconfig"], b"");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("rwop-guard scan: cannot read kubeconfig /nonexistent/kubeconfig: "),
+        "{}",
+        r.stderr
+    );
+    assert!(once(&r.stderr, "No such file or directory"), "{}", r.stderr);
+}
+
+#[test]
+fn a_bad_tls_key_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    assert_eq!(run(&["certs", "--out", out], b"").code, 0);
+    let key = dir.path().join("not-a-key.pem");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let cert = dir.path().join("tls.crt");
+    let r = run(
+        &[
+            "serve",
+            "--no-cluster",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("rwop-guard serve: "))
+        .unwrap_or_default();
+    assert_eq!(
+        line, "rwop-guard serve: TLS: private key: no usable PEM private key: no items found",
+        "{}",
+        r.stderr
+    );
+    let missing = run(
+        &[
+            "serve",
+            "--no-cluster",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            "/nonexistent/tls.key",
+        ],
+        b"",
+    );
+    assert!(
+        once(&missing.stderr, "No such file or directory"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -74,7 +74,7 @@ pub fn run(args: &CertsArgs) -> ExitCode {
     match write(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rwop-guard certs: {e:#}");
+            eprintln!("rwop-guard certs: {}", super::describe(&e));
             ExitCode::from(super::EXIT_UNUSABLE)
         }
     }

@@ -35,7 +35,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE", env = "RWOP_GUARD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Output format of the findings.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
     /// Print the manifests with mutation M1 applied (as the mutating webhook would on create) to
     /// stdout as YAML; findings and per-claim notes go to stderr. Comments are not preserved.

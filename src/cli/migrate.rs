@@ -54,6 +54,8 @@ pub struct MigrateArgs {
     /// Delete pods that mount the claim and have no controller (they are not recreated).
     #[arg(long)]
     pub allow_delete_pods: bool,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 pub fn run(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
@@ -74,7 +76,7 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
     let (client, context_ns) = match kube.client().await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rwop-guard migrate: {e:#}");
+            eprintln!("rwop-guard migrate: {}", super::describe(&e));
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
     };

@@ -23,6 +23,26 @@ pub use review::ReviewArgs;
 pub use scan::{ScanArgs, ScanOutput};
 pub use serve::{LogFormat, ServeArgs, parse_duration};
 
+/// An error and its causes on one line, each said once: a cause whose text the message already
+/// ends with (many errors print their source in their own message, as kube's and io's do) is
+/// not repeated.
+pub fn describe<E>(error: E) -> String
+where
+    E: AsRef<dyn std::error::Error + 'static>,
+{
+    let mut out = error.as_ref().to_string();
+    let mut cause = error.as_ref().source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Exit code for input that cannot be used (the reason goes to stderr).
 pub const EXIT_UNUSABLE: u8 = 2;
 
@@ -37,8 +57,6 @@ pub const EXIT_UNUSABLE: u8 = 2;
                   new [ReadWriteOnce] claims to [ReadWriteOncePod] where that is safe."
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub kube: KubeArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,8 +77,20 @@ impl Cli {
         let mut command = Cli::command();
         if invoked_as.starts_with("kubectl-rwop") {
             command = command.bin_name("kubectl rwop").name("kubectl-rwop");
+            crate::set_program_name("kubectl rwop");
         }
-        let matches = command.get_matches();
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let args = kube_args::hoist_cluster_flags(
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            &names,
+        );
+        let matches = command.get_matches_from(args);
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 }
@@ -68,7 +98,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Answer one AdmissionReview read from stdin (for debugging and scripts).
     Review(ReviewArgs),
     /// Check manifests offline against the policy (for CI pipelines).
@@ -90,10 +120,13 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => None,
     });
     match cli.command {
-        Command::Serve(args) => serve::run(args, &cli.kube),
+        Command::Serve(args) => {
+            let kube = args.kube.clone();
+            serve::run(*args, &kube)
+        }
         Command::Certs(args) => certs::run(&args),
-        Command::Scan(args) => scan::run(&args, &cli.kube),
-        Command::Migrate(args) => migrate::run(&args, &cli.kube),
+        Command::Scan(args) => scan::run(&args, &args.kube),
+        Command::Migrate(args) => migrate::run(&args, &args.kube),
         Command::Review(args) => review::run(&args),
         Command::Check(args) => check::run(&args),
     }

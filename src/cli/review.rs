@@ -45,7 +45,7 @@ pub fn run(args: &ReviewArgs) -> ExitCode {
     match review(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rwop-guard review: {e:#}");
+            eprintln!("rwop-guard review: {}", super::describe(&e));
             ExitCode::from(super::EXIT_UNUSABLE)
         }
     }

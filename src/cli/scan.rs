@@ -66,12 +66,14 @@ pub struct ScanArgs {
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: ScanOutput,
     /// Policy file (YAML): mutation.storageClasses and mutation.provisioners decide which classes
     /// count as supporting ReadWriteOncePod.
     #[arg(long, value_name = "FILE", env = "RWOP_GUARD_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 impl ScanArgs {
@@ -106,7 +108,7 @@ pub fn run(args: &ScanArgs, kube: &KubeArgs) -> ExitCode {
     let inventory = match runtime.block_on(collect(args, kube)) {
         Ok(inventory) => inventory,
         Err(e) => {
-            eprintln!("rwop-guard scan: {e:#}");
+            eprintln!("rwop-guard scan: {}", super::describe(&e));
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
     };

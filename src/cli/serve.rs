@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::{Args, ValueEnum};
 
 use crate::certs;
@@ -25,6 +26,10 @@ pub enum LogFormat {
 /// symlink swap of Secret and ConfigMap volumes); a bad new file keeps the old one serving.
 /// SIGTERM or Ctrl-C: /readyz fails at once, open requests finish, exit 0.
 #[derive(Debug, Args)]
+#[command(
+    override_usage = "rwop-guard serve [OPTIONS] --tls-cert <FILE> --tls-key <FILE>\n       \
+                            rwop-guard serve [OPTIONS] --dev"
+)]
 pub struct ServeArgs {
     /// TLS listener for the webhook endpoints. [default: 0.0.0.0:8443; 127.0.0.1:8443 with --dev]
     #[arg(long, env = "RWOP_GUARD_LISTEN", value_name = "ADDR")]
@@ -52,11 +57,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RWOP_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Run without Kubernetes API access: mutation relies on mutation.storageClasses only.
-    #[arg(long, env = "RWOP_GUARD_NO_CLUSTER")]
+    #[arg(long, env = "RWOP_GUARD_NO_CLUSTER", value_parser = BoolishValueParser::new())]
     pub no_cluster: bool,
     /// Development mode: a self-signed certificate for localhost and 127.0.0.1 generated in memory
     /// (its CA is written to a file whose path is printed), loopback listeners, no cluster.
-    #[arg(long, env = "RWOP_GUARD_DEV", conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(
+        long,
+        env = "RWOP_GUARD_DEV",
+        value_parser = BoolishValueParser::new(),
+        conflicts_with_all = ["tls_cert", "tls_key"]
+    )]
     pub dev: bool,
     /// Where --dev writes its CA certificate.
     #[arg(long, env = "RWOP_GUARD_DEV_CA_OUT", value_name = "FILE")]
@@ -107,6 +117,9 @@ pub struct ServeArgs {
     /// Re-read certificate and policy files this often, besides change notifications.
     #[arg(long, env = "RWOP_GUARD_RELOAD_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub reload_interval: Duration,
+    /// Cluster access for the facts the policy reads (in a pod: the service account).
+    #[command(flatten)]
+    pub kube: super::KubeArgs,
 }
 
 /// Parses `500ms`, `4s`, `2m`, `1h`.
@@ -140,7 +153,7 @@ pub fn run(args: ServeArgs, kube: &super::KubeArgs) -> ExitCode {
     match runtime.block_on(serve(args, kube)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rwop-guard serve: {e:#}");
+            eprintln!("rwop-guard serve: {}", super::describe(&e));
             ExitCode::FAILURE
         }
     }
