@@ -13,13 +13,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::migrate::eligibility::{Allowances, Blocker, RolloutRisk, Verdict, Workload, judge};
 use crate::policy::{
     AccessMode, AccessModes, ClusterFacts, Facts, Policy, StorageClassFacts, Subject,
     class_supports_rwop, exclusive_rwop_violation,
@@ -174,9 +174,14 @@ pub enum ScanRule {
     /// update that surges: its pods cannot all get the volume, so rollouts hang.
     #[serde(rename = "rollout-deadlock")]
     RolloutDeadlock,
-    /// A bound [ReadWriteOnce] claim on a CSI volume of a class that supports ReadWriteOncePod.
+    /// A claim `rwop-guard migrate` accepts: bound [ReadWriteOnce] on a CSI [ReadWriteOnce]
+    /// volume, no workload that cannot run with a single-pod claim.
     #[serde(rename = "migration-candidate")]
     MigrationCandidate,
+    /// A bound [ReadWriteOnce] claim on a CSI volume that `migrate` refuses because of a
+    /// workload (more than one replica, or a rollout that surges and no --switch-to-recreate).
+    #[serde(rename = "migration-blocked")]
+    MigrationBlocked,
 }
 
 impl ScanRule {
@@ -185,6 +190,7 @@ impl ScanRule {
             ScanRule::V1 => "V1",
             ScanRule::RolloutDeadlock => "rollout-deadlock",
             ScanRule::MigrationCandidate => "migration-candidate",
+            ScanRule::MigrationBlocked => "migration-blocked",
         }
     }
 }
@@ -234,6 +240,17 @@ pub struct Summary {
     pub violations: usize,
     pub migration_candidates: usize,
     pub rollout_risks: usize,
+    pub migration_blocked: usize,
+}
+
+/// Why `migrate` would refuse a claim that is no finding (not [ReadWriteOnce], not bound, not
+/// CSI, …): every scanned claim is a candidate, a finding, or carries a note.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Note {
+    pub object: ObjectReference,
+    /// What `rwop-guard migrate` would answer.
+    pub message: String,
 }
 
 /// The result of [`analyze`]; serialized as is for `--output json`.
@@ -244,8 +261,12 @@ pub struct ScanReport {
     pub namespace: Option<String>,
     pub scanned: Scanned,
     pub summary: Summary,
-    /// Ordered by rule (V1, rollout-deadlock, migration-candidate), then namespace, kind, name.
+    /// Ordered by rule (V1, rollout-deadlock, migration-candidate, migration-blocked), then
+    /// namespace, kind, name.
     pub findings: Vec<Finding>,
+    /// Claims `migrate` would refuse that are no finding, with its reason; claims already
+    /// [ReadWriteOncePod] on a [ReadWriteOncePod] volume have none.
+    pub notes: Vec<Note>,
     #[serde(skip)]
     pub passed: Vec<Passed>,
 }
@@ -338,7 +359,7 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
     let mut findings = Vec::new();
     let mut passed = Vec::new();
     // V1 for every volume and claim: a finding, or a pass for the reports.
-    let mut judge = |subject: Subject<'_>, object: ObjectReference, modes: &AccessModes| {
+    let mut judge_v1 = |subject: Subject<'_>, object: ObjectReference, modes: &AccessModes| {
         match exclusive_rwop_violation(subject, modes) {
             Some(v) => findings.push(Finding {
                 rule: ScanRule::V1,
@@ -358,21 +379,19 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
         let modes =
             AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
         let object = reference("v1", "PersistentVolume", &pv.metadata);
-        judge(Subject::volume(&pv.metadata), object, &modes);
+        judge_v1(Subject::volume(&pv.metadata), object, &modes);
     }
     let mut candidates = Vec::new();
+    let mut notes = Vec::new();
     for claim in &claims {
         let modes = claim_modes(claim);
         let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
-        judge(Subject::claim(&claim.metadata), object, &modes);
-        candidates.extend(migration_candidate(
-            policy,
-            &facts,
-            claim,
-            &modes,
-            &volumes_by_name,
-            &mounted_by,
-        ));
+        judge_v1(Subject::claim(&claim.metadata), object, &modes);
+        match migration_finding(policy, &facts, claim, &volumes_by_name, &mounted_by) {
+            Outcome::Finding(f) => candidates.push(f),
+            Outcome::Note(n) => notes.push(n),
+            Outcome::Nothing => {}
+        }
     }
     findings.extend(candidates);
     for d in &deployments {
@@ -402,8 +421,10 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
             violations: count(ScanRule::V1),
             migration_candidates: count(ScanRule::MigrationCandidate),
             rollout_risks: count(ScanRule::RolloutDeadlock),
+            migration_blocked: count(ScanRule::MigrationBlocked),
         },
         findings,
+        notes,
         passed,
     }
 }
@@ -449,106 +470,6 @@ fn template_claims(d: &Deployment) -> Vec<&str> {
     names
 }
 
-/// Why a Deployment cannot run its pods with a single-pod volume: too many replicas, a rolling
-/// update that starts new pods before old ones stop, or both.
-#[derive(Clone, Debug, PartialEq)]
-struct RolloutRisk {
-    replicas: i32,
-    /// The strategy, described, when its rollouts start new pods before old ones stop.
-    surge: Option<String>,
-}
-
-impl RolloutRisk {
-    fn of(d: &Deployment) -> Option<RolloutRisk> {
-        let spec = &d.spec;
-        let replicas = spec.replicas.unwrap_or(1);
-        let strategy = spec.strategy.as_ref();
-        let kind = strategy.and_then(|s| s.type_.as_deref());
-        let surge = match kind {
-            Some("Recreate") => None,
-            _ => {
-                let raw = strategy
-                    .and_then(|s| s.rolling_update.as_ref())
-                    .and_then(|r| r.max_surge.clone())
-                    .unwrap_or_else(|| IntOrString::String("25%".to_owned()));
-                // Scaled like the Deployment controller (percentages round up), on at least one
-                // replica: a Deployment scaled to 0 rolls again once it is scaled back up.
-                let value = scaled_surge(&raw, replicas.max(1));
-                let shown = match &raw {
-                    IntOrString::Int(n) => n.to_string(),
-                    IntOrString::String(s) => s.clone(),
-                };
-                let name = match kind {
-                    None => "RollingUpdate (the default)".to_owned(),
-                    Some(k) => k.to_owned(),
-                };
-                (value != 0).then(|| format!("{name}, maxSurge {shown}"))
-            }
-        };
-        (replicas > 1 || surge.is_some()).then_some(RolloutRisk { replicas, surge })
-    }
-
-    /// What happens and what to do, after "mounts ReadWriteOncePod claim(s) …".
-    fn explain(&self) -> String {
-        match (&self.surge, self.replicas > 1) {
-            (Some(strategy), true) => format!(
-                "with {} replicas and strategy {strategy}: only one pod at a time can use the \
-                 volume, so the other replicas stay Pending and rollouts hang; set replicas: 1 and \
-                 strategy: Recreate, or use a StatefulSet with volumeClaimTemplates (one claim per pod)",
-                self.replicas
-            ),
-            (None, _) => format!(
-                "with {} replicas: only one pod at a time can use the volume, so the other \
-                 replicas stay Pending; set replicas: 1, or use a StatefulSet with \
-                 volumeClaimTemplates (one claim per pod)",
-                self.replicas
-            ),
-            (Some(strategy), false) => format!(
-                "with strategy {strategy}: a rollout starts the new pod while the old one still \
-                 holds the volume, and the new pod cannot mount it, so the rollout hangs; set \
-                 strategy: Recreate (or rollingUpdate.maxSurge: 0)"
-            ),
-        }
-    }
-
-    /// The same, for a claim that is not ReadWriteOncePod yet.
-    fn short(&self) -> String {
-        match (&self.surge, self.replicas > 1) {
-            (Some(strategy), true) => {
-                format!("{} replicas, strategy {strategy}", self.replicas)
-            }
-            (None, _) => format!("{} replicas", self.replicas),
-            (Some(strategy), false) => format!("strategy {strategy}"),
-        }
-    }
-
-    fn fix(&self) -> &'static str {
-        match (&self.surge, self.replicas > 1) {
-            (Some(_), true) => "set replicas: 1 and strategy: Recreate",
-            (None, _) => "set replicas: 1",
-            (Some(_), false) => "set strategy: Recreate",
-        }
-    }
-}
-
-/// maxSurge as a number of pods: `IntOrString` scaled on `replicas`, percentages rounded up.
-/// An unreadable value counts as surging (the safe assumption for a warning).
-fn scaled_surge(value: &IntOrString, replicas: i32) -> i32 {
-    match value {
-        IntOrString::Int(n) => *n,
-        IntOrString::String(s) => match s
-            .strip_suffix('%')
-            .and_then(|p| p.trim().parse::<i64>().ok())
-        {
-            Some(percent) => {
-                let pods = (percent * i64::from(replicas) + 99).div_euclid(100);
-                i32::try_from(pods).unwrap_or(i32::MAX)
-            }
-            None => 1,
-        },
-    }
-}
-
 fn rollout_deadlock(
     d: &Deployment,
     claims: &HashMap<(&str, &str), &PersistentVolumeClaim>,
@@ -587,74 +508,115 @@ fn rollout_deadlock(
     })
 }
 
-/// A bound [ReadWriteOnce] claim whose CSI volume is also exactly [ReadWriteOnce] and whose class
-/// supports ReadWriteOncePod. Claims without `storageClassName` (or with `""`) are never
-/// candidates: the API server gives new claims the default class (at creation, or later while
-/// they are unbound), so a bound claim without one was bound to a pre-created volume without a
-/// class either, and no class vouches for its driver.
-fn migration_candidate(
+enum Outcome {
+    Finding(Finding),
+    Note(Note),
+    Nothing,
+}
+
+/// What `rwop-guard migrate` would answer for `claim`, decided by the same function its
+/// preflight calls ([`judge`]), on the Deployments whose pod template mounts the claim. The
+/// candidate's command carries `--switch-to-recreate` when a Deployment's rollout would surge.
+/// The class is not part of the verdict (migrate needs a CSI volume, not a class); a class that
+/// is not known to support ReadWriteOncePod is said in the detail.
+fn migration_finding(
     policy: &Policy,
     facts: &Facts,
     claim: &PersistentVolumeClaim,
-    modes: &AccessModes,
     volumes: &HashMap<&str, &PersistentVolume>,
     mounted_by: &HashMap<(&str, &str), Vec<&Deployment>>,
-) -> Option<Finding> {
-    if !modes.is_only(AccessMode::ReadWriteOnce) || claim.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    if claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
-        return None;
-    }
-    let spec = claim.spec.as_ref()?;
-    let class = spec
-        .storage_class_name
-        .as_deref()
-        .filter(|c| !c.is_empty())?;
-    let volume_name = spec.volume_name.as_deref().filter(|v| !v.is_empty())?;
-    let pv = volumes.get(volume_name)?;
-    let pv_spec = pv.spec.as_ref()?;
-    let pv_modes = AccessModes::from_optional(pv_spec.access_modes.as_ref());
-    if pv_spec.csi.is_none() || !pv_modes.is_only(AccessMode::ReadWriteOnce) {
-        return None;
-    }
-    class_supports_rwop(policy, facts, class).ok()?;
-
-    let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
-    let target = qualified(&object);
-    let command = format!("rwop-guard migrate {target}");
-    let driver = pv_spec
-        .csi
-        .as_ref()
-        .map(|c| c.driver.as_str())
-        .unwrap_or("");
-    let mut detail = format!(
-        "[ReadWriteOnce] claim bound to CSI volume \"{volume_name}\" (driver {driver}) of storage \
-         class \"{class}\", which supports ReadWriteOncePod; to let only one pod use it, run: {command}"
-    );
+) -> Outcome {
     let ns = claim.metadata.namespace.as_deref().unwrap_or("");
     let name = claim.metadata.name.as_deref().unwrap_or("");
-    let mut consumers: Vec<&&Deployment> =
+    let spec = claim.spec.as_ref();
+    let volume_name = spec
+        .and_then(|s| s.volume_name.as_deref())
+        .filter(|v| !v.is_empty());
+    let pv = volume_name.and_then(|v| volumes.get(v).copied());
+    let mut deployments: Vec<&&Deployment> =
         mounted_by.get(&(ns, name)).into_iter().flatten().collect();
-    consumers.sort_by_key(|d| d.metadata.name.as_deref());
-    for d in consumers {
-        if let Some(risk) = RolloutRisk::of(d) {
-            detail.push_str(&format!(
-                "; first fix Deployment \"{}\" ({}), which cannot roll with ReadWriteOncePod: {}",
-                d.metadata.name.as_deref().unwrap_or(""),
-                risk.short(),
-                risk.fix()
-            ));
+    deployments.sort_by_key(|d| d.metadata.name.as_deref());
+    let workloads: Vec<Workload> = deployments
+        .iter()
+        .map(|d| Workload::from_deployment(d))
+        .collect();
+    let allow = Allowances {
+        allow_non_csi: false,
+        switch_to_recreate: true,
+    };
+    let object = reference("v1", "PersistentVolumeClaim", &claim.metadata);
+    let target = qualified(&object);
+    let related = || {
+        pv.map(|pv| vec![reference("v1", "PersistentVolume", &pv.metadata)])
+            .unwrap_or_default()
+    };
+    match judge(claim, pv, &workloads, allow) {
+        Verdict::AlreadyMigrated => Outcome::Nothing,
+        Verdict::Refused(r) if r.blocker == Blocker::Workload => {
+            let detail = format!("rwop-guard migrate refuses it: {}", r.message);
+            Outcome::Finding(Finding {
+                rule: ScanRule::MigrationBlocked,
+                message: format!("PersistentVolumeClaim \"{target}\": {detail}"),
+                object,
+                detail,
+                command: None,
+                related: related(),
+            })
+        }
+        Verdict::Refused(r) => Outcome::Note(Note {
+            object,
+            message: r.message,
+        }),
+        Verdict::Accepted { switches, .. } => {
+            let Some(pv) = pv else {
+                return Outcome::Nothing;
+            };
+            let mut command = format!("rwop-guard migrate {target}");
+            if !switches.is_empty() {
+                command.push_str(" --switch-to-recreate");
+            }
+            let driver = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.csi.as_ref())
+                .map(|c| c.driver.as_str())
+                .unwrap_or("");
+            let class = spec
+                .and_then(|s| s.storage_class_name.as_deref())
+                .filter(|c| !c.is_empty());
+            let class_text = match class {
+                None => "with no storage class (bound to a volume made by hand)".to_owned(),
+                Some(c) => match class_supports_rwop(policy, facts, c) {
+                    Ok(_) => format!("of storage class \"{c}\", which supports ReadWriteOncePod"),
+                    Err(why) => format!(
+                        "of storage class \"{c}\" (caution: {why}; check that the driver \
+                         supports ReadWriteOncePod)"
+                    ),
+                },
+            };
+            let mut detail = format!(
+                "[ReadWriteOnce] claim bound to CSI volume \"{}\" (driver {driver}) {class_text}; \
+                 to let only one pod use it, run: {command}",
+                volume_name.unwrap_or("")
+            );
+            for s in &switches {
+                detail.push_str(&format!(
+                    "; Deployment \"{}\" ({}) cannot roll with ReadWriteOncePod: \
+                     --switch-to-recreate sets its strategy to Recreate (--rollback restores it), \
+                     or set strategy: Recreate yourself and run migrate without the flag",
+                    s.deployment, s.from
+                ));
+            }
+            Outcome::Finding(Finding {
+                rule: ScanRule::MigrationCandidate,
+                message: format!("PersistentVolumeClaim \"{target}\": {detail}"),
+                object,
+                detail,
+                command: Some(command),
+                related: related(),
+            })
         }
     }
-    Some(Finding {
-        rule: ScanRule::MigrationCandidate,
-        message: format!("PersistentVolumeClaim \"{target}\": {detail}"),
-        object,
-        detail,
-        command: Some(command),
-        related: vec![reference("v1", "PersistentVolume", &pv.metadata)],
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,7 +627,8 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// `1 violation, 2 migration candidates, 0 rollout risks; scanned 9 claims, 6 volumes, 1 deployment in all namespaces`.
+/// `1 violation, 2 migration candidates, 0 rollout risks; scanned 9 claims, 6 volumes, 1 deployment in all namespaces`
+/// (`, 1 blocked migration` after the rollout risks when there are any).
 pub fn summary_line(report: &ScanReport) -> String {
     let s = &report.summary;
     let n = &report.scanned;
@@ -673,8 +636,20 @@ pub fn summary_line(report: &ScanReport) -> String {
         Some(ns) => format!("namespace {ns}"),
         None => "all namespaces".to_owned(),
     };
+    let blocked = if s.migration_blocked > 0 {
+        format!(
+            ", {}",
+            plural(
+                s.migration_blocked,
+                "blocked migration",
+                "blocked migrations"
+            )
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{}, {}, {}; scanned {}, {}, {} in {scope}",
+        "{}, {}, {}{blocked}; scanned {}, {}, {} in {scope}",
         plural(s.violations, "violation", "violations"),
         plural(
             s.migration_candidates,
@@ -849,6 +824,7 @@ pub fn reports(report: &ScanReport, timestamp: i64, format: ReportFormat) -> Vec
             ScanRule::V1 => (ResultStatus::Fail, Severity::High, true),
             ScanRule::RolloutDeadlock => (ResultStatus::Warn, Severity::Medium, false),
             ScanRule::MigrationCandidate => (ResultStatus::Warn, Severity::Low, false),
+            ScanRule::MigrationBlocked => (ResultStatus::Warn, Severity::Medium, false),
         };
         ReportResult {
             policy: REPORT_POLICY,

@@ -12,7 +12,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::core::admission::Operation;
 use rwop_guard::migrate::{self, MigrateError, MigrateOptions, Progress, STEPS};
-use rwop_guard::policy::{MIGRATION_ANNOTATION, Policy, validate_volume};
+use rwop_guard::policy::{
+    MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, OPT_OUT_ANNOTATION, Policy, validate_volume,
+};
 use serde_json::{Value, json};
 use support::fake_apiserver::{
     EventType, FakeApiServer, ResourceDef, Store, WriteEvent, api_fixture,
@@ -27,6 +29,7 @@ const PODS: &str = "/api/v1/namespaces/shop/pods";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/orders";
 const STATEFULSET: &str = "/apis/apps/v1/namespaces/shop/statefulsets/reports";
 const RS_NAME: &str = "orders-5cc5c796bd";
+const ORIGINAL_STRATEGY: &str = migrate::ORIGINAL_STRATEGY_ANNOTATION;
 
 /// What every test can inspect after a run.
 struct Cluster {
@@ -246,7 +249,9 @@ async fn cluster() -> Cluster {
         &api_fixture("list-storageclasses.json"),
     );
     fake.seed_list_fixture("/api/v1/namespaces", &api_fixture("list-namespaces.json"));
-    // The Deployment `orders` (2 replicas) and its ReplicaSet, as captured from a real cluster.
+    // The Deployment `orders` and its ReplicaSet, as captured from a real cluster, scaled to one
+    // replica with strategy Recreate: what a ReadWriteOncePod claim can serve (the tests of
+    // refusals put the captured 2 replicas and RollingUpdate back).
     fake.seed_list_fixture(
         "/apis/apps/v1/namespaces/shop/deployments",
         &api_fixture("list-deployments-shop.json"),
@@ -255,6 +260,11 @@ async fn cluster() -> Cluster {
         "/apis/apps/v1/namespaces/shop/replicasets",
         &api_fixture("list-replicasets-shop.json"),
     );
+    fake.patch(
+        DEPLOYMENT,
+        json!({"spec": {"replicas": 1, "strategy": {"type": "Recreate", "rollingUpdate": null}}}),
+    )
+    .unwrap();
     fake.create(
         "/api/v1/persistentvolumes",
         json!({
@@ -292,8 +302,7 @@ async fn cluster() -> Cluster {
     )
     .unwrap();
     for p in [
-        pod("orders-a", "ReplicaSet", RS_NAME),
-        pod("orders-b", "ReplicaSet", RS_NAME),
+        pod("orders-0", "ReplicaSet", RS_NAME),
         pod("reports-0", "StatefulSet", "reports"),
     ] {
         fake.create(PODS, p).unwrap();
@@ -352,6 +361,8 @@ fn shape(c: &Cluster) -> Value {
         "claimPhase": pvc["status"]["phase"],
         "claimLabels": pvc["metadata"]["labels"],
         "claimTeam": pvc["metadata"]["annotations"]["team"],
+        "pvMarker": pv["metadata"]["annotations"][MIGRATED_FROM_ANNOTATION],
+        "claimMarker": pvc["metadata"]["annotations"][MIGRATED_FROM_ANNOTATION],
         "orders": replicas(c, DEPLOYMENT),
         "reports": replicas(c, STATEFULSET),
         "pods": c.fake.list(PODS).len(),
@@ -359,12 +370,15 @@ fn shape(c: &Cluster) -> Value {
 }
 
 fn expected(modes: &str) -> Value {
+    // The permanent marker of a migration, on claim and volume (gone after a rollback).
+    let marker = (modes == "ReadWriteOncePod").then_some("ReadWriteOnce");
     json!({
         "pvModes": [modes], "reclaim": "Delete", "pvPhase": "Bound",
         "boundTo": [NS, CLAIM], "boundToLiveClaim": true, "state": null,
         "claimModes": [modes], "claimVolume": VOLUME, "claimPhase": "Bound",
         "claimLabels": {"app": "orders"}, "claimTeam": "payments",
-        "orders": 2, "reports": 1, "pods": 3,
+        "pvMarker": marker, "claimMarker": marker,
+        "orders": 1, "reports": 1, "pods": 2,
     })
 }
 
@@ -405,13 +419,19 @@ async fn full_migration_ends_with_rwop_bound_to_the_same_volume() {
     let claim = c.fake.get(PVC_PATH).unwrap();
     assert!(claim["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"].is_null());
 
-    // Running again on the finished migration refuses, explaining why.
-    let (again, _) = run(&c, &opts(), None).await;
-    let msg = again.unwrap_err().to_string();
-    assert!(
-        msg.contains("[ReadWriteOncePod]") && msg.contains("only [ReadWriteOnce]"),
-        "{msg}"
-    );
+    // Running again on the finished migration has nothing to do, and writes nothing.
+    let before = c.fake.resource_version();
+    let (again, progress) = run(&c, &opts(), None).await;
+    again.unwrap();
+    assert!(progress.is_empty(), "{progress:?}");
+    assert_eq!(c.fake.resource_version(), before, "nothing written");
+    match migrate::prepare(&c.fake.client(), NS, CLAIM, &opts(), &mut |_| {})
+        .await
+        .unwrap()
+    {
+        migrate::Plan::AlreadyMigrated { volume } => assert_eq!(volume, VOLUME),
+        migrate::Plan::Run(plan) => panic!("a second run would do {plan:?}"),
+    }
 }
 
 #[tokio::test]
@@ -889,13 +909,13 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     for (i, needle) in [
         "record the migration state on PersistentVolume pv-orders",
         "spec.persistentVolumeReclaimPolicy: Delete -> Retain",
-        "Deployment orders replicas 2 -> 0, StatefulSet reports replicas 1 -> 0",
+        "Deployment orders replicas 1 -> 0, StatefulSet reports replicas 1 -> 0",
         "delete PersistentVolumeClaim shop/orders-db (precondition: its uid)",
         "clear PersistentVolume pv-orders spec.claimRef.uid",
-        "spec.accessModes: -> [ReadWriteOncePod]",
+        "spec.accessModes: [ReadWriteOnce] -> [ReadWriteOncePod], annotation rwop-guard.dev/migrated-from: ReadWriteOnce",
         "create PersistentVolumeClaim shop/orders-db with accessModes [ReadWriteOncePod] and volumeName pv-orders",
         "wait until PersistentVolumeClaim shop/orders-db is Bound to pv-orders",
-        "Deployment orders replicas 0 -> 2, StatefulSet reports replicas 0 -> 1",
+        "Deployment orders replicas 0 -> 1, StatefulSet reports replicas 0 -> 1",
         "spec.persistentVolumeReclaimPolicy: Retain -> Delete",
         "remove the migration state",
     ]
@@ -971,4 +991,381 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert!(err.contains("are now [ReadWriteOncePod]"), "{err}");
     assert_eq!(shape(&c), expected("ReadWriteOncePod"));
     assert_no_violations(&c);
+}
+
+// ---- Finished migrations: the marker, rollback after completion ---------------------------------
+
+fn annotation(obj: &Value, key: &str) -> Value {
+    obj["metadata"]["annotations"][key].clone()
+}
+
+#[tokio::test]
+async fn a_finished_migration_rolls_back_to_rwo_on_the_same_volume() {
+    let c = cluster().await;
+    let pv_uid = c.fake.get(PV_PATH).unwrap()["metadata"]["uid"].clone();
+    run(&c, &opts(), None).await.0.unwrap();
+    assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    let (back, progress) = run(&c, &rollback, None).await;
+    back.unwrap();
+    assert_eq!(shape(&c), expected("ReadWriteOnce"));
+    assert_eq!(c.fake.get(PV_PATH).unwrap()["metadata"]["uid"], pv_uid);
+    // Every write was one the webhook allows: V2 let RWOP -> RWO through only because the state
+    // was recorded first and the volume was unbound.
+    assert_no_violations(&c);
+    let claim = c.fake.get(PVC_PATH).unwrap();
+    assert_eq!(annotation(&claim, OPT_OUT_ANNOTATION), "false");
+    assert!(
+        progress.iter().any(|p| matches!(p, Progress::Started { what, .. }
+            if what.contains("spec.accessModes: [ReadWriteOncePod] -> [ReadWriteOnce], remove annotation rwop-guard.dev/migrated-from"))),
+        "{progress:?}"
+    );
+
+    // Nothing is left to roll back: refused, nothing written.
+    let msg = refused(&c, &rollback).await;
+    assert!(
+        msg.contains("no migration of shop/orders-db is recorded on PersistentVolume pv-orders")
+            && msg.contains("nothing to roll back"),
+        "{msg}"
+    );
+    // And the migration can run again.
+    run(&c, &opts(), None).await.0.unwrap();
+    assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+}
+
+#[tokio::test]
+async fn a_rollback_after_completion_needs_the_marker() {
+    // A claim and volume made [ReadWriteOncePod] by someone else: not migrate's to undo.
+    let c = cluster().await;
+    run(&c, &opts(), None).await.0.unwrap();
+    c.fake
+        .patch(
+            PV_PATH,
+            json!({"metadata": {"annotations": {MIGRATED_FROM_ANNOTATION: null}}}),
+        )
+        .unwrap();
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    let msg = refused(&c, &rollback).await;
+    assert!(
+        msg.contains("without the rwop-guard.dev/migrated-from: ReadWriteOnce annotation")
+            && msg.contains("only volumes rwop-guard migrate moved are rolled back"),
+        "{msg}"
+    );
+    // The volume is marked, the claim is not.
+    let c = cluster().await;
+    run(&c, &opts(), None).await.0.unwrap();
+    c.fake
+        .patch(
+            PVC_PATH,
+            json!({"metadata": {"annotations": {MIGRATED_FROM_ANNOTATION: null}}}),
+        )
+        .unwrap();
+    let msg = refused(&c, &rollback).await;
+    assert!(msg.contains("refusing to roll it back"), "{msg}");
+}
+
+/// A rollback claim created while the mutating webhook still thinks the volume offers RWOP:
+/// the fake's "webhook" rewrites claims without the opt-out annotation, as M1 would.
+#[tokio::test]
+async fn a_rollback_claim_opts_out_of_mutation() {
+    let c = cluster().await;
+    run(&c, &opts(), None).await.0.unwrap();
+    let rewritten = Arc::new(Mutex::new(0));
+    let count = rewritten.clone();
+    c.fake.on_write(move |store, event| {
+        let opted_out = event.object["metadata"]["annotations"][OPT_OUT_ANNOTATION] == "false";
+        if event.resource == "persistentvolumeclaims"
+            && event.event_type == EventType::Added
+            && !opted_out
+        {
+            *count.lock().unwrap() += 1;
+            store
+                .patch(
+                    PVC_PATH,
+                    json!({"spec": {"accessModes": ["ReadWriteOncePod"]}}),
+                )
+                .unwrap();
+        }
+    });
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    run(&c, &rollback, None).await.0.unwrap();
+    assert_eq!(*rewritten.lock().unwrap(), 0);
+    assert_eq!(shape(&c), expected("ReadWriteOnce"));
+}
+
+/// A claim of the same name with other modes than the target (created by someone else while
+/// the claim was gone) stops the run at once with the reason, instead of a timeout waiting for
+/// it to bind.
+#[tokio::test]
+async fn a_claim_with_other_modes_in_the_way_is_reported_at_once() {
+    let c = cluster().await;
+    run(&c, &opts(), Some(6)).await.0.unwrap_err();
+    assert!(c.fake.get(PVC_PATH).is_none(), "deleted in step 4");
+    let other = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": CLAIM, "namespace": NS},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                 "storageClassName": "fast-csi", "volumeName": VOLUME}
+    });
+    c.fake
+        .create("/api/v1/namespaces/shop/persistentvolumeclaims", other)
+        .unwrap();
+    let err = run(&c, &opts(), None).await.0.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("claim shop/orders-db is [ReadWriteOnce], not [ReadWriteOncePod]")
+            && msg.contains("delete it (the volume is retained)"),
+        "{msg}"
+    );
+    let pv = c.fake.get(PV_PATH).unwrap();
+    assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    assert_no_violations(&c);
+}
+
+// ---- Workloads a ReadWriteOncePod claim cannot serve ---------------------------------------------
+
+#[tokio::test]
+async fn workloads_that_cannot_share_one_pod_claim_are_refused_before_any_write() {
+    // More than one replica: refused whatever the flags.
+    let c = cluster().await;
+    c.fake
+        .patch(DEPLOYMENT, json!({"spec": {"replicas": 2}}))
+        .unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("claim shop/orders-db is used by Deployment orders with 2 replicas")
+            && msg.contains("scale it to 1 replica first"),
+        "{msg}"
+    );
+    let switch = MigrateOptions {
+        switch_to_recreate: true,
+        ..opts()
+    };
+    assert!(refused(&c, &switch).await.contains("with 2 replicas"));
+
+    // A StatefulSet with 2 replicas sharing the claim, too.
+    let c = cluster().await;
+    c.fake
+        .patch(STATEFULSET, json!({"spec": {"replicas": 2}}))
+        .unwrap();
+    assert!(
+        refused(&c, &opts())
+            .await
+            .contains("is used by StatefulSet reports with 2 replicas")
+    );
+
+    // A Deployment scaled to 0 has no pod, but its template mounts the claim: judged too.
+    let c = cluster().await;
+    c.fake
+        .patch(
+            DEPLOYMENT,
+            json!({"spec": {"replicas": 0, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
+        )
+        .unwrap();
+    assert!(
+        refused(&c, &opts())
+            .await
+            .contains("with strategy RollingUpdate, maxSurge 1")
+    );
+}
+
+#[tokio::test]
+async fn a_surging_rollout_is_refused_or_switched_to_recreate_and_restored_by_rollback() {
+    let c = cluster().await;
+    // What the API server stores for a Deployment created without a strategy.
+    let rolling = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+    c.fake
+        .patch(DEPLOYMENT, json!({"spec": {"strategy": rolling}}))
+        .unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains(
+            "claim shop/orders-db is used by Deployment orders with strategy RollingUpdate, maxSurge 25%"
+        ) && msg.contains("pass --switch-to-recreate"),
+        "{msg}"
+    );
+
+    // The plan says it; nothing is written by preparing it.
+    let switch = MigrateOptions {
+        switch_to_recreate: true,
+        ..opts()
+    };
+    let before = c.fake.resource_version();
+    let migrate::Plan::Run(plan) =
+        migrate::prepare(&c.fake.client(), NS, CLAIM, &switch, &mut |_| {})
+            .await
+            .unwrap()
+    else {
+        panic!("a plan to run");
+    };
+    assert_eq!(c.fake.resource_version(), before);
+    let scale_down = migrate::Step::ScaleDown.describe(&plan.state, VOLUME);
+    assert!(
+        scale_down.starts_with(
+            "switch Deployment orders spec.strategy: RollingUpdate, maxSurge 25% -> Recreate (the original kept in annotation rwop-guard.dev/original-strategy); scale consumers"
+        ),
+        "{scale_down}"
+    );
+
+    // Interrupted after the switch, rolled back: the strategy is back.
+    let (first, _) = run(&c, &switch, Some(3)).await;
+    assert!(first.is_err());
+    let d = c.fake.get(DEPLOYMENT).unwrap();
+    assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+    let recorded: Value =
+        serde_json::from_str(annotation(&d, ORIGINAL_STRATEGY).as_str().unwrap()).unwrap();
+    assert_eq!(recorded, rolling);
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    run(&c, &rollback, None).await.0.unwrap();
+    let d = c.fake.get(DEPLOYMENT).unwrap();
+    assert_eq!(d["spec"]["strategy"], rolling);
+    assert!(annotation(&d, ORIGINAL_STRATEGY).is_null());
+    assert_eq!(shape(&c), expected("ReadWriteOnce"));
+
+    // Completed: the Deployment stays Recreate, with the record, and a rollback after completion
+    // restores the strategy too.
+    run(&c, &switch, None).await.0.unwrap();
+    assert_eq!(shape(&c), expected("ReadWriteOncePod"));
+    let d = c.fake.get(DEPLOYMENT).unwrap();
+    assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+    assert!(annotation(&d, ORIGINAL_STRATEGY).is_string());
+    let (back, progress) = run(&c, &rollback, None).await;
+    back.unwrap();
+    assert!(
+        progress.iter().any(|p| matches!(p, Progress::Started { what, .. }
+            if what.starts_with("restore Deployment orders spec.strategy: Recreate -> RollingUpdate, maxSurge 25%"))),
+        "{progress:?}"
+    );
+    let d = c.fake.get(DEPLOYMENT).unwrap();
+    assert_eq!(d["spec"]["strategy"], rolling);
+    assert!(annotation(&d, ORIGINAL_STRATEGY).is_null());
+    assert_eq!(shape(&c), expected("ReadWriteOnce"));
+    assert_no_violations(&c);
+}
+
+// ---- The plan ------------------------------------------------------------------------------------
+
+async fn plan_of(c: &Cluster, opts: &MigrateOptions) -> migrate::RunPlan {
+    let plan = migrate::prepare(&c.fake.client(), NS, CLAIM, opts, &mut |_| {}).await;
+    match plan.unwrap() {
+        migrate::Plan::Run(p) => *p,
+        migrate::Plan::AlreadyMigrated { .. } => panic!("already migrated"),
+    }
+}
+
+fn plan_lines(plan: &migrate::RunPlan) -> Vec<(String, migrate::StepStatus)> {
+    STEPS
+        .iter()
+        .zip(&plan.status)
+        .map(|(s, st)| (s.describe(&plan.state, &plan.volume), st.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_plan_shows_old_and_new_values_and_what_is_already_in_place() {
+    use migrate::StepStatus::{Done, InPlace, ToDo};
+    let c = cluster().await;
+    let lines = plan_lines(&plan_of(&c, &opts()).await);
+    assert!(lines.iter().all(|(_, st)| *st == ToDo), "{lines:#?}");
+    assert!(
+        lines[5]
+            .0
+            .contains("spec.accessModes: [ReadWriteOnce] -> [ReadWriteOncePod]")
+    );
+    assert!(
+        lines[1]
+            .0
+            .contains("spec.persistentVolumeReclaimPolicy: Delete -> Retain")
+    );
+
+    // Interrupted after step 6, then a rollback planned: its steps start over, and what the
+    // live objects already show is marked.
+    run(&c, &opts(), Some(6)).await.0.unwrap_err();
+    let resumed = plan_of(&c, &opts()).await;
+    assert_eq!(
+        resumed.status[..6],
+        [Done, Done, Done, Done, Done, Done],
+        "{:#?}",
+        plan_lines(&resumed)
+    );
+    assert_eq!(resumed.status[6], ToDo);
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    let back = plan_of(&c, &rollback).await;
+    let lines = plan_lines(&back);
+    let status: Vec<&migrate::StepStatus> = lines.iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        status,
+        [
+            &ToDo,
+            &InPlace("reclaim policy is already Retain".to_owned()),
+            &ToDo,
+            &InPlace("the claim is already deleted".to_owned()),
+            &InPlace("the volume is not bound to a claim".to_owned()),
+            &ToDo,
+            &ToDo,
+            &ToDo,
+            &ToDo,
+            &ToDo,
+            &ToDo,
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        lines[5]
+            .0
+            .contains("spec.accessModes: [ReadWriteOncePod] -> [ReadWriteOnce]")
+    );
+
+    // A volume that was Retain from the start: never "Retain -> Retain".
+    let c = cluster().await;
+    c.fake
+        .patch(
+            PV_PATH,
+            json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}}),
+        )
+        .unwrap();
+    let lines = plan_lines(&plan_of(&c, &opts()).await);
+    assert!(
+        lines.iter().all(|(l, _)| !l.contains("Retain -> Retain")),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        lines[1].1,
+        InPlace("reclaim policy is already Retain".to_owned())
+    );
+    assert!(
+        lines[9].0.contains("(it was Retain before)"),
+        "{}",
+        lines[9].0
+    );
+}
+
+#[tokio::test]
+async fn a_claim_naming_a_missing_volume_is_told_so() {
+    let c = cluster().await;
+    c.fake
+        .patch(PVC_PATH, json!({"spec": {"volumeName": "pv-gone"}}))
+        .unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("claim shop/orders-db names PersistentVolume pv-gone (spec.volumeName), which does not exist"),
+        "{msg}"
+    );
+    assert!(!msg.contains("is empty"), "{msg}");
 }

@@ -101,9 +101,10 @@ fn deployment(ns: &str, name: &str, replicas: i32, strategy: Value, claim: &str)
 /// - rollout-deadlock: `default/web` (1 replica, default strategy) and `default/replicated`
 ///   (3 replicas, Recreate), mounting the fixtures' RWOP claims `pvc-bind-rwop` and `pvc-ssa`;
 ///   `default/worker` (Recreate) and `default/surge0` (maxSurge 0) mount one too, safely;
-/// - migration-candidate: the fixtures' `shop/orders-db` once bound to a CSI volume (mounted by
-///   the fixtures' Deployment `orders`, 2 replicas, RollingUpdate) and `shop/reports` (class
-///   `expandable`); not `shop/cache` (in-tree class `local-disks`).
+/// - migration-candidate: `shop/reports` (class `expandable`) and `shop/cache` (in-tree class
+///   `local-disks`, but a CSI volume: `migrate` accepts it, the detail says to check the driver);
+/// - migration-blocked: the fixtures' `shop/orders-db` once bound to a CSI volume, mounted by the
+///   fixtures' Deployment `orders` (2 replicas, RollingUpdate), which `migrate` refuses.
 async fn seeded() -> FakeApiServer {
     let fake = FakeApiServer::start().await;
     fake.seed_list_fixture(CLASSES, &api_fixture("list-storageclasses.json"));
@@ -159,9 +160,15 @@ async fn seeded() -> FakeApiServer {
             Some(("shop", "orders-db")),
         ),
     );
+    let orders_db = fake
+        .patch(
+            &format!("{}/orders-db", claims_in("shop")),
+            json!({"spec": {"volumeName": "pvc-orders-db"}, "status": {"phase": "Bound"}}),
+        )
+        .unwrap();
     fake.patch(
-        &format!("{}/orders-db", claims_in("shop")),
-        json!({"spec": {"volumeName": "pvc-orders-db"}, "status": {"phase": "Bound"}}),
+        &format!("{VOLUMES}/pvc-orders-db"),
+        json!({"spec": {"claimRef": {"uid": orders_db["metadata"]["uid"]}}}),
     )
     .unwrap();
     create(
@@ -300,13 +307,15 @@ async fn every_finding_kind_names_the_object_and_what_to_do() {
             (ScanRule::V1, "default/legacy-mixed".to_owned()),
             (ScanRule::RolloutDeadlock, "default/replicated".to_owned()),
             (ScanRule::RolloutDeadlock, "default/web".to_owned()),
-            (ScanRule::MigrationCandidate, "shop/orders-db".to_owned()),
+            (ScanRule::MigrationCandidate, "shop/cache".to_owned()),
             (ScanRule::MigrationCandidate, "shop/reports".to_owned()),
+            (ScanRule::MigrationBlocked, "shop/orders-db".to_owned()),
         ]
     );
     assert_eq!(report.summary.violations, 2);
     assert_eq!(report.summary.rollout_risks, 2);
     assert_eq!(report.summary.migration_candidates, 2);
+    assert_eq!(report.summary.migration_blocked, 1);
     assert!(report.has_violations());
     // 7 fixture claims + legacy-mixed, reports, cache; 4 fixture volumes + 4 created.
     assert_eq!(report.scanned.claims, 10);
@@ -366,26 +375,37 @@ async fn every_finding_kind_names_the_object_and_what_to_do() {
     );
     assert!(replicated.detail.contains("set replicas: 1"));
 
-    let orders = finding(&report, ScanRule::MigrationCandidate, "shop/orders-db");
-    assert_eq!(
-        orders.command.as_deref(),
-        Some("rwop-guard migrate shop/orders-db")
-    );
+    // What migrate answers: 2 replicas cannot share a ReadWriteOncePod claim.
+    let orders = finding(&report, ScanRule::MigrationBlocked, "shop/orders-db");
+    assert_eq!(orders.command, None);
     assert_eq!(
         orders.message,
-        "PersistentVolumeClaim \"shop/orders-db\": [ReadWriteOnce] claim bound to CSI volume \
-         \"pvc-orders-db\" (driver ebs.csi.aws.com) of storage class \"fast-csi\", which supports \
-         ReadWriteOncePod; to let only one pod use it, run: rwop-guard migrate shop/orders-db; \
-         first fix Deployment \"orders\" (2 replicas, strategy RollingUpdate, maxSurge 25%), which \
-         cannot roll with ReadWriteOncePod: set replicas: 1 and strategy: Recreate"
+        "PersistentVolumeClaim \"shop/orders-db\": rwop-guard migrate refuses it: claim \
+         shop/orders-db is used by Deployment orders with 2 replicas: only one pod can use a \
+         ReadWriteOncePod claim, so the other replicas would stay Pending; scale it to 1 replica \
+         first (or use a StatefulSet with volumeClaimTemplates, one claim per pod)"
     );
     assert_eq!(orders.related[0].kind.as_deref(), Some("PersistentVolume"));
     assert_eq!(orders.related[0].name.as_deref(), Some("pvc-orders-db"));
     let reports = finding(&report, ScanRule::MigrationCandidate, "shop/reports");
+    assert_eq!(
+        reports.message,
+        "PersistentVolumeClaim \"shop/reports\": [ReadWriteOnce] claim bound to CSI volume \
+         \"pvc-reports\" (driver ebs.csi.aws.com) of storage class \"expandable\", which supports \
+         ReadWriteOncePod; to let only one pod use it, run: rwop-guard migrate shop/reports"
+    );
+    let cache = finding(&report, ScanRule::MigrationCandidate, "shop/cache");
+    assert_eq!(
+        cache.command.as_deref(),
+        Some("rwop-guard migrate shop/cache")
+    );
     assert!(
-        !reports.detail.contains("first fix"),
-        "no Deployment mounts it: {}",
-        reports.detail
+        cache.detail.contains("of storage class \"local-disks\" (")
+            && cache
+                .detail
+                .contains("check that the driver supports ReadWriteOncePod"),
+        "{}",
+        cache.detail
     );
 
     // One line per resource (everything fits in one page here).
@@ -422,8 +442,9 @@ async fn namespace_scope_limits_claims_deployments_and_volumes() {
         [
             // Cluster-scoped, but its claimRef is in shop.
             (ScanRule::V1, "pv-mixed".to_owned()),
-            (ScanRule::MigrationCandidate, "shop/orders-db".to_owned()),
+            (ScanRule::MigrationCandidate, "shop/cache".to_owned()),
             (ScanRule::MigrationCandidate, "shop/reports".to_owned()),
+            (ScanRule::MigrationBlocked, "shop/orders-db".to_owned()),
         ]
     );
     // orders-db, reports, cache; the volumes claimed from shop; the fixtures' orders.
@@ -466,7 +487,7 @@ async fn namespace_scope_limits_claims_deployments_and_volumes() {
 }
 
 #[tokio::test]
-async fn policy_provisioner_deny_removes_candidates() {
+async fn policy_provisioner_deny_is_said_on_the_candidate_migrate_accepts() {
     let fake = seeded().await;
     let policy = Policy::from_yaml(
         "mutation:\n  provisioners:\n    deny: [example.com/fake-no-provisioner]\n",
@@ -474,13 +495,23 @@ async fn policy_provisioner_deny_removes_candidates() {
     )
     .unwrap();
     let (report, _) = scan_fake(&fake, &policy, Some("shop")).await;
-    let candidates: Vec<String> = report
-        .findings
-        .iter()
-        .filter(|f| f.rule == ScanRule::MigrationCandidate)
-        .map(object_key)
-        .collect();
-    assert_eq!(candidates, ["shop/orders-db"]);
+    // migrate moves a CSI volume whatever its class: still a candidate, with the reason to check.
+    let reports = finding(&report, ScanRule::MigrationCandidate, "shop/reports");
+    assert!(
+        reports.detail.contains("of storage class \"expandable\" (")
+            && reports
+                .detail
+                .contains("check that the driver supports ReadWriteOncePod"),
+        "{}",
+        reports.detail
+    );
+    let (default_policy, _) = scan_fake(&fake, &Policy::default(), Some("shop")).await;
+    let reports = finding(
+        &default_policy,
+        ScanRule::MigrationCandidate,
+        "shop/reports",
+    );
+    assert!(reports.detail.contains("which supports ReadWriteOncePod"));
 }
 
 #[tokio::test]
@@ -653,8 +684,13 @@ async fn policy_reports_follow_the_wgpolicy_schema() {
                 json!({"seconds": 1_700_000_000, "nanos": 0})
             );
             assert!(
-                ["V1", "rollout-deadlock", "migration-candidate"]
-                    .contains(&r["rule"].as_str().unwrap()),
+                [
+                    "V1",
+                    "rollout-deadlock",
+                    "migration-candidate",
+                    "migration-blocked"
+                ]
+                .contains(&r["rule"].as_str().unwrap()),
                 "{r}"
             );
             assert!(
@@ -680,32 +716,41 @@ async fn policy_reports_follow_the_wgpolicy_schema() {
             + report.scanned.volumes
             + report.summary.rollout_risks
             + report.summary.migration_candidates
+            + report.summary.migration_blocked
     );
 
     let shop = &docs[2];
     assert_eq!(
         shop["summary"],
-        json!({"pass": 3, "fail": 0, "warn": 2, "error": 0, "skip": 0})
+        json!({"pass": 3, "fail": 0, "warn": 3, "error": 0, "skip": 0})
     );
-    let orders = shop["results"]
-        .as_array()
-        .unwrap()
+    let results = shop["results"].as_array().unwrap();
+    let reports = results
         .iter()
-        .find(|r| r["rule"] == "migration-candidate" && r["resources"][0]["name"] == "orders-db")
-        .expect("orders-db candidate");
-    assert_eq!(orders["result"], "warn");
-    assert_eq!(orders["scored"], false);
+        .find(|r| r["rule"] == "migration-candidate" && r["resources"][0]["name"] == "reports")
+        .expect("reports candidate");
+    assert_eq!(reports["result"], "warn");
+    assert_eq!(reports["scored"], false);
     assert_eq!(
-        orders["properties"]["command"],
-        "rwop-guard migrate shop/orders-db"
+        reports["properties"]["command"],
+        "rwop-guard migrate shop/reports"
     );
-    assert_eq!(orders["resources"][1]["kind"], "PersistentVolume");
+    assert_eq!(reports["resources"][1]["kind"], "PersistentVolume");
     assert!(
-        orders["message"]
+        reports["message"]
             .as_str()
             .unwrap()
             .starts_with("[ReadWriteOnce] claim bound to CSI volume")
     );
+    let orders = results
+        .iter()
+        .find(|r| r["rule"] == "migration-blocked" && r["resources"][0]["name"] == "orders-db")
+        .expect("orders-db blocked");
+    assert_eq!(
+        (orders["result"].as_str(), orders["severity"].as_str()),
+        (Some("warn"), Some("medium"))
+    );
+    assert!(orders["properties"].is_null(), "no command: {orders}");
 
     let cluster = &docs[3];
     // 8 volumes, pv-mixed fails V1.
@@ -787,7 +832,7 @@ async fn table_aligns_columns_and_ends_with_the_summary() {
     assert_eq!(lines[report.findings.len() + 1], "");
     assert_eq!(
         *lines.last().unwrap(),
-        "2 violations, 2 migration candidates, 2 rollout risks; scanned 10 claims, 8 volumes, 6 deployments in all namespaces"
+        "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 deployments in all namespaces"
     );
 
     let clean = analyze(&Policy::default(), &Inventory::default(), Some("empty"));
@@ -827,69 +872,137 @@ fn rules_of(report: &ScanReport) -> Vec<ScanRule> {
 }
 
 #[test]
-fn only_bound_rwo_claims_on_csi_volumes_of_capable_classes_are_candidates() {
+fn candidates_are_the_claims_migrate_accepts_and_the_others_say_why() {
     let volume = csi_volume("pv-a", &["ReadWriteOnce"], "fast-csi", Some(("ns", "a")));
     let claim = bound_claim("ns", "a", &["ReadWriteOnce"], "fast-csi", "pv-a");
     let policy = Policy::default();
-    let candidates = |claim: Value, volume: Value| {
+    let analyzed = |claim: Value, volume: Value| {
         analyze(&policy, &inventory(vec![claim], vec![volume], vec![]), None)
-            .summary
-            .migration_candidates
+    };
+    let candidates =
+        |claim: Value, volume: Value| analyzed(claim, volume).summary.migration_candidates;
+    // Not a candidate: no finding of it, and a note with migrate's reason.
+    let refused = |claim: Value, volume: Value, reason: &str| {
+        let report = analyzed(claim, volume);
+        assert_eq!(report.summary.migration_candidates, 0, "{reason}");
+        assert_eq!(report.notes.len(), 1, "{reason}: {:#?}", report.notes);
+        let note = &report.notes[0];
+        assert_eq!(note.object.name.as_deref(), Some("a"));
+        assert!(note.message.contains(reason), "{}", note.message);
     };
     assert_eq!(candidates(claim.clone(), volume.clone()), 1);
 
+    // migrate moves a CSI volume whatever the class says: a claim bound by hand (no class, or
+    // "") and one whose class is unknown or in-tree are candidates too.
     let mut no_class = claim.clone();
     no_class["spec"]
         .as_object_mut()
         .unwrap()
         .remove("storageClassName");
-    assert_eq!(candidates(no_class, volume.clone()), 0, "static binding");
+    assert_eq!(candidates(no_class, volume.clone()), 1, "static binding");
     let mut empty_class = claim.clone();
     empty_class["spec"]["storageClassName"] = json!("");
-    assert_eq!(candidates(empty_class, volume.clone()), 0, "class \"\"");
-    let mut pending = claim.clone();
-    pending["status"]["phase"] = json!("Pending");
-    assert_eq!(candidates(pending, volume.clone()), 0, "not bound");
-    let mut deleting = claim.clone();
-    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-    assert_eq!(candidates(deleting, volume.clone()), 0, "being deleted");
-    let mut rwx = claim.clone();
-    rwx["spec"]["accessModes"] = json!(["ReadWriteOnce", "ReadWriteMany"]);
-    assert_eq!(candidates(rwx, volume.clone()), 0, "not exactly RWO");
+    let report = analyzed(empty_class, volume.clone());
+    assert_eq!(report.summary.migration_candidates, 1, "class \"\"");
+    assert!(
+        report.findings[0]
+            .detail
+            .contains("with no storage class (bound to a volume made by hand)"),
+        "{}",
+        report.findings[0].detail
+    );
     let mut unknown_class = claim.clone();
     unknown_class["spec"]["storageClassName"] = json!("gone");
-    assert_eq!(candidates(unknown_class, volume.clone()), 0, "class gone");
+    assert_eq!(candidates(unknown_class, volume.clone()), 1, "class gone");
     let mut in_tree = claim.clone();
     in_tree["spec"]["storageClassName"] = json!("local-disks");
-    assert_eq!(candidates(in_tree, volume.clone()), 0, "in-tree class");
+    assert_eq!(candidates(in_tree, volume.clone()), 1, "in-tree class");
 
+    let mut pending = claim.clone();
+    pending["status"]["phase"] = json!("Pending");
+    refused(pending, volume.clone(), "is \"Pending\", not Bound");
+    let mut deleting = claim.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    refused(deleting, volume.clone(), "is being deleted");
+    let mut rwx = claim.clone();
+    rwx["spec"]["accessModes"] = json!(["ReadWriteOnce", "ReadWriteMany"]);
+    refused(
+        rwx,
+        volume.clone(),
+        "only [ReadWriteOnce] claims are migrated",
+    );
     let mut host_path = volume.clone();
     let spec = host_path["spec"].as_object_mut().unwrap();
     spec.remove("csi");
     spec.insert("hostPath".into(), json!({"path": "/data"}));
-    assert_eq!(candidates(claim.clone(), host_path), 0, "not CSI");
+    refused(claim.clone(), host_path, "is not a CSI volume");
     let mut pv_rwx = volume.clone();
     pv_rwx["spec"]["accessModes"] = json!(["ReadWriteOnce", "ReadOnlyMany"]);
-    assert_eq!(candidates(claim.clone(), pv_rwx), 0, "PV not exactly RWO");
-    assert_eq!(
-        candidates(
-            claim.clone(),
-            csi_volume("other", &["ReadWriteOnce"], "fast-csi", None)
-        ),
-        0,
-        "volume missing"
+    refused(
+        claim.clone(),
+        pv_rwx,
+        "only [ReadWriteOnce] volumes are migrated",
+    );
+    refused(
+        claim.clone(),
+        csi_volume("other", &["ReadWriteOnce"], "fast-csi", None),
+        "names PersistentVolume pv-a (spec.volumeName), which does not exist",
+    );
+    let mut other_claim = volume.clone();
+    other_claim["spec"]["claimRef"]["uid"] = json!("someone-else");
+    refused(claim.clone(), other_claim, "is not bound to claim ns/a");
+
+    // Already migrated: no candidate, no note.
+    let report = analyzed(
+        bound_claim("ns", "a", &["ReadWriteOncePod"], "fast-csi", "pv-a"),
+        csi_volume("pv-a", &["ReadWriteOncePod"], "fast-csi", Some(("ns", "a"))),
+    );
+    assert!(
+        report.findings.is_empty() && report.notes.is_empty(),
+        "{report:#?}"
     );
 
-    // A class the cluster does not have counts when the policy lists it.
-    let mut listed = claim.clone();
-    listed["spec"]["storageClassName"] = json!("vendor-rwop");
-    let policy = Policy::from_yaml("mutation:\n  storageClasses: [vendor-rwop]\n", "p").unwrap();
+    // A workload that cannot run with a single-pod claim: a migration-blocked finding.
     let report = analyze(
         &policy,
-        &inventory(vec![listed], vec![volume], vec![]),
+        &inventory(
+            vec![claim.clone()],
+            vec![volume.clone()],
+            vec![deployment("ns", "app", 2, json!({"type": "Recreate"}), "a")],
+        ),
         None,
     );
-    assert_eq!(report.summary.migration_candidates, 1);
+    assert_eq!(rules_of(&report), [ScanRule::MigrationBlocked]);
+    assert!(
+        report.findings[0]
+            .detail
+            .contains("is used by Deployment app with 2 replicas"),
+        "{}",
+        report.findings[0].detail
+    );
+    // A rollout that surges: a candidate whose command switches it to Recreate.
+    let report = analyze(
+        &policy,
+        &inventory(
+            vec![claim.clone()],
+            vec![volume.clone()],
+            vec![deployment("ns", "app", 1, Value::Null, "a")],
+        ),
+        None,
+    );
+    assert_eq!(rules_of(&report), [ScanRule::MigrationCandidate]);
+    assert_eq!(
+        report.findings[0].command.as_deref(),
+        Some("rwop-guard migrate ns/a --switch-to-recreate")
+    );
+    assert!(
+        report.findings[0].detail.contains(
+            "Deployment \"app\" (RollingUpdate (the default), maxSurge 25%) cannot roll with \
+             ReadWriteOncePod: --switch-to-recreate sets its strategy to Recreate"
+        ),
+        "{}",
+        report.findings[0].detail
+    );
 }
 
 #[test]
@@ -977,7 +1090,10 @@ fn json_report_has_the_documented_shape() {
         .map(String::as_str)
         .collect();
     top.sort_unstable();
-    assert_eq!(top, ["findings", "namespace", "scanned", "summary"]);
+    assert_eq!(
+        top,
+        ["findings", "namespace", "notes", "scanned", "summary"]
+    );
     assert_eq!(value["namespace"], Value::Null);
     assert_eq!(
         value["scanned"],
@@ -985,7 +1101,7 @@ fn json_report_has_the_documented_shape() {
     );
     assert_eq!(
         value["summary"],
-        json!({"violations": 1, "migrationCandidates": 0, "rolloutRisks": 1})
+        json!({"violations": 1, "migrationCandidates": 0, "rolloutRisks": 1, "migrationBlocked": 0})
     );
     let v1 = &value["findings"][0];
     assert_eq!(v1["rule"], "V1");
@@ -1110,14 +1226,16 @@ async fn binary_prints_the_table_and_exits_1_on_violations() {
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains("run: rwop-guard migrate shop/orders-db"),
+        run.stdout.contains("run: rwop-guard migrate shop/reports")
+            && run
+                .stdout
+                .contains("rwop-guard migrate refuses it: claim shop/orders-db"),
         "{}",
         run.stdout
     );
     assert!(
         run.stdout.ends_with(
-            "2 violations, 2 migration candidates, 2 rollout risks; scanned 10 claims, 8 volumes, 6 deployments in all namespaces\n"
+            "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 deployments in all namespaces\n"
         ),
         "{}",
         run.stdout
@@ -1169,12 +1287,21 @@ async fn binary_json_and_policyreport_outputs() {
     let value: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
     assert_eq!(
         value["summary"],
-        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 2})
+        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 2, "migrationBlocked": 1})
     );
-    assert_eq!(value["findings"].as_array().unwrap().len(), 4);
+    assert_eq!(value["findings"].as_array().unwrap().len(), 5);
     assert_eq!(
-        value["findings"][2]["command"],
-        "rwop-guard migrate shop/orders-db"
+        value["findings"][3]["command"],
+        "rwop-guard migrate shop/reports"
+    );
+    // Every claim migrate refuses and no finding names carries a note with its reason.
+    let notes = value["notes"].as_array().unwrap();
+    assert!(
+        notes.iter().any(|n| n["object"]["name"] == "pvc-pending"
+            || n["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not Bound"))),
+        "{notes:#?}"
     );
 
     let run = run_scan(&kubeconfig, &["--output", "policyreport", "-n", "shop"]).await;
@@ -1190,7 +1317,7 @@ async fn binary_json_and_policyreport_outputs() {
     assert_eq!(docs[0]["metadata"]["namespace"], "shop");
     assert_eq!(
         docs[0]["summary"],
-        json!({"pass": 3, "fail": 0, "warn": 2, "error": 0, "skip": 0})
+        json!({"pass": 3, "fail": 0, "warn": 3, "error": 0, "skip": 0})
     );
     assert_eq!(docs[1]["kind"], "ClusterPolicyReport");
     assert_eq!(docs[1]["metadata"]["name"], "rwop-guard-shop");

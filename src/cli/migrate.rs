@@ -5,7 +5,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::kube_args::KubeArgs;
-use crate::migrate::{self, MigrateOptions, MigrationState, Progress, STEPS, claim_to_create};
+use crate::migrate::{
+    self, MigrateOptions, Plan, Progress, RunPlan, STEPS, StepStatus, claim_to_create,
+};
 
 /// Changes the access mode of a claim's PersistentVolume from [ReadWriteOnce] to
 /// [ReadWriteOncePod]: the upstream manual task, automated, resumable and reversible.
@@ -20,13 +22,20 @@ use crate::migrate::{self, MigrateOptions, MigrationState, Progress, STEPS, clai
 /// add --rollback to return to the starting point.
 ///
 /// Refused before anything is written: claims not Bound or not exactly [ReadWriteOnce], non-CSI
-/// volumes (unless --allow-non-csi), pods without a controller (unless --allow-delete-pods),
-/// other controllers (DaemonSets, Jobs, operators), and autoscalers that would scale a consumer
-/// from zero: HPAs with minReplicas 0, active KEDA ScaledObjects (pause them with the annotation
-/// autoscaling.keda.sh/paused=true).
+/// volumes (unless --allow-non-csi), workloads with more than one replica (only one pod can use a
+/// ReadWriteOncePod claim), Deployments whose rollouts would surge (RollingUpdate with maxSurge >
+/// 0, the default; unless --switch-to-recreate), pods without a controller (unless
+/// --allow-delete-pods), other controllers (DaemonSets, Jobs, operators), and autoscalers that
+/// would scale a consumer from zero: HPAs with minReplicas 0, active KEDA ScaledObjects (pause
+/// them with the annotation autoscaling.keda.sh/paused=true).
 ///
-/// Exit status: 0 done (or plan printed), 1 refused, failed or not confirmed, 2 unusable arguments
-/// or cluster access, 130 interrupted.
+/// The claim and volume keep the annotation rwop-guard.dev/migrated-from: ReadWriteOnce, so
+/// re-applied [ReadWriteOnce] manifests keep [ReadWriteOncePod] (rule M2) and --rollback can
+/// undo the migration also once it is complete. A claim already [ReadWriteOncePod] and bound to
+/// a [ReadWriteOncePod] volume is left alone (exit 0).
+///
+/// Exit status: 0 done, nothing to do (or plan printed), 1 refused, failed or not confirmed, 2
+/// unusable arguments or cluster access, 130 interrupted.
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The claim, as NAMESPACE/NAME (or NAME with -n).
@@ -44,10 +53,15 @@ pub struct MigrateArgs {
     /// Limit for each wait (pods gone, claim deleted, claim bound), e.g. 300s, 10m.
     #[arg(long, value_parser = super::parse_duration, default_value = "5m")]
     pub timeout: Duration,
-    /// Undo an interrupted or failed migration: back to [ReadWriteOnce], claim bound, consumers
-    /// and reclaim policy restored.
+    /// Undo a migration, interrupted, failed or complete: back to [ReadWriteOnce], claim bound,
+    /// consumers, their strategies and the reclaim policy restored.
     #[arg(long)]
     pub rollback: bool,
+    /// Switch Deployments whose rollouts would surge (RollingUpdate with maxSurge > 0, the
+    /// default) to strategy Recreate, keeping the original in the annotation
+    /// rwop-guard.dev/original-strategy (--rollback restores it). Without it they are refused.
+    #[arg(long)]
+    pub switch_to_recreate: bool,
     /// Continue although the volume is not a CSI volume (ReadWriteOncePod needs CSI).
     #[arg(long)]
     pub allow_non_csi: bool,
@@ -99,20 +113,28 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
         timeout: args.timeout,
         allow_non_csi: args.allow_non_csi,
         allow_delete_pods: args.allow_delete_pods,
+        switch_to_recreate: args.switch_to_recreate,
         ..MigrateOptions::default()
     };
     let mut report = |p: Progress| print_progress(&p);
 
-    // The plan: from the recorded state, or from a read-only preflight.
+    // The plan: from the recorded state, or from a read-only preflight. It is prepared once: what
+    // is shown (and confirmed) is what runs.
     let plan = migrate::prepare(&client, &namespace, &claim, &opts, &mut report);
-    let (volume, state) = match plan.await {
-        Ok(p) => p,
+    let plan = match plan.await {
+        Ok(Plan::Run(p)) => *p,
+        Ok(Plan::AlreadyMigrated { volume }) => {
+            eprintln!(
+                "claim {namespace}/{claim} and PersistentVolume {volume} are already [ReadWriteOncePod]: already migrated; nothing to do"
+            );
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("rwop-guard migrate: {e}");
             return ExitCode::FAILURE;
         }
     };
-    print_plan(&volume, &state);
+    print_plan(&plan);
     if args.dry_run {
         return ExitCode::SUCCESS;
     }
@@ -123,15 +145,9 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
+    let volume = plan.volume.clone();
     let mut keep_going = |_| true;
-    let run = migrate::run(
-        &client,
-        &namespace,
-        &claim,
-        &opts,
-        &mut report,
-        &mut keep_going,
-    );
+    let run = migrate::execute(&client, plan, &opts, &mut report, &mut keep_going);
     tokio::select! {
         result = run => match result {
             Ok(()) => {
@@ -152,7 +168,12 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
     }
 }
 
-fn print_plan(volume: &str, state: &MigrationState) {
+fn print_plan(plan: &RunPlan) {
+    let RunPlan {
+        volume,
+        state,
+        status,
+    } = plan;
     let direction = if state.is_rollback() {
         "Rollback"
     } else {
@@ -163,9 +184,13 @@ fn print_plan(volume: &str, state: &MigrationState) {
         state.namespace, state.claim, state.target
     );
     for (i, step) in STEPS.iter().enumerate() {
-        let done = if i < state.completed { " (done)" } else { "" };
+        let mark = match status.get(i) {
+            Some(StepStatus::Done) => " (done)".to_owned(),
+            Some(StepStatus::InPlace(why)) => format!(" (already in place: {why})"),
+            Some(StepStatus::ToDo) | None => String::new(),
+        };
         println!(
-            "  [{}/{}] {}{done}",
+            "  [{}/{}] {}{mark}",
             i + 1,
             STEPS.len(),
             step.describe(state, volume)

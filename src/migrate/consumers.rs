@@ -9,6 +9,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
+use super::eligibility::Workload;
 use super::{MigrateError, api_err};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ impl std::fmt::Display for Consumer {
 
 pub struct Found {
     pub scalable: Vec<Consumer>,
+    /// The scalable consumers as [`Workload`]s (Deployments with their strategy), for
+    /// [`super::eligibility::judge`].
+    pub workloads: Vec<Workload>,
     /// Pods with no controller.
     pub bare_pods: Vec<String>,
     /// Controllers rwop-guard does not scale (DaemonSet, Job, operators…), as `Kind/name`.
@@ -102,13 +106,41 @@ pub async fn mounting_pods(
         .collect())
 }
 
-/// Finds the controllers of the pods mounting `claim`, with their current replica counts.
+/// Whether a Deployment's pod template mounts `claim`.
+fn template_mounts(d: &Deployment, claim: &str) -> bool {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.volumes.as_ref())
+        .is_some_and(|vols| {
+            vols.iter().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == claim)
+            })
+        })
+}
+
+/// Finds the controllers of the pods mounting `claim`, and the Deployments whose pod template
+/// mounts it (one scaled to 0 has no pod, and would start one), with their current replica
+/// counts.
 pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found, MigrateError> {
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let deployments: Vec<Deployment> = super::list_all(
+        &Api::<Deployment>::namespaced(client.clone(), namespace),
+        "deployments",
+    )
+    .await?;
     let mut scalable = BTreeSet::new();
     let mut bare_pods = Vec::new();
     let mut unsupported = BTreeSet::new();
     let mut owners = BTreeSet::new();
+    for d in deployments.iter().filter(|d| template_mounts(d, claim)) {
+        if let Some(name) = &d.metadata.name {
+            owners.insert((ConsumerKind::Deployment, name.clone()));
+        }
+    }
     for pod in pods_mounting(client, namespace, claim).await? {
         let name = pod.metadata.name.clone().unwrap_or_default();
         match controller(pod.metadata.owner_references.as_ref()) {
@@ -138,8 +170,20 @@ pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found
             }
         }
     }
+    let mut workloads = Vec::new();
     for (kind, name) in owners {
         let replicas = get_replicas(client, namespace, kind, &name).await?;
+        let strategy = deployments
+            .iter()
+            .filter(|_| kind == ConsumerKind::Deployment)
+            .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
+            .and_then(|d| d.spec.strategy.clone());
+        workloads.push(Workload {
+            kind,
+            name: name.clone(),
+            replicas,
+            strategy,
+        });
         scalable.insert(Consumer {
             kind,
             name,
@@ -148,9 +192,19 @@ pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found
     }
     Ok(Found {
         scalable: scalable.into_iter().collect(),
+        workloads,
         bare_pods,
         unsupported: unsupported.into_iter().collect(),
     })
+}
+
+/// A consumer's live replica count.
+pub async fn replicas_of(
+    client: &Client,
+    namespace: &str,
+    consumer: &Consumer,
+) -> Result<i32, MigrateError> {
+    get_replicas(client, namespace, consumer.kind, &consumer.name).await
 }
 
 async fn get_replicas(
@@ -215,4 +269,110 @@ pub async fn scale(
         "cannot scale {consumer} in {namespace} to {replicas}"
     )))?;
     Ok(true)
+}
+
+/// Annotation on a Deployment `migrate --switch-to-recreate` switched to `Recreate`: its
+/// original `spec.strategy` as JSON. It stays after the migration, so `--rollback` can restore
+/// the strategy also once the migration is complete.
+pub const ORIGINAL_STRATEGY_ANNOTATION: &str = "rwop-guard.dev/original-strategy";
+
+fn original_strategy(d: &Deployment) -> Option<&String> {
+    d.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ORIGINAL_STRATEGY_ANNOTATION))
+}
+
+/// Switches Deployment `name` to `Recreate`, keeping its strategy in
+/// [`ORIGINAL_STRATEGY_ANNOTATION`] (one merge patch, with the read resourceVersion as
+/// precondition). Returns whether it changed anything: a Deployment already switched, or already
+/// `Recreate`, is left alone.
+pub async fn switch_to_recreate(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, MigrateError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let d = api.get(name).await.map_err(api_err(format!(
+        "cannot read Deployment {namespace}/{name}"
+    )))?;
+    let strategy = d.spec.strategy.clone().unwrap_or_default();
+    if original_strategy(&d).is_some() || strategy.type_.as_deref() == Some("Recreate") {
+        return Ok(false);
+    }
+    let original = serde_json::to_string(&strategy).map_err(|e| {
+        MigrateError::Refused(format!(
+            "cannot record the strategy of Deployment {namespace}/{name}: {e}"
+        ))
+    })?;
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {
+            "resourceVersion": d.metadata.resource_version,
+            "annotations": { ORIGINAL_STRATEGY_ANNOTATION: original },
+        },
+        "spec": { "strategy": { "type": "Recreate", "rollingUpdate": null } },
+    }));
+    api.patch(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(api_err(format!(
+            "cannot switch Deployment {namespace}/{name} to strategy Recreate"
+        )))?;
+    Ok(true)
+}
+
+/// Puts back the strategy [`switch_to_recreate`] recorded on Deployment `name`, and removes the
+/// record. Returns whether it changed anything (nothing recorded: nothing to do).
+pub async fn restore_strategy(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, MigrateError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(d) = api.get_opt(name).await.map_err(api_err(format!(
+        "cannot read Deployment {namespace}/{name}"
+    )))?
+    else {
+        return Ok(false);
+    };
+    let Some(text) = original_strategy(&d) else {
+        return Ok(false);
+    };
+    let mut original: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        MigrateError::Refused(format!(
+            "Deployment {namespace}/{name} carries an unreadable {ORIGINAL_STRATEGY_ANNOTATION} \
+             annotation ({e}); restore its strategy by hand and remove the annotation"
+        ))
+    })?;
+    if original.get("type").is_none_or(|t| t.is_null()) {
+        original["type"] = "RollingUpdate".into();
+    }
+    let patch = Patch::Merge(serde_json::json!({
+        "metadata": {
+            "resourceVersion": d.metadata.resource_version,
+            "annotations": { ORIGINAL_STRATEGY_ANNOTATION: null },
+        },
+        "spec": { "strategy": original },
+    }));
+    api.patch(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(api_err(format!(
+            "cannot restore the strategy of Deployment {namespace}/{name}"
+        )))?;
+    Ok(true)
+}
+
+/// The strategy recorded on Deployment `name`, described, if [`switch_to_recreate`] switched it.
+pub async fn recorded_strategy(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, MigrateError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let d = api.get_opt(name).await.map_err(api_err(format!(
+        "cannot read Deployment {namespace}/{name}"
+    )))?;
+    Ok(d.as_ref().and_then(original_strategy).map(|text| {
+        let strategy = serde_json::from_str(text).ok();
+        super::eligibility::describe_strategy(strategy.as_ref())
+    }))
 }

@@ -12,6 +12,7 @@
 
 mod autoscalers;
 mod consumers;
+pub mod eligibility;
 mod steps;
 
 use std::time::Duration;
@@ -21,10 +22,13 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use consumers::{Consumer, ConsumerKind};
-pub use steps::{STEPS, Step};
+pub use consumers::{Consumer, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
+pub use eligibility::{Allowances, StrategySwitch, Verdict, Workload, judge};
+pub use steps::{STEPS, Step, StepStatus};
 
-use crate::policy::{AccessMode, AccessModes, MIGRATION_ANNOTATION};
+use crate::policy::{
+    AccessMode, MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, OPT_OUT_ANNOTATION,
+};
 
 /// What is recorded on the PersistentVolume while a migration or rollback is under way.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,6 +47,10 @@ pub struct MigrationState {
     /// Bare pods deleted to release the claim (they are not recreated).
     #[serde(default)]
     pub deleted_pods: Vec<String>,
+    /// Deployments switched to `Recreate` (`--switch-to-recreate`) before the scale-down; when
+    /// rolling back, those whose recorded strategy is restored before the scale-up.
+    #[serde(default)]
+    pub switches: Vec<StrategySwitch>,
     /// Steps of the current direction already done.
     pub completed: usize,
 }
@@ -122,6 +130,8 @@ pub struct MigrateOptions {
     pub allow_non_csi: bool,
     /// Delete pods that mount the claim without a controller (they are not recreated).
     pub allow_delete_pods: bool,
+    /// Switch Deployments whose rollouts would surge to `Recreate` (else they are refused).
+    pub switch_to_recreate: bool,
 }
 
 impl Default for MigrateOptions {
@@ -132,6 +142,7 @@ impl Default for MigrateOptions {
             poll_interval: Duration::from_millis(500),
             allow_non_csi: false,
             allow_delete_pods: false,
+            switch_to_recreate: false,
         }
     }
 }
@@ -208,71 +219,72 @@ pub async fn locate(
         }
     }
     match found {
-        Some(_) => Err(MigrateError::Refused(format!(
-            "claim {namespace}/{claim} is not bound to a PersistentVolume (spec.volumeName is empty); only Bound claims can be migrated"
-        ))),
+        Some(pvc) => {
+            let named = pvc
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_deref())
+                .filter(|n| !n.is_empty());
+            Err(MigrateError::Refused(eligibility::not_bound_message(
+                &format!("{namespace}/{claim}"),
+                named,
+            )))
+        }
         None => Err(MigrateError::Refused(format!(
             "claim {namespace}/{claim} not found, and no PersistentVolume records a migration of it"
         ))),
     }
 }
 
-/// Checks a claim that has no migration under way and builds the state to record.
+/// Checks a claim that has no migration under way (through [`judge`], as `scan` does) and
+/// builds the state to record. `Ok(None)`: it is already migrated.
 pub async fn preflight(
     client: &Client,
     located: &Located,
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(Progress),
-) -> Result<MigrationState, MigrateError> {
+) -> Result<Option<MigrationState>, MigrateError> {
     let pv = &located.volume;
-    let pv_name = pv.metadata.name.clone().unwrap_or_default();
     let Some(pvc) = &located.claim else {
         return Err(MigrateError::Refused("the claim does not exist".to_owned()));
     };
     let namespace = pvc.metadata.namespace.clone().unwrap_or_default();
     let name = pvc.metadata.name.clone().unwrap_or_default();
-    let phase = pvc
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
-    if phase != "Bound" {
-        return Err(MigrateError::Refused(format!(
-            "claim {namespace}/{name} is {phase:?}, not Bound; only Bound claims can be migrated"
-        )));
-    }
-    let spec = pv.spec.clone().unwrap_or_default();
-    let bound_to = spec.claim_ref.as_ref().and_then(|c| c.uid.as_deref());
-    if bound_to != pvc.metadata.uid.as_deref() {
-        return Err(MigrateError::Refused(format!(
-            "PersistentVolume {pv_name} is not bound to claim {namespace}/{name} (claimRef.uid differs)"
-        )));
-    }
-    let pv_modes = AccessModes::from_optional(spec.access_modes.as_ref());
-    if !pv_modes.is_only(AccessMode::ReadWriteOnce) {
-        return Err(MigrateError::Refused(format!(
-            "PersistentVolume {pv_name} has access modes {pv_modes}; only [ReadWriteOnce] volumes are migrated"
-        )));
-    }
-    let claim_modes =
-        AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
-    if !claim_modes.is_only(AccessMode::ReadWriteOnce) {
-        return Err(MigrateError::Refused(format!(
-            "claim {namespace}/{name} has access modes {claim_modes}; only [ReadWriteOnce] claims are migrated"
-        )));
-    }
-    if spec.csi.is_none() {
-        let msg = format!(
-            "PersistentVolume {pv_name} is not a CSI volume; ReadWriteOncePod is only supported for CSI volumes and pods may fail to start"
-        );
-        if !opts.allow_non_csi {
-            return Err(MigrateError::Refused(format!(
-                "{msg} (pass --allow-non-csi to continue anyway)"
-            )));
-        }
-        progress(Progress::Warning(msg));
-    }
     let found = consumers::find(client, &namespace, &name).await?;
+    let allow = Allowances {
+        allow_non_csi: opts.allow_non_csi,
+        switch_to_recreate: opts.switch_to_recreate,
+    };
+    let switches = match judge(pvc, Some(pv), &found.workloads, allow) {
+        Verdict::AlreadyMigrated => return Ok(None),
+        Verdict::Refused(r) => return Err(MigrateError::Refused(r.message)),
+        Verdict::Accepted { warnings, switches } => {
+            for w in warnings {
+                progress(Progress::Warning(w));
+            }
+            switches
+        }
+    };
+    check_consumers(client, &namespace, &name, &found, opts, progress).await?;
+    Ok(Some(new_state(
+        pvc,
+        pv,
+        AccessMode::ReadWriteOncePod,
+        found,
+        switches,
+    )))
+}
+
+/// The refusals and warnings about consumers both directions share: controllers rwop-guard
+/// cannot scale, bare pods, autoscalers that would scale from zero.
+async fn check_consumers(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    found: &consumers::Found,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(), MigrateError> {
     if !found.unsupported.is_empty() {
         return Err(MigrateError::Refused(format!(
             "claim {namespace}/{name} is used by {}, which rwop-guard cannot scale; scale them down yourself and run again",
@@ -290,7 +302,7 @@ pub async fn preflight(
             "pods {list} have no controller: they will be deleted and not recreated"
         )));
     }
-    let scalers = autoscalers::check(client, &namespace, &found.scalable).await?;
+    let scalers = autoscalers::check(client, namespace, &found.scalable).await?;
     if !scalers.blocking.is_empty() {
         return Err(MigrateError::Refused(format!(
             "claim {namespace}/{name}: {}",
@@ -300,20 +312,74 @@ pub async fn preflight(
     for warning in scalers.warnings {
         progress(Progress::Warning(warning));
     }
-    Ok(MigrationState {
+    Ok(())
+}
+
+fn new_state(
+    pvc: &PersistentVolumeClaim,
+    pv: &PersistentVolume,
+    target: AccessMode,
+    found: consumers::Found,
+    switches: Vec<StrategySwitch>,
+) -> MigrationState {
+    MigrationState {
         version: 1,
-        namespace,
-        claim: name,
-        target: AccessMode::ReadWriteOncePod.as_str().to_owned(),
-        reclaim_policy: spec
-            .persistent_volume_reclaim_policy
-            .clone()
+        namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
+        claim: pvc.metadata.name.clone().unwrap_or_default(),
+        target: target.as_str().to_owned(),
+        reclaim_policy: pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_reclaim_policy.clone())
             .unwrap_or_else(|| "Retain".to_owned()),
         claim_manifest: sanitized_claim(pvc),
         consumers: found.scalable,
         deleted_pods: found.bare_pods,
+        switches,
         completed: 0,
-    })
+    }
+}
+
+/// Checks a finished migration (`--rollback` with no state recorded) and builds the state of
+/// its rollback: only claims and volumes that carry the marker `migrate` leaves.
+async fn rollback_preflight(
+    client: &Client,
+    located: &Located,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+    namespace: &str,
+    claim: &str,
+) -> Result<MigrationState, MigrateError> {
+    let pv = &located.volume;
+    let Some(pvc) = &located.claim else {
+        return Err(MigrateError::Refused(format!(
+            "claim {namespace}/{claim} not found; nothing to roll back"
+        )));
+    };
+    eligibility::judge_rollback(pvc, pv, MIGRATED_FROM_ANNOTATION)
+        .map_err(MigrateError::Refused)?;
+    let found = consumers::find(client, namespace, claim).await?;
+    check_consumers(client, namespace, claim, &found, opts, progress).await?;
+    // Deployments `--switch-to-recreate` switched get their recorded strategy back.
+    let mut switches = Vec::new();
+    for c in &found.scalable {
+        if c.kind != ConsumerKind::Deployment {
+            continue;
+        }
+        if let Some(from) = consumers::recorded_strategy(client, namespace, &c.name).await? {
+            switches.push(StrategySwitch {
+                deployment: c.name.clone(),
+                from,
+            });
+        }
+    }
+    Ok(new_state(
+        pvc,
+        pv,
+        AccessMode::ReadWriteOnce,
+        found,
+        switches,
+    ))
 }
 
 /// Annotations the API server and controllers manage; a recreated claim must not carry them.
@@ -361,9 +427,24 @@ pub fn claim_to_create(
     let mut manifest = state.claim_manifest.clone();
     manifest["spec"]["accessModes"] = serde_json::json!([state.target]);
     manifest["spec"]["volumeName"] = Value::from(volume);
-    serde_json::from_value(manifest).map_err(|e| {
+    let mut claim: PersistentVolumeClaim = serde_json::from_value(manifest).map_err(|e| {
         MigrateError::Refused(format!("the recorded claim manifest does not decode: {e}"))
-    })
+    })?;
+    let annotations = claim
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    let rwo = AccessMode::ReadWriteOnce.as_str().to_owned();
+    if state.is_rollback() {
+        // The mutating webhook's cache may still see the volume as [ReadWriteOncePod] and would
+        // rewrite the claim to match, which then never binds: opt out of mutation.
+        annotations.remove(MIGRATED_FROM_ANNOTATION);
+        annotations.insert(OPT_OUT_ANNOTATION.to_owned(), "false".to_owned());
+    } else {
+        // For good: M2 keeps [ReadWriteOncePod] when the old [ReadWriteOnce] manifest comes back.
+        annotations.insert(MIGRATED_FROM_ANNOTATION.to_owned(), rwo);
+    }
+    Ok(claim)
 }
 
 /// Writes `state` into the volume's annotation (with the volume's resourceVersion as precondition,
@@ -394,16 +475,35 @@ pub(crate) async fn record(
     .await
 }
 
+/// What a run will do, as the user confirms it and as [`execute`] runs it.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    Run(Box<RunPlan>),
+    /// Claim and volume are already [ReadWriteOncePod] and bound: nothing to do.
+    AlreadyMigrated {
+        volume: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub volume: String,
+    pub state: MigrationState,
+    /// Per step: done, already in place on the live objects (and why), or to do.
+    pub status: Vec<StepStatus>,
+}
+
 /// Where a run of `namespace/claim` starts: the volume and the state to work towards — the
-/// recorded one (switched to [ReadWriteOnce] for `--rollback`), or a fresh one from
-/// [`preflight`]. Used for the `--dry-run` plan and by [`run`].
+/// recorded one (switched to [ReadWriteOnce] for `--rollback`), a fresh one from [`preflight`],
+/// or, for `--rollback` of a finished migration, the state of its rollback. Read-only: used for
+/// the `--dry-run` plan and by [`run`].
 pub async fn prepare(
     client: &Client,
     namespace: &str,
     claim: &str,
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(String, MigrationState), MigrateError> {
+) -> Result<Plan, MigrateError> {
     let located = locate(client, namespace, claim).await?;
     let volume = located.volume.metadata.name.clone().unwrap_or_default();
     let state = match (located.state.clone(), opts.rollback) {
@@ -423,18 +523,36 @@ pub async fn prepare(
         }
         (Some(s), false) => s,
         (None, true) => {
-            return Err(MigrateError::Refused(format!(
-                "no migration of {namespace}/{claim} is recorded on PersistentVolume {volume}: nothing to roll back"
-            )));
+            rollback_preflight(client, &located, opts, progress, namespace, claim).await?
         }
-        (None, false) => preflight(client, &located, opts, progress).await?,
+        (None, false) => match preflight(client, &located, opts, progress).await? {
+            Some(state) => state,
+            None => return Ok(Plan::AlreadyMigrated { volume }),
+        },
     };
-    Ok((volume, state))
+    let status = steps::in_place(client, &volume, &state).await?;
+    Ok(Plan::Run(Box::new(RunPlan {
+        volume,
+        state,
+        status,
+    })))
 }
 
-/// Runs (or resumes) the migration of `namespace/claim`, or its rollback. `after_step` is called
-/// after each step is recorded; returning false stops the run there (tests use it to inject
-/// crashes).
+/// Runs `plan` (from [`prepare`]). `after_step` is called after each step is recorded;
+/// returning false stops the run there (tests use it to inject crashes).
+pub async fn execute(
+    client: &Client,
+    plan: RunPlan,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+    after_step: &mut dyn FnMut(usize) -> bool,
+) -> Result<(), MigrateError> {
+    let mut state = plan.state;
+    steps::execute(client, &plan.volume, &mut state, opts, progress, after_step).await
+}
+
+/// Prepares and runs (or resumes) the migration of `namespace/claim`, or its rollback. A claim
+/// already migrated is left alone (Ok).
 pub async fn run(
     client: &Client,
     namespace: &str,
@@ -443,6 +561,8 @@ pub async fn run(
     progress: &mut dyn FnMut(Progress),
     after_step: &mut dyn FnMut(usize) -> bool,
 ) -> Result<(), MigrateError> {
-    let (volume, mut state) = prepare(client, namespace, claim, opts, progress).await?;
-    steps::execute(client, &volume, &mut state, opts, progress, after_step).await
+    match prepare(client, namespace, claim, opts, progress).await? {
+        Plan::AlreadyMigrated { .. } => Ok(()),
+        Plan::Run(plan) => execute(client, *plan, opts, progress, after_step).await,
+    }
 }

@@ -8,11 +8,11 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
-use super::consumers;
+use super::consumers::{self, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
 use super::{
     MigrateError, MigrateOptions, MigrationState, Progress, api_err, claim_to_create, record,
 };
-use crate::policy::{AccessMode, AccessModes};
+use crate::policy::{AccessMode, AccessModes, MIGRATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -48,9 +48,17 @@ impl Step {
     pub fn describe(self, state: &MigrationState, volume: &str) -> String {
         let claim = format!("{}/{}", state.namespace, state.claim);
         let target = state.target.as_str();
+        let source = match state.target_mode() {
+            AccessMode::ReadWriteOnce => AccessMode::ReadWriteOncePod,
+            _ => AccessMode::ReadWriteOnce,
+        };
+        let retained = state.reclaim_policy == "Retain";
         match self {
             Step::RecordState => format!(
                 "record the migration state on PersistentVolume {volume} (annotation rwop-guard.dev/migration, target [{target}])"
+            ),
+            Step::RetainVolume if retained => format!(
+                "keep PersistentVolume {volume} spec.persistentVolumeReclaimPolicy: Retain (it is Retain), so deleting the claim keeps the volume"
             ),
             Step::RetainVolume => format!(
                 "set PersistentVolume {volume} spec.persistentVolumeReclaimPolicy: {} -> Retain, so deleting the claim keeps the volume",
@@ -71,10 +79,24 @@ impl Step {
                 if what.is_empty() {
                     what.push("no consumers found".to_owned());
                 }
-                format!(
+                let scale = format!(
                     "scale consumers of {claim} down ({}); wait until no pod mounts the claim",
                     what.join(", ")
-                )
+                );
+                if state.is_rollback() || state.switches.is_empty() {
+                    return scale;
+                }
+                let switches: Vec<String> = state
+                    .switches
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "switch Deployment {} spec.strategy: {} -> Recreate (the original kept in annotation {ORIGINAL_STRATEGY_ANNOTATION})",
+                            s.deployment, s.from
+                        )
+                    })
+                    .collect();
+                format!("{}; {scale}", switches.join(", "))
             }
             Step::DeleteClaim => format!(
                 "delete PersistentVolumeClaim {claim} (precondition: its uid), wait until it is gone (the volume is retained)"
@@ -82,11 +104,17 @@ impl Step {
             Step::ReleaseVolume => format!(
                 "clear PersistentVolume {volume} spec.claimRef.uid and resourceVersion (keep namespace/name, so only {claim} can bind it)"
             ),
-            Step::SetVolumeModes => {
-                format!("set PersistentVolume {volume} spec.accessModes: -> [{target}]")
-            }
+            Step::SetVolumeModes if state.is_rollback() => format!(
+                "set PersistentVolume {volume} spec.accessModes: [{source}] -> [{target}], remove annotation {MIGRATED_FROM_ANNOTATION}"
+            ),
+            Step::SetVolumeModes => format!(
+                "set PersistentVolume {volume} spec.accessModes: [{source}] -> [{target}], annotation {MIGRATED_FROM_ANNOTATION}: {source}"
+            ),
+            Step::CreateClaim if state.is_rollback() => format!(
+                "create PersistentVolumeClaim {claim} with accessModes [{target}] and volumeName {volume} (annotation {OPT_OUT_ANNOTATION}: \"false\", so the mutating webhook leaves it [{target}])"
+            ),
             Step::CreateClaim => format!(
-                "create PersistentVolumeClaim {claim} with accessModes [{target}] and volumeName {volume}"
+                "create PersistentVolumeClaim {claim} with accessModes [{target}] and volumeName {volume} (annotation {MIGRATED_FROM_ANNOTATION}: {source})"
             ),
             Step::WaitBound => {
                 format!("wait until PersistentVolumeClaim {claim} is Bound to {volume}")
@@ -97,12 +125,29 @@ impl Step {
                     .iter()
                     .map(|c| format!("{c} replicas 0 -> {}", c.replicas))
                     .collect();
-                if what.is_empty() {
+                let restore = if what.is_empty() {
                     "restore consumers (none recorded)".to_owned()
                 } else {
                     format!("restore consumers ({})", what.join(", "))
+                };
+                if !state.is_rollback() || state.switches.is_empty() {
+                    return restore;
                 }
+                let switches: Vec<String> = state
+                    .switches
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "restore Deployment {} spec.strategy: Recreate -> {} (from annotation {ORIGINAL_STRATEGY_ANNOTATION})",
+                            s.deployment, s.from
+                        )
+                    })
+                    .collect();
+                format!("{}; {restore}", switches.join(", "))
             }
+            Step::RestoreReclaimPolicy if retained => format!(
+                "keep PersistentVolume {volume} spec.persistentVolumeReclaimPolicy: Retain (it was Retain before)"
+            ),
             Step::RestoreReclaimPolicy => format!(
                 "set PersistentVolume {volume} spec.persistentVolumeReclaimPolicy: Retain -> {}",
                 state.reclaim_policy
@@ -238,18 +283,156 @@ async fn swap_needed(
         .get(volume)
         .await
         .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
-    let pv_ok = AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-        .is_only(target);
     let claim = claims.get_opt(&state.claim).await.map_err(api_err(format!(
         "cannot read claim {}/{}",
         state.namespace, state.claim
     )))?;
+    Ok(!swap_done(&pv, claim.as_ref(), volume, target))
+}
+
+/// Whether claim and volume are already swapped: both `target`, the claim bound to the volume.
+fn swap_done(
+    pv: &PersistentVolume,
+    claim: Option<&PersistentVolumeClaim>,
+    volume: &str,
+    target: AccessMode,
+) -> bool {
+    let pv_ok = AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+        .is_only(target);
     let claim_ok = claim.is_some_and(|c| {
-        modes_of(&c).is_only(target)
-            && bound_to(&c, volume)
+        modes_of(c).is_only(target)
+            && bound_to(c, volume)
             && c.metadata.deletion_timestamp.is_none()
     });
-    Ok(!(pv_ok && claim_ok))
+    pv_ok && claim_ok
+}
+
+/// Where each step stands on the live objects, for the plan: done (recorded), already in place
+/// (the run will skip it, and why), or to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    ToDo,
+    /// Recorded as done in the migration state.
+    Done,
+    /// Not recorded, but what it does is already true of the live objects.
+    InPlace(String),
+}
+
+/// The status of every step of `state` on the live objects.
+pub(crate) async fn in_place(
+    client: &Client,
+    volume: &str,
+    state: &MigrationState,
+) -> Result<Vec<StepStatus>, MigrateError> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &state.namespace);
+    let pv = volumes
+        .get(volume)
+        .await
+        .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
+    let claim = claims.get_opt(&state.claim).await.map_err(api_err(format!(
+        "cannot read claim {}/{}",
+        state.namespace, state.claim
+    )))?;
+    let mut replicas = Vec::new();
+    for c in &state.consumers {
+        replicas.push(consumers::replicas_of(client, &state.namespace, c).await?);
+    }
+    Ok(statuses(state, volume, &pv, claim.as_ref(), &replicas))
+}
+
+/// [`in_place`] without I/O: `replicas` are the consumers' live replica counts, in order.
+pub fn statuses(
+    state: &MigrationState,
+    volume: &str,
+    pv: &PersistentVolume,
+    claim: Option<&PersistentVolumeClaim>,
+    replicas: &[i32],
+) -> Vec<StepStatus> {
+    let target = state.target_mode();
+    let swapped = swap_done(pv, claim, volume, target);
+    let swap_why = || {
+        format!(
+            "claim {}/{} is already [{}] and bound to {volume}",
+            state.namespace,
+            state.claim,
+            target.as_str()
+        )
+    };
+    let spec = pv.spec.as_ref();
+    let policy = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+    let restored = state
+        .consumers
+        .iter()
+        .zip(replicas)
+        .all(|(c, live)| c.replicas == *live);
+    STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            if i < state.completed {
+                return StepStatus::Done;
+            }
+            let why = match step {
+                Step::RetainVolume => (policy == Some("Retain"))
+                    .then(|| "reclaim policy is already Retain".to_owned()),
+                Step::ScaleDown | Step::WaitBound => swapped.then(swap_why),
+                Step::DeleteClaim => {
+                    if swapped {
+                        Some(swap_why())
+                    } else {
+                        claim
+                            .is_none()
+                            .then(|| "the claim is already deleted".to_owned())
+                    }
+                }
+                Step::ReleaseVolume => {
+                    let uid = spec
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .and_then(|c| c.uid.as_deref())
+                        .unwrap_or("");
+                    if swapped {
+                        Some(swap_why())
+                    } else {
+                        uid.is_empty()
+                            .then(|| "the volume is not bound to a claim".to_owned())
+                    }
+                }
+                Step::SetVolumeModes => {
+                    let modes =
+                        AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref()));
+                    if swapped {
+                        Some(swap_why())
+                    } else {
+                        modes
+                            .is_only(target)
+                            .then(|| format!("the volume is already [{}]", target.as_str()))
+                    }
+                }
+                Step::CreateClaim => {
+                    if swapped {
+                        Some(swap_why())
+                    } else {
+                        claim
+                            .filter(|c| {
+                                modes_of(c).is_only(target)
+                                    && c.metadata.deletion_timestamp.is_none()
+                            })
+                            .map(|_| "the claim exists".to_owned())
+                    }
+                }
+                Step::ScaleUp => {
+                    (swapped && restored && (!state.is_rollback() || state.switches.is_empty()))
+                        .then(|| "consumers already at their replica counts".to_owned())
+                }
+                Step::RestoreReclaimPolicy => (swapped
+                    && policy == Some(state.reclaim_policy.as_str()))
+                .then(|| format!("reclaim policy is already {}", state.reclaim_policy)),
+                Step::RecordState | Step::ClearState => None,
+            };
+            why.map_or(StepStatus::ToDo, StepStatus::InPlace)
+        })
+        .collect()
 }
 
 /// Runs one step. Returns why it was skipped, if it had nothing to do.
@@ -290,6 +473,12 @@ async fn run_step(
             Ok((!changed).then(|| "reclaim policy is already Retain".to_owned()))
         }
         Step::ScaleDown => {
+            if !state.is_rollback() {
+                for switch in &state.switches {
+                    consumers::switch_to_recreate(client, &state.namespace, &switch.deployment)
+                        .await?;
+                }
+            }
             for consumer in &state.consumers {
                 consumers::scale(client, &state.namespace, consumer, 0).await?;
             }
@@ -392,34 +581,64 @@ async fn run_step(
         }
         Step::SetVolumeModes => {
             let mut changed = false;
+            // The marker goes in the same update as the modes: a volume is never [ReadWriteOncePod]
+            // by migrate's hand without it, nor [ReadWriteOnce] again with it.
             update_volume(volumes, volume, "set its access modes", |pv| {
                 let spec = pv.spec.get_or_insert_with(Default::default);
                 let current = AccessModes::from_optional(spec.access_modes.as_ref());
-                if current.is_only(target) {
-                    return false;
-                }
+                let modes_ok = current.is_only(target);
                 spec.access_modes = Some(vec![target.as_str().to_owned()]);
-                changed = true;
-                true
+                let annotations = pv.metadata.annotations.get_or_insert_with(Default::default);
+                let marker_ok = if target == AccessMode::ReadWriteOnce {
+                    annotations.remove(MIGRATED_FROM_ANNOTATION).is_none()
+                } else {
+                    let rwo = AccessMode::ReadWriteOnce.as_str();
+                    annotations
+                        .insert(MIGRATED_FROM_ANNOTATION.to_owned(), rwo.to_owned())
+                        .is_some_and(|v| v == rwo)
+                };
+                changed = !(modes_ok && marker_ok);
+                changed
             })
             .await?;
             Ok((!changed).then(|| format!("the volume is already [{}]", target.as_str())))
         }
         Step::CreateClaim => {
-            if claims
+            let existing = claims
                 .get_opt(&state.claim)
                 .await
-                .map_err(api_err(format!("cannot read claim {claim_name}")))?
-                .is_some()
-            {
-                return Ok(Some("the claim exists".to_owned()));
+                .map_err(api_err(format!("cannot read claim {claim_name}")))?;
+            let (created, skipped) = match existing {
+                Some(c) => (c, Some("the claim exists".to_owned())),
+                None => {
+                    let claim = claim_to_create(state, volume)?;
+                    match claims.create(&PostParams::default(), &claim).await {
+                        Ok(c) => (c, None),
+                        Err(kube::Error::Api(s)) if s.code == 409 => (
+                            claims
+                                .get(&state.claim)
+                                .await
+                                .map_err(api_err(format!("cannot read claim {claim_name}")))?,
+                            None,
+                        ),
+                        Err(e) => {
+                            return Err(api_err(format!("cannot create claim {claim_name}"))(e));
+                        }
+                    }
+                }
+            };
+            // A claim with other modes never binds to the volume: say so now rather than time
+            // out waiting (a mutating webhook rewrote it, or someone else created it).
+            let modes = modes_of(&created);
+            if !modes.is_only(target) {
+                return Err(MigrateError::Refused(format!(
+                    "claim {claim_name} is {modes}, not [{}], and cannot bind to PersistentVolume {volume}; \
+                     a mutating webhook rewrote it, or it was created by someone else: delete it \
+                     (the volume is retained) and run the same command again",
+                    target.as_str()
+                )));
             }
-            let claim = claim_to_create(state, volume)?;
-            match claims.create(&PostParams::default(), &claim).await {
-                Ok(_) => Ok(None),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
-                Err(e) => Err(api_err(format!("cannot create claim {claim_name}"))(e)),
-            }
+            Ok(skipped)
         }
         Step::WaitBound => {
             wait_until(
@@ -438,6 +657,17 @@ async fn run_step(
         }
         Step::ScaleUp => {
             let mut any = false;
+            if state.is_rollback() {
+                // Every consumer Deployment `--switch-to-recreate` switched, recorded in the state
+                // or not: the annotation on the Deployment is the record.
+                for c in state
+                    .consumers
+                    .iter()
+                    .filter(|c| c.kind == ConsumerKind::Deployment)
+                {
+                    any |= consumers::restore_strategy(client, &state.namespace, &c.name).await?;
+                }
+            }
             for consumer in &state.consumers {
                 any |=
                     consumers::scale(client, &state.namespace, consumer, consumer.replicas).await?;

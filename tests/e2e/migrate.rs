@@ -66,6 +66,22 @@ pub fn cases() -> Vec<Case> {
             "migrate::dry_run_and_unconfirmed_runs_print_the_plan_and_write_nothing",
             dry_run_writes_nothing,
         ),
+        Case::shared(
+            "migrate::reapplied_original_manifests_keep_rwop_with_the_m2_warning",
+            reapply_after_migration,
+        ),
+        Case::shared(
+            "migrate::a_finished_migration_is_left_alone_and_rolls_back_to_rwo",
+            rollback_after_completion,
+        ),
+        Case::shared(
+            "migrate::workloads_a_single_pod_claim_cannot_serve_are_refused_as_scan_says",
+            refuses_workloads_as_scan_says,
+        ),
+        Case::shared(
+            "migrate::a_claim_without_storage_class_on_a_csi_volume_is_a_scan_candidate_and_migrates",
+            no_class_candidate,
+        ),
     ]
 }
 
@@ -73,6 +89,10 @@ pub fn cases() -> Vec<Case> {
 const ANNOTATION: &str = "rwop-guard.dev/migration";
 /// What the mutating webhook records on a claim it rewrote.
 const MUTATED_FROM: &str = "rwop-guard.dev/mutated-from";
+/// What `migrate` leaves for good on the claim and volume it moved (README, M2).
+const MIGRATED_FROM: &str = "rwop-guard.dev/migrated-from";
+/// The annotation that keeps the mutating webhook off a claim.
+const OPT_OUT: &str = "rwop-guard.dev/mutate";
 const CLAIM: &str = "data";
 const APP: &str = "app";
 const STEPS: usize = 11;
@@ -134,7 +154,7 @@ fn full_run(env: &Env) -> anyhow::Result<()> {
         (
             6,
             format!(
-                "set PersistentVolume {} spec.accessModes: -> [{RWOP}]",
+                "set PersistentVolume {} spec.accessModes: [{RWO}] -> [{RWOP}], annotation {MIGRATED_FROM}: {RWO}",
                 fx.pv
             ),
         ),
@@ -248,6 +268,48 @@ fn rollback_after_volume_modes(env: &Env) -> anyhow::Result<()> {
         "after step 6 the volume should be [ReadWriteOncePod]: {pv:#}"
     );
 
+    // The plans show the live state: a resume has steps 1-6 done; the rollback starts its own
+    // steps over, and marks those the live objects already satisfy.
+    let resume = fx.migrate(env, &["--dry-run"]);
+    anyhow::ensure!(resume.code == 0, "{resume:#?}");
+    for step in 1..=STEPS {
+        let line = plan_line(&resume.stdout, step).unwrap_or_default();
+        anyhow::ensure!(
+            line.ends_with(" (done)") == (step <= 6),
+            "resume plan, step {step}: {line:?}\n{}",
+            resume.stdout
+        );
+    }
+    let plan = fx.migrate(env, &["--rollback", "--dry-run"]);
+    anyhow::ensure!(plan.code == 0, "{plan:#?}");
+    for (step, mark) in [
+        (
+            2,
+            Some("(already in place: reclaim policy is already Retain)"),
+        ),
+        (3, None),
+        (4, Some("(already in place: the claim is already deleted)")),
+        (
+            5,
+            Some("(already in place: the volume is not bound to a claim)"),
+        ),
+        (6, None),
+        (7, None),
+    ] {
+        let line = plan_line(&plan.stdout, step).unwrap_or_default();
+        let ok = match mark {
+            Some(m) => line.ends_with(m),
+            None => !line.ends_with(')') || line.ends_with("[ReadWriteOnce])"),
+        };
+        anyhow::ensure!(ok, "rollback plan, step {step}: {line:?}\n{}", plan.stdout);
+    }
+    anyhow::ensure!(
+        plan_line(&plan.stdout, 6).is_some_and(|l| l.contains(&format!("[{RWOP}] -> [{RWO}]")))
+            && !plan.stdout.contains("(done)"),
+        "{}",
+        plan.stdout
+    );
+
     let out = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
     anyhow::ensure!(out.code == 0, "the rollback failed: {out:#?}");
     anyhow::ensure!(
@@ -259,7 +321,7 @@ fn rollback_after_volume_modes(env: &Env) -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         progress_line(&out.stderr, 6).is_some_and(|l| l.contains(&format!(
-            "set PersistentVolume {} spec.accessModes: -> [{RWO}]",
+            "set PersistentVolume {} spec.accessModes: [{RWOP}] -> [{RWO}], remove annotation {MIGRATED_FROM}",
             fx.pv
         )) && l.contains(" … done in ")),
         "the rollback should set the volume back to [ReadWriteOnce] in step 6: {out:#?}"
@@ -339,7 +401,8 @@ fn rollback_interrupted(env: &Env) -> anyhow::Result<()> {
     anyhow::ensure!(
         again.code == 1
             && again.stderr.contains(&format!(
-                "no migration of {}/{CLAIM} is recorded on PersistentVolume {}: nothing to roll back",
+                "no migration of {}/{CLAIM} is recorded on PersistentVolume {}, and it is [{RWO}] \
+                 without the {MIGRATED_FROM}: {RWO} annotation that migrate leaves; nothing to roll back",
                 fx.ns, fx.pv
             )),
         "{again:#?}"
@@ -503,10 +566,14 @@ fn refuses_bare_pod(env: &Env) -> anyhow::Result<()> {
     let history = VolumeHistory::start(env, &fx.pv)?;
     let out = fx.migrate(env, &["--allow-delete-pods", "--yes", TIMEOUT]);
     anyhow::ensure!(out.code == 0, "{out:#?}");
+    // Said once: the plan confirmed is the one that runs (prepared once).
     anyhow::ensure!(
-        out.stderr.contains(
-            "warning: pods lonely have no controller: they will be deleted and not recreated"
-        ),
+        out.stderr
+            .matches(
+                "warning: pods lonely have no controller: they will be deleted and not recreated"
+            )
+            .count()
+            == 1,
         "{out:#?}"
     );
     anyhow::ensure!(
@@ -547,7 +614,9 @@ fn dry_run_writes_nothing(env: &Env) -> anyhow::Result<()> {
         format!("  [3/11] scale consumers of {ns}/{CLAIM} down (Deployment {APP} replicas 1 -> 0)"),
         format!("  [4/11] delete PersistentVolumeClaim {ns}/{CLAIM} (precondition: its uid)"),
         format!("  [5/11] clear PersistentVolume {pv} spec.claimRef.uid"),
-        format!("  [6/11] set PersistentVolume {pv} spec.accessModes: -> [{RWOP}]"),
+        format!(
+            "  [6/11] set PersistentVolume {pv} spec.accessModes: [{RWO}] -> [{RWOP}], annotation {MIGRATED_FROM}: {RWO}"
+        ),
         format!(
             "  [7/11] create PersistentVolumeClaim {ns}/{CLAIM} with accessModes [{RWOP}] and volumeName {pv}"
         ),
@@ -626,6 +695,277 @@ fn dry_run_writes_nothing(env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Case 5 (README "`migrate`", "Manifests kept from before"): after a migration, the user
+/// re-applies the claim and volume manifests they kept ([ReadWriteOnce]) with `kubectl apply`:
+/// both are accepted with rule M2's warning and stay [ReadWriteOncePod], on the same volume.
+fn reapply_after_migration(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "reapply", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let out = fx.migrate(env, &["--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "migrate failed: {out:#?}");
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    let claim_before = env.get("pvc", Some(&fx.ns), CLAIM)?;
+
+    let (volume, claim) = &fx.manifests;
+    let applied = env
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &docs(&[volume.clone(), claim.clone()]),
+        )
+        .success()?;
+    for subject in [
+        format!("PersistentVolume \"{}\"", fx.pv),
+        format!("PersistentVolumeClaim \"{}/{CLAIM}\"", fx.ns),
+    ] {
+        let warning = format!(
+            "Warning: {subject}: the applied manifest asks for [{RWO}], but the object is \
+             [{RWOP}] because rwop-guard migrate moved it; kept [{RWOP}]"
+        );
+        anyhow::ensure!(
+            applied.stderr.contains(&warning),
+            "no M2 warning for {subject}: {applied:#?}"
+        );
+    }
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    let claim_after = env.get("pvc", Some(&fx.ns), CLAIM)?;
+    anyhow::ensure!(
+        claim_after["metadata"]["uid"] == claim_before["metadata"]["uid"],
+        "the claim was replaced by the apply: {claim_after:#}"
+    );
+    // A second apply (now with kubectl's last-applied annotation) is accepted the same way.
+    let again = env
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &docs(&[volume.clone(), claim.clone()]),
+        )
+        .success()?;
+    anyhow::ensure!(
+        again.stderr.matches("rwop-guard migrate moved it").count() == 2,
+        "{again:#?}"
+    );
+    fx.assert_end_state(env, RWOP, Some(1), &out)
+}
+
+/// Case 6: a finished migration run again has nothing to do (exit 0, nothing written); its
+/// `--rollback` (planned with --dry-run first) returns claim and volume to [ReadWriteOnce] on the
+/// same volume, the recreated claim opted out of mutation (the webhook's cache may still see the
+/// volume as [ReadWriteOncePod] when it is created).
+fn rollback_after_completion(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "undo-done", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let history = VolumeHistory::start(env, &fx.pv)?;
+    let out = fx.migrate(env, &["--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "migrate failed: {out:#?}");
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+
+    let snapshot = Snapshot::take(env, &fx.ns, &[CLAIM], &fx.pv)?;
+    let again = fx.migrate(env, &["--yes"]);
+    anyhow::ensure!(
+        again.code == 0
+            && again
+                .stderr
+                .contains("already [ReadWriteOncePod]: already migrated; nothing to do")
+            && again.stdout.is_empty(),
+        "{again:#?}"
+    );
+    snapshot.assert_unchanged(env)?;
+
+    let plan = fx.migrate(env, &["--rollback", "--dry-run"]);
+    anyhow::ensure!(plan.code == 0, "{plan:#?}");
+    let (ns, pv) = (fx.ns.as_str(), fx.pv.as_str());
+    for text in [
+        format!(
+            "Rollback of PersistentVolumeClaim {ns}/{CLAIM} (PersistentVolume {pv}) to [{RWO}]:"
+        ),
+        format!(
+            "  [6/11] set PersistentVolume {pv} spec.accessModes: [{RWOP}] -> [{RWO}], remove annotation {MIGRATED_FROM}"
+        ),
+        format!("{OPT_OUT}: \"false\""),
+    ] {
+        anyhow::ensure!(
+            plan.stdout.contains(&text),
+            "the plan lacks {text:?}:\n{}",
+            plan.stdout
+        );
+    }
+    anyhow::ensure!(
+        !plan.stdout.contains("(done)") && !plan.stdout.contains("Retain -> Retain"),
+        "{plan:#?}"
+    );
+    snapshot.assert_unchanged(env)?;
+
+    let back = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
+    anyhow::ensure!(back.code == 0, "the rollback failed: {back:#?}");
+    anyhow::ensure!(
+        back.stderr.contains(&format!(
+            "claim {ns}/{CLAIM} and PersistentVolume {pv} are rolled back to [{RWO}]"
+        )),
+        "{back:#?}"
+    );
+    fx.assert_end_state(env, RWO, Some(1), &back)?;
+    let claim = env.get("pvc", Some(ns), CLAIM)?;
+    anyhow::ensure!(
+        claim["metadata"]["annotations"][OPT_OUT] == "false",
+        "the rollback claim should opt out of mutation: {claim:#}"
+    );
+    history.assert_safe(env)?;
+    Ok(())
+}
+
+/// Scans `ns` (`--output json`) and returns its findings for `name`.
+fn scan_findings(env: &Env, ns: &str, name: &str) -> anyhow::Result<Vec<Value>> {
+    let out = env.rwop(&["scan", "-n", ns, "--output", "json"], "");
+    anyhow::ensure!(out.code == 0, "scan failed: {out:#?}");
+    let report: Value = serde_json::from_str(&out.stdout).context("scan --output json")?;
+    Ok(report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["object"]["name"] == name)
+        .cloned()
+        .collect())
+}
+
+/// Case 7: a Deployment with 2 replicas sharing the claim is refused (nothing written) with the
+/// message `scan` reports as migration-blocked; one whose rollout would surge (the API server's
+/// default strategy) is refused unless --switch-to-recreate, which `scan`'s command carries, the
+/// dry run shows, and --rollback undoes.
+fn refuses_workloads_as_scan_says(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "workloads", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    env.kubectl(&["scale", "deployment", APP, "-n", &fx.ns, "--replicas=2"])
+        .success()?;
+    wait_until(
+        "two pods mounting the claim",
+        Duration::from_secs(60),
+        || Ok((fx.mounting_pods(env)?.len() == 2).then_some(())),
+    )?;
+    let snapshot = Snapshot::take(env, &fx.ns, &[CLAIM], &fx.pv)?;
+    let refusal = format!(
+        "claim {}/{CLAIM} is used by Deployment {APP} with 2 replicas: only one pod can use a \
+         ReadWriteOncePod claim",
+        fx.ns
+    );
+    let out = fx.migrate(env, &["--yes", "--switch-to-recreate"]);
+    anyhow::ensure!(
+        out.code == 1 && out.stderr.contains(&refusal) && out.stdout.is_empty(),
+        "{out:#?}"
+    );
+    let findings = scan_findings(env, &fx.ns, CLAIM)?;
+    anyhow::ensure!(
+        findings.len() == 1
+            && findings[0]["rule"] == "migration-blocked"
+            && text(&findings[0]["detail"]).contains(&refusal),
+        "scan should report what migrate refuses: {findings:#?}"
+    );
+    snapshot.assert_unchanged(env)?;
+
+    // One replica, the strategy the API server fills in for RollingUpdate: maxSurge 25%.
+    env.kubectl(&["scale", "deployment", APP, "-n", &fx.ns, "--replicas=1"])
+        .success()?;
+    env.kubectl(&[
+        "patch",
+        "deployment",
+        APP,
+        "-n",
+        &fx.ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"strategy":{"type":"RollingUpdate"}}}"#,
+    ])
+    .success()?;
+    let d = env.get("deployment", Some(&fx.ns), APP)?;
+    let rolling = d["spec"]["strategy"].clone();
+    anyhow::ensure!(
+        rolling["rollingUpdate"]["maxSurge"] == "25%",
+        "the API server's default: {rolling:#}"
+    );
+    let out = fx.migrate(env, &["--yes"]);
+    anyhow::ensure!(
+        out.code == 1
+            && out.stderr.contains(&format!(
+                "is used by Deployment {APP} with strategy RollingUpdate, maxSurge 25%"
+            ))
+            && out.stderr.contains("pass --switch-to-recreate"),
+        "{out:#?}"
+    );
+    let findings = scan_findings(env, &fx.ns, CLAIM)?;
+    let command = format!("rwop-guard migrate {} --switch-to-recreate", fx.target());
+    anyhow::ensure!(
+        findings.len() == 1
+            && findings[0]["rule"] == "migration-candidate"
+            && findings[0]["command"] == command.as_str(),
+        "scan should name the command migrate accepts: {findings:#?}"
+    );
+    let plan = fx.migrate(env, &["--switch-to-recreate", "--dry-run"]);
+    anyhow::ensure!(
+        plan.code == 0
+            && plan_line(&plan.stdout, 3).is_some_and(|l| l.contains(&format!(
+                "switch Deployment {APP} spec.strategy: RollingUpdate, maxSurge 25% -> Recreate"
+            ))),
+        "{plan:#?}"
+    );
+    let d_before = env.get("deployment", Some(&fx.ns), APP)?;
+    anyhow::ensure!(
+        d_before["metadata"]["generation"] == d["metadata"]["generation"],
+        "the dry run changed the Deployment"
+    );
+
+    let history = VolumeHistory::start(env, &fx.pv)?;
+    let out = fx.migrate(env, &["--switch-to-recreate", "--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "{out:#?}");
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    let d = env.get("deployment", Some(&fx.ns), APP)?;
+    let recorded: Value = serde_json::from_str(text(
+        &d["metadata"]["annotations"]["rwop-guard.dev/original-strategy"],
+    ))
+    .context("the original strategy is recorded on the Deployment")?;
+    anyhow::ensure!(
+        d["spec"]["strategy"] == json!({"type": "Recreate"}) && recorded == rolling,
+        "{d:#}"
+    );
+
+    let out = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "{out:#?}");
+    fx.assert_end_state(env, RWO, Some(1), &out)?;
+    let d = env.get("deployment", Some(&fx.ns), APP)?;
+    anyhow::ensure!(
+        d["spec"]["strategy"] == rolling
+            && d["metadata"]["annotations"]["rwop-guard.dev/original-strategy"].is_null(),
+        "the rollback should restore the strategy: {d:#}"
+    );
+    history.assert_safe(env)?;
+    Ok(())
+}
+
+/// Case 8: a claim bound by hand (`storageClassName: ""`) to a CSI volume: `scan` names it a
+/// candidate with the command, and that command migrates it.
+fn no_class_candidate(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "noclass", &[RWO], Source::CsiNoClass)?;
+    fx.deployment(env)?;
+    let findings = scan_findings(env, &fx.ns, CLAIM)?;
+    let command = format!("rwop-guard migrate {}", fx.target());
+    anyhow::ensure!(
+        findings.len() == 1
+            && findings[0]["rule"] == "migration-candidate"
+            && findings[0]["command"] == command.as_str()
+            && text(&findings[0]["detail"]).contains("with no storage class"),
+        "{findings:#?}"
+    );
+    let args: Vec<&str> = command
+        .split(' ')
+        .skip(1)
+        .chain(["--yes", TIMEOUT])
+        .collect();
+    let out = env.rwop(&args, "");
+    anyhow::ensure!(out.code == 0, "{out:#?}");
+    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    // Migrated: no longer a candidate, nor anything else.
+    let findings = scan_findings(env, &fx.ns, CLAIM)?;
+    anyhow::ensure!(findings.is_empty(), "{findings:#?}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
@@ -634,6 +974,8 @@ const OWNER_ANNOTATION: &str = "e2e.rwop-guard.dev/owner";
 
 enum Source {
     Csi,
+    /// A CSI volume and a claim bound by hand: `storageClassName: ""` on both.
+    CsiNoClass,
     HostPath,
 }
 
@@ -644,6 +986,8 @@ struct Fixture {
     pv: String,
     pv_uid: String,
     claim_uid: String,
+    /// The volume and claim manifests as the user created them (what a GitOps repo holds).
+    manifests: (Value, Value),
 }
 
 impl Fixture {
@@ -653,6 +997,11 @@ impl Fixture {
         env.namespace(&ns)?;
         let (volume, class) = match source {
             Source::Csi => (csi_volume(&pv, modes), CSI_CLASS),
+            Source::CsiNoClass => {
+                let mut v = csi_volume(&pv, modes);
+                v["spec"]["storageClassName"] = "".into();
+                (v, "")
+            }
             Source::HostPath => (
                 json!({
                     "apiVersion": "v1", "kind": "PersistentVolume",
@@ -669,6 +1018,7 @@ impl Fixture {
         c["spec"]["volumeName"] = pv.as_str().into();
         c["metadata"]["labels"] = json!({"e2e": case});
         c["metadata"]["annotations"] = json!({OWNER_ANNOTATION: case});
+        let manifests = (volume.clone(), c.clone());
         // The volume first, and Available (known to the binder) before the claim names it.
         env.kubectl_stdin(&["create", "-f", "-"], &volume.to_string())
             .success()?;
@@ -695,6 +1045,7 @@ impl Fixture {
             pv,
             pv_uid: text(&volume["metadata"]["uid"]).to_owned(),
             claim_uid: text(&claim["metadata"]["uid"]).to_owned(),
+            manifests,
         })
     }
 
@@ -918,6 +1269,15 @@ impl Fixture {
             "the migration state is still recorded{}",
             ctx()
         );
+        // The marker of a migration: on both after one, on neither after a rollback.
+        let marker = (mode == RWOP).then_some(RWO);
+        for (what, obj) in [("claim", &claim), ("volume", &pv)] {
+            anyhow::ensure!(
+                obj["metadata"]["annotations"][MIGRATED_FROM].as_str() == marker,
+                "the {what}'s {MIGRATED_FROM} annotation should be {marker:?}{}",
+                ctx()
+            );
+        }
         if let Some(n) = replicas {
             let d = env.get("deployment", Some(&self.ns), APP)?;
             anyhow::ensure!(

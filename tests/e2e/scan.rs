@@ -209,8 +209,12 @@ fn detail_parts(ns: &str, kind: &str, name: &str) -> Vec<String> {
                 "[ReadWriteOnce] claim bound to CSI volume \"{ns}-candidate\" (driver {CSI_DRIVER}) \
                  of storage class \"{CSI_CLASS}\", which supports ReadWriteOncePod"
             ),
-            format!("run: rwop-guard migrate {ns}/candidate"),
-            "first fix Deployment \"candidate-app\" (strategy RollingUpdate, maxSurge 25%)".to_owned(),
+            // Its Deployment's rollout would surge (the defaulted strategy): migrate refuses it
+            // unless told to switch the Deployment to Recreate, so the command says so.
+            format!("run: rwop-guard migrate {ns}/candidate --switch-to-recreate"),
+            "Deployment \"candidate-app\" (RollingUpdate, maxSurge 25%) cannot roll with \
+             ReadWriteOncePod: --switch-to-recreate sets its strategy to Recreate"
+                .to_owned(),
         ],
         _ => Vec::new(),
     }
@@ -414,7 +418,8 @@ fn json_output(env: &Env) -> anyhow::Result<()> {
         "scanned.storageClasses:\n{text}"
     );
     anyhow::ensure!(
-        report["summary"] == json!({"violations": 0, "migrationCandidates": 1, "rolloutRisks": 2}),
+        report["summary"]
+            == json!({"violations": 0, "migrationCandidates": 1, "rolloutRisks": 2, "migrationBlocked": 0}),
         "summary:\n{text}"
     );
 
@@ -492,7 +497,7 @@ fn json_output(env: &Env) -> anyhow::Result<()> {
     }
 
     // The candidates: exactly the candidate claim, with the migrate command.
-    let command = format!("rwop-guard migrate {ns}/candidate");
+    let command = format!("rwop-guard migrate {ns}/candidate --switch-to-recreate");
     let candidates: Vec<(&Value, &Value)> = findings
         .iter()
         .filter(|f| f["rule"] == "migration-candidate")
@@ -534,7 +539,10 @@ fn json_output(env: &Env) -> anyhow::Result<()> {
         plan.code == 0
             && plan.stdout.contains(&format!(
                 "PersistentVolumeClaim {ns}/candidate (PersistentVolume {ns}-candidate)"
-            )),
+            ))
+            && plan.stdout.contains(
+                "switch Deployment candidate-app spec.strategy: RollingUpdate, maxSurge 25% -> Recreate"
+            ),
         "rwop-guard {args:?}: {plan:#?}"
     );
     Ok(())
@@ -805,7 +813,8 @@ fn policy_report(env: &Env) -> anyhow::Result<()> {
         .find(|r| r["rule"] == "migration-candidate")
         .context("no migration-candidate result")?;
     anyhow::ensure!(
-        candidate["properties"] == json!({"command": format!("rwop-guard migrate {ns}/candidate")})
+        candidate["properties"]
+            == json!({"command": format!("rwop-guard migrate {ns}/candidate --switch-to-recreate")})
             && candidate["resources"][1]["kind"] == "PersistentVolume"
             && candidate["resources"][1]["name"] == format!("{ns}-candidate").as_str(),
         "the candidate's result: {candidate:#}"
@@ -1029,7 +1038,7 @@ fn open_reports(env: &Env) -> anyhow::Result<()> {
     anyhow::ensure!(
         candidates.len() == 1
             && candidates[0]["properties"]["command"]
-                == format!("rwop-guard migrate {ns}/candidate"),
+                == format!("rwop-guard migrate {ns}/candidate --switch-to-recreate"),
         "{candidates:#?}"
     );
     Ok(())
