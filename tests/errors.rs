@@ -91,21 +91,24 @@ fn a_bad_tls_key_is_said_once() {
     let key = dir.path().join("not-a-key.pem");
     std::fs::write(&key, "not a key\n").unwrap();
     let cert = dir.path().join("tls.crt");
-    let r = run(
-        &[
-            "serve",
-            "--no-cluster",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let serve = |key: &str| {
+        run(
+            &[
+                "serve",
+                "--no-cluster",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key,
+            ],
+            b"",
+        )
+    };
+    let r = serve(key.to_str().unwrap());
     assert_eq!(r.code, 1, "{}", r.stderr);
     let line = r
         .stderr
@@ -117,21 +120,7 @@ fn a_bad_tls_key_is_said_once() {
         "{}",
         r.stderr
     );
-    let missing = run(
-        &[
-            "serve",
-            "--no-cluster",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            "/nonexistent/tls.key",
-        ],
-        b"",
-    );
+    let missing = serve("/nonexistent/tls.key");
     assert!(
         once(&missing.stderr, "No such file or directory"),
         "{}",

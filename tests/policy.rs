@@ -692,43 +692,29 @@ fn m1_namespace_selector_without_namespace_labels() {
     // selector selects every namespace and needs no labels.
     let claim = pvc(&[RWO], json!({"storageClassName": "fast-csi"}), None);
     let mut p = mutating_policy(&["fast-csi"]);
-    let create = Operation::Create;
     let no_cluster = Facts::default();
-    p.mutation.namespace_selector = Some(serde_json::from_value(json!({})).unwrap());
-    assert_mutated(&mutate_claim(
-        &p,
-        &no_cluster,
-        &create,
-        &claim,
-        Some("shop"),
-    ));
+    let in_ns =
+        |p: &Policy, ns: &str| mutate_claim(p, &no_cluster, &Operation::Create, &claim, Some(ns));
+    let mut select = |selector: serde_json::Value| {
+        p.mutation.namespace_selector = Some(serde_json::from_value(selector).unwrap());
+        p.clone()
+    };
+    assert_mutated(&in_ns(&select(json!({})), "shop"));
     // A selector on the name label alone is decided from the name.
-    p.mutation.namespace_selector = Some(
-        serde_json::from_value(json!({"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]}))
-        .unwrap(),
-    );
-    assert_mutated(&mutate_claim(
-        &p,
-        &no_cluster,
-        &create,
-        &claim,
-        Some("shop"),
-    ));
+    let by_name = select(json!({"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}]}));
+    assert_mutated(&in_ns(&by_name, "shop"));
     assert_skipped(
-        &mutate_claim(&p, &no_cluster, &create, &claim, Some("lab")),
+        &in_ns(&by_name, "lab"),
         "namespace \"lab\" does not match mutation.namespaceSelector",
     );
     // Any other label still needs the namespace's labels.
-    p.mutation.namespace_selector = Some(
-        serde_json::from_value(
-            json!({"matchLabels": {"kubernetes.io/metadata.name": "shop",
-                                                      "team": "payments"}}),
-        )
-        .unwrap(),
+    let by_team = select(
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "shop",
+                                                "team": "payments"}}),
     );
     assert_skipped(
-        &mutate_claim(&p, &no_cluster, &create, &claim, Some("shop")),
+        &in_ns(&by_team, "shop"),
         "labels of namespace \"shop\" are unknown",
     );
 }

@@ -1,9 +1,10 @@
-//! Kubernetes label selector semantics (matchLabels AND matchExpressions), as the API server
-//! applies them to a webhook's namespaceSelector.
+//! Label selectors of the policy (a webhook's namespaceSelector): what the API server refuses,
+//! and matching, which is kube's.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
 /// Rejects selectors the API server would reject: unknown operators, missing or extra values.
 pub fn check(selector: &LabelSelector) -> Result<(), String> {
@@ -49,25 +50,10 @@ pub fn reads_only_the_name(selector: &LabelSelector) -> bool {
         .all(|k| k == NAMESPACE_NAME_LABEL)
 }
 
-/// True when `labels` match. An empty selector matches everything.
+/// True when `labels` match (kube's selector semantics, which are the API server's). An empty
+/// selector matches everything; one that [`check`] would refuse matches nothing.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    labels_ok
-        && selector.match_expressions.iter().flatten().all(|expr| {
-            let values = expr.values.as_deref().unwrap_or_default();
-            let value = labels.get(&expr.key);
-            match expr.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 #[cfg(test)]

@@ -127,76 +127,10 @@ pub fn server_config(resolver: Arc<CertReloader>) -> Result<Arc<rustls::ServerCo
     Ok(Arc::new(config))
 }
 
-/// Reads notAfter from a DER certificate: Certificate → tbsCertificate → validity → notAfter.
+/// notAfter of a DER certificate, in Unix seconds.
 fn not_after(cert: &[u8]) -> Option<i64> {
-    let (_, cert_body, _) = der_item(cert)?;
-    let (_, mut tbs, _) = der_item(cert_body)?;
-    // Optional [0] version, then serialNumber, signature, issuer, validity.
-    let (tag, _, rest) = der_item(tbs)?;
-    if tag == 0xa0 {
-        tbs = rest;
-    }
-    for _ in 0..3 {
-        let (_, _, rest) = der_item(tbs)?;
-        tbs = rest;
-    }
-    let (tag, validity, _) = der_item(tbs)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (_, _, rest) = der_item(validity)?;
-    let (tag, time, _) = der_item(rest)?;
-    parse_time(tag, std::str::from_utf8(time).ok()?)
-}
-
-/// One DER element: (tag, contents, rest).
-fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) to Unix seconds.
-fn parse_time(tag: u8, s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (year, rest) = match tag {
-        0x17 if s.len() == 12 => {
-            let yy: i64 = s[..2].parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &s[2..])
-        }
-        0x18 if s.len() == 14 => (s[..4].parse().ok()?, &s[4..]),
-        _ => return None,
-    };
-    let field = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
-    let (month, day) = (field(0)?, field(2)?);
-    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.validity().not_after.timestamp())
 }
 
 /// What a plain-HTTP client on the TLS port gets, instead of a reset it cannot explain.
@@ -239,15 +173,6 @@ pub async fn accept(
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn times_parse() {
-        assert_eq!(parse_time(0x17, "700101000000Z"), Some(0));
-        assert_eq!(parse_time(0x17, "491231235959Z"), Some(2_524_607_999));
-        assert_eq!(parse_time(0x18, "20380119031408Z"), Some(2_147_483_648));
-        assert_eq!(parse_time(0x18, "2038011903140Z"), None);
-        assert_eq!(parse_time(0x17, "700101000000"), None);
-    }
 
     #[test]
     fn not_after_of_a_generated_certificate() {

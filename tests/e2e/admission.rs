@@ -62,6 +62,18 @@ fn lone_volume(name: &str, modes: &[&str]) -> Value {
     v
 }
 
+/// `kubectl patch pv NAME` of its access modes, as an admin would.
+fn patch_pv_modes(env: &Env, name: &str, modes: &[&str]) -> crate::harness::Out {
+    env.kubectl(&[
+        "patch",
+        "pv",
+        name,
+        "--type=merge",
+        "-p",
+        &patch_modes(modes),
+    ])
+}
+
 fn patch_modes(modes: &[&str]) -> String {
     json!({"spec": {"accessModes": modes}}).to_string()
 }
@@ -118,21 +130,13 @@ fn v1_mixed_modes_refused_before_the_webhook(env: &Env) -> anyhow::Result<()> {
         "{out:#?}"
     );
     // Adding a mode to a RWOP volume: the API server refuses that update too.
-    env.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &docs(&[lone_volume("e2e-adm-v1-rwop", &["ReadWriteOncePod"])]),
+    env.apply(&[lone_volume("e2e-adm-v1-rwop", &["ReadWriteOncePod"])])?;
+    let out = patch_pv_modes(
+        env,
+        "e2e-adm-v1-rwop",
+        &["ReadWriteOncePod", "ReadWriteOnce"],
     )
-    .success()?;
-    let out = env
-        .kubectl(&[
-            "patch",
-            "pv",
-            "e2e-adm-v1-rwop",
-            "--type=merge",
-            "-p",
-            &patch_modes(&["ReadWriteOncePod", "ReadWriteOnce"]),
-        ])
-        .failure()?;
+    .failure()?;
     anyhow::ensure!(
         out.stderr
             .contains("may not use ReadWriteOncePod with other access modes"),
@@ -166,8 +170,7 @@ fn v2_denies_other_changes(env: &Env) -> anyhow::Result<()> {
         ("e2e-adm-v2-rox", &["ReadWriteOnce"], &["ReadOnlyMany"]),
     ];
     for (name, from, to) in cases {
-        env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[lone_volume(name, from)]))
-            .success()?;
+        env.apply(&[lone_volume(name, from)])?;
         let out = env
             .kubectl(&["patch", "pv", name, "--type=merge", "-p", &patch_modes(to)])
             .failure()?;
@@ -257,19 +260,9 @@ fn w1_warns_on_allowed_change(env: &Env) -> anyhow::Result<()> {
     pv["spec"]["claimRef"] = json!({"namespace": ns, "name": "data"});
     let mut c = claim("data", ns, &["ReadWriteOnce"], Some(CSI_CLASS));
     c["spec"]["volumeName"] = name.into();
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[pv, c]))
-        .success()?;
+    env.apply(&[pv, c])?;
     env.wait_bound(ns, "data")?;
-    let out = env
-        .kubectl(&[
-            "patch",
-            "pv",
-            name,
-            "--type=merge",
-            "-p",
-            &patch_modes(&["ReadWriteOncePod"]),
-        ])
-        .success()?;
+    let out = patch_pv_modes(env, name, &["ReadWriteOncePod"]).success()?;
     let w = warnings(&out.stderr);
     anyhow::ensure!(w.len() == 2, "{out:#?}");
     anyhow::ensure!(
@@ -299,18 +292,8 @@ fn w1_warns_on_allowed_change(env: &Env) -> anyhow::Result<()> {
         "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "e2e-unclaimed",
                  "hostPath": {"path": "/e2e/w1"}}});
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[pv]))
-        .success()?;
-    let out = env
-        .kubectl(&[
-            "patch",
-            "pv",
-            name,
-            "--type=merge",
-            "-p",
-            &patch_modes(&["ReadWriteOncePod"]),
-        ])
-        .success()?;
+    env.apply(&[pv])?;
+    let out = patch_pv_modes(env, name, &["ReadWriteOncePod"]).success()?;
     anyhow::ensure!(
         warnings(&out.stderr)
             == [format!(
@@ -321,21 +304,8 @@ fn w1_warns_on_allowed_change(env: &Env) -> anyhow::Result<()> {
     );
     // Retain, unbound, CSI: no warning at all.
     let name = "e2e-adm-w1-clean";
-    env.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &docs(&[lone_volume(name, &["ReadWriteOnce"])]),
-    )
-    .success()?;
-    let out = env
-        .kubectl(&[
-            "patch",
-            "pv",
-            name,
-            "--type=merge",
-            "-p",
-            &patch_modes(&["ReadWriteOncePod"]),
-        ])
-        .success()?;
+    env.apply(&[lone_volume(name, &["ReadWriteOnce"])])?;
+    let out = patch_pv_modes(env, name, &["ReadWriteOncePod"]).success()?;
     anyhow::ensure!(warnings(&out.stderr).is_empty(), "{out:#?}");
     Ok(())
 }
@@ -448,8 +418,7 @@ fn m1_leaves_claims_it_would_break(env: &Env) -> anyhow::Result<()> {
     // Reserved for the pinned claim (as kubectl-wielding admins do), so no other claim takes it.
     let mut volume = csi_volume(rwo_pv, &["ReadWriteOnce"]);
     volume["spec"]["claimRef"] = json!({"namespace": ns, "name": "pinned"});
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[volume]))
-        .success()?;
+    env.apply(&[volume])?;
 
     let mut opt_out = claim("opt-out", ns, &["ReadWriteOnce"], Some(CSI_CLASS));
     opt_out["metadata"]["annotations"] = json!({"rwop-guard.dev/mutate": "false"});
@@ -521,11 +490,7 @@ fn m1_leaves_claims_it_would_break(env: &Env) -> anyhow::Result<()> {
     let release_ns = "rwop-guard";
     let _ = env.kubectl(&["create", "namespace", release_ns]);
     let name = "e2e-adm-excluded";
-    env.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &docs(&[claim(name, release_ns, &["ReadWriteOnce"], Some(CSI_CLASS))]),
-    )
-    .success()?;
+    env.apply(&[claim(name, release_ns, &["ReadWriteOnce"], Some(CSI_CLASS))])?;
     ensure_untouched(&env.get("pvc", Some(release_ns), name)?, &["ReadWriteOnce"])?;
     anyhow::ensure!(
         env.reviews_of(ns, name)?.is_empty(),
@@ -544,13 +509,8 @@ fn claims_bind_with_webhooks(env: &Env) -> anyhow::Result<()> {
     let pv = "e2e-adm-bind-rwop";
     let mut volume = csi_volume(pv, &["ReadWriteOncePod"]);
     volume["spec"]["claimRef"] = json!({"namespace": ns, "name": "app"});
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[volume]))
-        .success()?;
-    env.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &docs(&[claim("app", ns, &["ReadWriteOnce"], Some(CSI_CLASS))]),
-    )
-    .success()?;
+    env.apply(&[volume])?;
+    env.apply(&[claim("app", ns, &["ReadWriteOnce"], Some(CSI_CLASS))])?;
     let bound = env.wait_bound(ns, "app")?;
     ensure_mutated(&bound)?;
     anyhow::ensure!(bound["spec"]["volumeName"] == pv, "{bound}");
@@ -600,21 +560,8 @@ fn warn_action(env: &Env) -> anyhow::Result<()> {
 
 fn warned_change(env: &Env) -> anyhow::Result<()> {
     let name = "e2e-adm-warn";
-    env.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &docs(&[lone_volume(name, &["ReadWriteMany"])]),
-    )
-    .success()?;
-    let out = env
-        .kubectl(&[
-            "patch",
-            "pv",
-            name,
-            "--type=merge",
-            "-p",
-            &patch_modes(&["ReadWriteOncePod"]),
-        ])
-        .success()?;
+    env.apply(&[lone_volume(name, &["ReadWriteMany"])])?;
+    let out = patch_pv_modes(env, name, &["ReadWriteOncePod"]).success()?;
     anyhow::ensure!(
         warnings(&out.stderr) == [v2_message(name, "[ReadWriteMany]", "[ReadWriteOncePod]")],
         "{out:#?}"

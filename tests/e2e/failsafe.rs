@@ -28,8 +28,7 @@ fn bind(env: &Env, ns: &str, pv: &str) -> anyhow::Result<Value> {
     let mut c = claim("data", ns, &["ReadWriteOnce"], Some(CSI_CLASS));
     // Opted out, so the claim stays [ReadWriteOnce] and binds to its [ReadWriteOnce] volume.
     c["metadata"]["annotations"] = json!({"rwop-guard.dev/mutate": "false"});
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&[volume, c]))
-        .success()?;
+    env.apply(&[volume, c])?;
     env.wait_for("pv", None, pv, "Bound", |v| v["status"]["phase"] == "Bound")?;
     env.wait_bound(ns, "data")
 }
@@ -105,11 +104,7 @@ fn storage_works_while_down(env: &Env) -> anyhow::Result<()> {
     // The API server must be using the dead registration: wait until an access-mode change
     // fails to call the webhook.
     let pv = "e2e-fs-down";
-    env.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &docs(&[csi_volume("e2e-fs-down-probe", &["ReadWriteOnce"])]),
-    )
-    .success()?;
+    env.apply(&[csi_volume("e2e-fs-down-probe", &["ReadWriteOnce"])])?;
     let refused = crate::harness::wait_until(
         "the API server to call the unreachable webhook",
         std::time::Duration::from_secs(30),

@@ -623,16 +623,21 @@ fn report_crd_of(group: &str, version: &str, kind: &str, plural: &str, scope: &s
 /// Installs the report CRDs (idempotent: another case may have done it) and waits until they
 /// are Established.
 fn install_report_crds(env: &Env) -> anyhow::Result<()> {
-    let crds = [
-        report_crd("PolicyReport", "policyreports", "Namespaced"),
-        report_crd("ClusterPolicyReport", "clusterpolicyreports", "Cluster"),
-    ];
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&crds))
+    install_crds(
+        env,
+        &[
+            report_crd("PolicyReport", "policyreports", "Namespaced"),
+            report_crd("ClusterPolicyReport", "clusterpolicyreports", "Cluster"),
+        ],
+    )
+}
+
+/// Applies CRDs and waits until each is Established.
+fn install_crds(env: &Env, crds: &[Value]) -> anyhow::Result<()> {
+    env.kubectl_stdin(&["apply", "-f", "-"], &docs(crds))
         .success()?;
-    for name in [
-        "policyreports.wgpolicyk8s.io",
-        "clusterpolicyreports.wgpolicyk8s.io",
-    ] {
+    for crd in crds {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
         env.wait_for("crd", None, name, "Established", |crd| {
             crd["status"]["conditions"]
                 .as_array()
@@ -958,33 +963,25 @@ fn v1_cannot_exist(env: &Env) -> anyhow::Result<()> {
 fn open_reports(env: &Env) -> anyhow::Result<()> {
     let ns = "e2e-scan-openreports";
     build(env, ns)?;
-    let crds = [
-        report_crd_of(
-            "openreports.io",
-            "v1alpha1",
-            "Report",
-            "reports",
-            "Namespaced",
-        ),
-        report_crd_of(
-            "openreports.io",
-            "v1alpha1",
-            "ClusterReport",
-            "clusterreports",
-            "Cluster",
-        ),
-    ];
-    env.kubectl_stdin(&["apply", "-f", "-"], &docs(&crds))
-        .success()?;
-    for name in ["reports.openreports.io", "clusterreports.openreports.io"] {
-        env.wait_for("crd", None, name, "Established", |crd| {
-            crd["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Established" && c["status"] == "True")
-        })?;
-    }
+    install_crds(
+        env,
+        &[
+            report_crd_of(
+                "openreports.io",
+                "v1alpha1",
+                "Report",
+                "reports",
+                "Namespaced",
+            ),
+            report_crd_of(
+                "openreports.io",
+                "v1alpha1",
+                "ClusterReport",
+                "clusterreports",
+                "Cluster",
+            ),
+        ],
+    )?;
     let out = scan(env, &["-n", ns, "--output", "openreports"]);
     anyhow::ensure!(out.code == 0, "exit {}: {out:#?}", out.code);
     let sent: Vec<Value> = serde_saphyr::from_multiple::<Value>(&out.stdout)?

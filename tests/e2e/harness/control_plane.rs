@@ -100,15 +100,12 @@ impl ControlPlane {
             apiserver,
             &logs.join("kube-apiserver.log"),
         )?);
-        wait_until("kube-apiserver /readyz", Duration::from_secs(90), || {
-            plane.check_alive()?;
-            let out = Command::new("kubectl")
-                .env("KUBECONFIG", &plane.kubeconfig)
-                .args(["get", "--raw", "/readyz"])
-                .output()
-                .context("running kubectl")?;
-            Ok((out.status.success() && out.stdout == b"ok").then_some(()))
-        })?;
+        plane.wait_for_kubectl(
+            "kube-apiserver /readyz",
+            90,
+            &["get", "--raw", "/readyz"],
+            |o| o == b"ok",
+        )?;
 
         let mut controller_manager = Command::new(assets.join("kube-controller-manager"));
         let kc = kcm_kubeconfig.display().to_string();
@@ -137,27 +134,41 @@ impl ControlPlane {
         )?);
         // The service-account controller creating "default" in "default" shows the controller
         // manager is running its controllers.
-        wait_until(
+        plane.wait_for_kubectl(
             "kube-controller-manager to create serviceaccount default/default",
-            Duration::from_secs(60),
-            || {
-                plane.check_alive()?;
-                let out = Command::new("kubectl")
-                    .env("KUBECONFIG", &plane.kubeconfig)
-                    .args([
-                        "get",
-                        "serviceaccount",
-                        "default",
-                        "-n",
-                        "default",
-                        "-o",
-                        "name",
-                    ])
-                    .output()?;
-                Ok(out.status.success().then_some(()))
-            },
+            60,
+            &[
+                "get",
+                "serviceaccount",
+                "default",
+                "-n",
+                "default",
+                "-o",
+                "name",
+            ],
+            |_| true,
         )?;
         Ok(plane)
+    }
+
+    /// Waits until `kubectl ARGS` succeeds with an output `done` accepts, failing early if a
+    /// control-plane process exits.
+    fn wait_for_kubectl(
+        &mut self,
+        what: &str,
+        seconds: u64,
+        args: &[&str],
+        done: impl Fn(&[u8]) -> bool,
+    ) -> anyhow::Result<()> {
+        wait_until(what, Duration::from_secs(seconds), || {
+            self.check_alive()?;
+            let out = Command::new(super::tool("kubectl", "KUBECTL"))
+                .env("KUBECONFIG", &self.kubeconfig)
+                .args(args)
+                .output()
+                .context("running kubectl")?;
+            Ok((out.status.success() && done(&out.stdout)).then_some(()))
+        })
     }
 
     /// Fails if a control-plane process has exited, with the end of its log.

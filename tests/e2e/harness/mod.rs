@@ -236,6 +236,12 @@ impl Env {
         )
     }
 
+    /// `kubectl apply -f -` of `items`; an error unless it succeeded.
+    pub fn apply(&self, items: &[Value]) -> anyhow::Result<Out> {
+        self.kubectl_stdin(&["apply", "-f", "-"], &docs(items))
+            .success()
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Out {
         kubectl_with(&self.plane.kubeconfig, args, "")
     }
