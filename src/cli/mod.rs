@@ -11,8 +11,6 @@ mod serve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
-
 use crate::logging;
 
 pub use certs::CertsArgs;
@@ -132,10 +130,12 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs go to stderr. The server logs at `info` in the chosen format, through a buffer written
-/// in batches (see `crate::logging`); other commands only warn, straight to stderr.
+/// Logs go to stderr. The server logs at `info` in the chosen format, through a bounded queue
+/// and a writer thread (see `crate::logging`); other commands only warn, straight to stderr.
 /// `RUST_LOG` overrides the level (e.g. `RUST_LOG=rwop_guard=debug`).
-fn init_tracing(server_format: Option<LogFormat>) -> Option<logging::FlushGuard> {
+fn init_tracing(
+    server_format: Option<LogFormat>,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
     let Some(format) = server_format else {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
@@ -148,16 +148,7 @@ fn init_tracing(server_format: Option<LogFormat>) -> Option<logging::FlushGuard>
         return None;
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) =
-        match logging::LogBuffer::start(std::io::stderr(), logging::DEFAULT_CAPACITY) {
-            Ok((logs, guard)) => (BoxMakeWriter::new(logs), Some(guard)),
-            Err(e) => {
-                eprintln!(
-                    "rwop-guard: cannot start the log writer thread ({e}); logging unbuffered"
-                );
-                (BoxMakeWriter::new(std::io::stderr), None)
-            }
-        };
+    let (writer, guard) = logging::start(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);
@@ -172,5 +163,5 @@ fn init_tracing(server_format: Option<LogFormat>) -> Option<logging::FlushGuard>
             .fmt_fields(logging::EscapedFields::default())
             .init(),
     }
-    guard
+    Some(guard)
 }
