@@ -1418,3 +1418,295 @@ async fn openreports_carry_the_same_results_under_their_own_kinds() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// scan and migrate agree, over generated cluster states
+// ---------------------------------------------------------------------------------------------
+
+mod agreement {
+    use super::*;
+    use proptest::prelude::*;
+    use rwop_guard::migrate::eligibility::{Allowances, Blocker, Verdict, Workload, judge};
+    use rwop_guard::migrate::{self, MigrateError, MigrateOptions, Plan};
+
+    const NS: &str = "ns";
+    const N_CLAIMS: usize = 3;
+    const N_VOLUMES: usize = 3;
+
+    fn modes() -> impl Strategy<Value = Vec<&'static str>> {
+        prop_oneof![
+            4 => Just(vec!["ReadWriteOnce"]),
+            2 => Just(vec!["ReadWriteOncePod"]),
+            1 => Just(vec!["ReadWriteMany"]),
+            1 => Just(vec!["ReadWriteOnce", "ReadOnlyMany"]),
+        ]
+    }
+
+    /// A cluster state: claims c0.., volumes v0.., Deployments each mounting one claim.
+    fn cluster() -> impl Strategy<Value = (Vec<Value>, Vec<Value>, Vec<Value>)> {
+        let claim = (
+            modes(),
+            prop_oneof![4 => Just("Bound"), 1 => Just("Pending")],
+            // volumeName: one of the volumes, one that does not exist, or none.
+            prop_oneof![4 => (0..N_VOLUMES).prop_map(Some), 1 => Just(Some(9)), 1 => Just(None)],
+            prop_oneof![
+                Just(Some("fast-csi")),
+                Just(Some("")),
+                Just(None),
+                Just(Some("local-disks"))
+            ],
+            proptest::bool::weighted(0.1),
+        );
+        let volume = (
+            modes(),
+            proptest::bool::weighted(0.8),
+            // claimRef.uid: one of the claims, or none.
+            prop_oneof![4 => (0..N_CLAIMS).prop_map(Some), 1 => Just(None)],
+        );
+        let workload = (
+            0..N_CLAIMS,
+            0i32..3,
+            prop_oneof![
+                Just(Value::Null),
+                Just(json!({"type": "Recreate"})),
+                Just(
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
+                ),
+                Just(
+                    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+                ),
+            ],
+        );
+        (
+            proptest::collection::vec(claim, N_CLAIMS),
+            proptest::collection::vec(volume, N_VOLUMES),
+            proptest::collection::vec(workload, 0..3),
+        )
+            .prop_map(|(claims, volumes, deployments)| {
+                let claims = claims
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (modes, phase, volume, class, deleting))| {
+                        let mut c = bound_claim(NS, &format!("c{i}"), &modes, "x", "x");
+                        let spec = c["spec"].as_object_mut().unwrap();
+                        match volume {
+                            Some(v) => spec.insert("volumeName".into(), json!(format!("v{v}"))),
+                            None => spec.remove("volumeName"),
+                        };
+                        match class {
+                            Some(class) => spec.insert("storageClassName".into(), json!(class)),
+                            None => spec.remove("storageClassName"),
+                        };
+                        c["status"]["phase"] = json!(phase);
+                        if deleting {
+                            c["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                            c["metadata"]["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
+                        }
+                        c
+                    })
+                    .collect();
+                let volumes = volumes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (modes, csi, claim))| {
+                        let name = format!("v{i}");
+                        let mut v = match claim {
+                            Some(c) => {
+                                csi_volume(&name, &modes, "fast-csi", Some((NS, &format!("c{c}"))))
+                            }
+                            None => csi_volume(&name, &modes, "fast-csi", None),
+                        };
+                        if !csi {
+                            let spec = v["spec"].as_object_mut().unwrap();
+                            spec.remove("csi");
+                            spec.insert("hostPath".into(), json!({"path": "/data"}));
+                        }
+                        v
+                    })
+                    .collect();
+                let deployments = deployments
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (claim, replicas, strategy))| {
+                        deployment(
+                            NS,
+                            &format!("d{i}"),
+                            replicas,
+                            strategy,
+                            &format!("c{claim}"),
+                        )
+                    })
+                    .collect();
+                (claims, volumes, deployments)
+            })
+    }
+
+    /// Scan's allowances: it names the command with --switch-to-recreate when one is needed.
+    const SCAN: Allowances = Allowances {
+        allow_non_csi: false,
+        switch_to_recreate: true,
+    };
+
+    fn verdicts(inventory: &Inventory) -> Vec<(String, Verdict)> {
+        inventory
+            .claims
+            .iter()
+            .map(|c| {
+                let name = c.metadata.name.clone().unwrap_or_default();
+                let volume = c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.volume_name.as_deref())
+                    .and_then(|v| {
+                        inventory
+                            .volumes
+                            .iter()
+                            .find(|pv| pv.metadata.name.as_deref() == Some(v))
+                    });
+                let workloads: Vec<Workload> = inventory
+                    .deployments
+                    .iter()
+                    .filter(|d| {
+                        d.spec.template.spec.as_ref().is_some_and(|p| {
+                            p.volumes.iter().flatten().any(|v| {
+                                v.persistent_volume_claim
+                                    .as_ref()
+                                    .is_some_and(|c| c.claim_name == name)
+                            })
+                        })
+                    })
+                    .map(Workload::from_deployment)
+                    .collect();
+                let verdict = judge(c, volume, &workloads, SCAN);
+                (name, verdict)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Every claim migrate accepts is a candidate with the command; every claim it refuses
+        /// is a migration-blocked finding (a workload) or a note, with migrate's message.
+        #[test]
+        fn every_claim_is_a_candidate_a_blocked_finding_or_a_note_as_migrate_judges(
+            (claims, volumes, deployments) in cluster()
+        ) {
+            let inventory = inventory(claims, volumes, deployments);
+            let report = analyze(&Policy::default(), &inventory, None);
+            for (name, verdict) in verdicts(&inventory) {
+                let about = |f: &&Finding| f.object.name.as_deref() == Some(name.as_str())
+                    && f.object.kind.as_deref() == Some("PersistentVolumeClaim")
+                    && matches!(f.rule, ScanRule::MigrationCandidate | ScanRule::MigrationBlocked);
+                let findings: Vec<&Finding> = report.findings.iter().filter(about).collect();
+                let notes: Vec<&scan::Note> = report
+                    .notes
+                    .iter()
+                    .filter(|n| n.object.name.as_deref() == Some(name.as_str()))
+                    .collect();
+                match &verdict {
+                    Verdict::Accepted { switches, .. } => {
+                        let mut command = format!("rwop-guard migrate {NS}/{name}");
+                        if !switches.is_empty() {
+                            command.push_str(" --switch-to-recreate");
+                        }
+                        prop_assert_eq!(findings.len(), 1, "{}: {:?}", name, findings);
+                        prop_assert_eq!(findings[0].rule, ScanRule::MigrationCandidate);
+                        prop_assert_eq!(findings[0].command.as_deref(), Some(command.as_str()));
+                        prop_assert!(notes.is_empty());
+                    }
+                    Verdict::AlreadyMigrated => {
+                        prop_assert!(findings.is_empty() && notes.is_empty(), "{}", name);
+                    }
+                    Verdict::Refused(r) if r.blocker == Blocker::Workload => {
+                        prop_assert_eq!(findings.len(), 1, "{}: {:?}", name, findings);
+                        prop_assert_eq!(findings[0].rule, ScanRule::MigrationBlocked);
+                        prop_assert!(findings[0].detail.contains(&r.message));
+                        prop_assert!(notes.is_empty());
+                    }
+                    Verdict::Refused(r) => {
+                        prop_assert!(findings.is_empty(), "{}: {:?}", name, findings);
+                        prop_assert_eq!(notes.len(), 1, "{}: {:?}", name, notes);
+                        prop_assert_eq!(&notes[0].message, &r.message);
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        // Each case starts a fake API server: fewer cases, each a whole cluster.
+        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+        /// The same states served by the fake API server: scan's verdict for each claim is
+        /// what `migrate --switch-to-recreate` (read-only: its plan) answers.
+        #[test]
+        fn migrate_answers_each_claim_as_scan_reports_it(
+            (claims, volumes, deployments) in cluster()
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let fake = FakeApiServer::start().await;
+                fake.seed_list_fixture(CLASSES, &api_fixture("list-storageclasses.json"));
+                for v in &volumes {
+                    fake.create(VOLUMES, v.clone()).unwrap();
+                }
+                for c in &claims {
+                    fake.create(&claims_in(NS), c.clone()).unwrap();
+                }
+                for d in &deployments {
+                    fake.create(&deployments_in(NS), d.clone()).unwrap();
+                }
+                let inventory = collect(&fake.client(), Some(NS), |_| {}).await.unwrap();
+                let opts = MigrateOptions {
+                    switch_to_recreate: true,
+                    ..MigrateOptions::default()
+                };
+                for (name, verdict) in verdicts(&inventory) {
+                    let before = fake.resource_version();
+                    let answer =
+                        migrate::prepare(&fake.client(), NS, &name, &opts, &mut |_| {}).await;
+                    assert_eq!(fake.resource_version(), before, "prepare writes nothing");
+                    match (&verdict, answer) {
+                        (Verdict::Accepted { .. }, Ok(Plan::Run(plan))) => {
+                            assert_eq!(plan.state.claim, name);
+                        }
+                        (Verdict::AlreadyMigrated, Ok(Plan::AlreadyMigrated { .. })) => {}
+                        (Verdict::Refused(r), Err(MigrateError::Refused(msg))) => {
+                            assert_eq!(msg, r.message, "{name}");
+                        }
+                        (verdict, answer) => {
+                            panic!("{name}: scan judged {verdict:?}, migrate answered {answer:?}")
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// The generated states reach every verdict, so the properties above are not vacuous.
+    #[test]
+    fn generated_states_reach_every_verdict() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let (claims, volumes, deployments) = cluster().new_tree(&mut runner).unwrap().current();
+            for (_, verdict) in verdicts(&inventory(claims, volumes, deployments)) {
+                seen.insert(match verdict {
+                    Verdict::Accepted { switches, .. } if switches.is_empty() => "accepted",
+                    Verdict::Accepted { .. } => "accepted with a switch",
+                    Verdict::AlreadyMigrated => "already migrated",
+                    Verdict::Refused(r) if r.blocker == Blocker::Workload => "workload",
+                    Verdict::Refused(r) if r.blocker == Blocker::NotCsi => "not CSI",
+                    Verdict::Refused(_) => "claim",
+                });
+            }
+        }
+        assert_eq!(seen.len(), 6, "{seen:?}");
+    }
+}

@@ -33,11 +33,16 @@ const LONG_HELP: &str = r#"What it reports:
                        more than one replica, or with a RollingUpdate strategy (the default)
                        whose maxSurge is not 0: the new pod cannot mount the volume while the
                        old one holds it, so the rollout hangs.
-  migration-candidate  Bound [ReadWriteOnce] claims on a CSI volume with exactly
-                       [ReadWriteOnce], whose StorageClass supports ReadWriteOncePod (a CSI
-                       provisioner, or listed in the policy); each names its
-                       `rwop-guard migrate NAMESPACE/NAME` command. Claims without a
-                       storageClassName were bound by hand to static volumes: never candidates.
+  migration-candidate  Claims `rwop-guard migrate` accepts (the same judgement as its
+                       preflight): Bound [ReadWriteOnce] claims on a [ReadWriteOnce] CSI
+                       volume bound to them, whatever their class (storageClassName ""
+                       included; a class not known to support ReadWriteOncePod is a caution
+                       in the detail); each names its `rwop-guard migrate NAMESPACE/NAME`
+                       command, with --switch-to-recreate when a Deployment's rollout would
+                       surge.
+  migration-blocked    Such claims migrate refuses because of a Deployment that mounts them
+                       with more than one replica, with migrate's message. Every other claim
+                       migrate would refuse gets a note with the reason (--output json).
 
 Scope: without -n, every namespace. With -n, the claims and Deployments of that namespace and
 the volumes whose claimRef is in it. -A wins over -n, as in kubectl. Lists are paginated (500
@@ -45,8 +50,8 @@ per request), progress goes to stderr. Needs list permission on persistentvolume
 persistentvolumes, storageclasses and deployments (apps).
 
 --output json: {"namespace", "scanned", "summary", "findings": [{"rule", "object", "message",
-"detail", "command", "related"}]}; object and related are ObjectReferences (apiVersion, kind,
-namespace, name, uid).
+"detail", "command", "related"}], "notes": [{"object", "message"}]}; object and related are
+ObjectReferences (apiVersion, kind, namespace, name, uid).
 
 --output policyreport: results with policy and source "rwop-guard"; rule V1 is "fail"
 (severity high) per violation and "pass" per compliant volume or claim; rollout-deadlock

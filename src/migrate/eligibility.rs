@@ -108,6 +108,21 @@ pub fn judge(
     let namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
     let name = claim.metadata.name.as_deref().unwrap_or_default();
     let target = format!("{namespace}/{name}");
+    // In the order migrate meets them: the volume is located first, then the claim checked.
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .filter(|n| !n.is_empty());
+    let Some(volume_name) = volume_name else {
+        return refused(Blocker::Claim, not_bound_message(&target, None));
+    };
+    let Some(pv) = volume else {
+        return refused(
+            Blocker::Claim,
+            not_bound_message(&target, Some(volume_name)),
+        );
+    };
     if claim.metadata.deletion_timestamp.is_some() {
         return refused(
             Blocker::Claim,
@@ -125,20 +140,6 @@ pub fn judge(
             format!("claim {target} is {phase:?}, not Bound; only Bound claims can be migrated"),
         );
     }
-    let volume_name = claim
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_name.as_deref())
-        .filter(|n| !n.is_empty());
-    let Some(volume_name) = volume_name else {
-        return refused(Blocker::Claim, not_bound_message(&target, None));
-    };
-    let Some(pv) = volume else {
-        return refused(
-            Blocker::Claim,
-            not_bound_message(&target, Some(volume_name)),
-        );
-    };
     let spec = pv.spec.clone().unwrap_or_default();
     let bound_to = spec.claim_ref.as_ref().and_then(|c| c.uid.as_deref());
     if bound_to.is_none() || bound_to != claim.metadata.uid.as_deref() {
