@@ -1217,7 +1217,21 @@ async fn a_surging_rollout_is_refused_or_switched_to_recreate_and_restored_by_ro
         "{scale_down}"
     );
 
-    // Interrupted after the switch, rolled back: the strategy is back.
+    // Interrupted before the switch: its rollback has no strategy to restore, and says none.
+    run(&c, &switch, Some(2)).await.0.unwrap_err();
+    let rollback = MigrateOptions {
+        rollback: true,
+        ..opts()
+    };
+    let early = plan_of(&c, &rollback).await;
+    assert!(
+        early.state.switches.is_empty()
+            && !migrate::Step::ScaleUp
+                .describe(&early.state, VOLUME)
+                .contains("spec.strategy"),
+        "{early:?}"
+    );
+    // Resumed up to after the switch, then rolled back: the strategy is back.
     let (first, _) = run(&c, &switch, Some(3)).await;
     assert!(first.is_err());
     let d = c.fake.get(DEPLOYMENT).unwrap();
@@ -1225,10 +1239,6 @@ async fn a_surging_rollout_is_refused_or_switched_to_recreate_and_restored_by_ro
     let recorded: Value =
         serde_json::from_str(annotation(&d, ORIGINAL_STRATEGY).as_str().unwrap()).unwrap();
     assert_eq!(recorded, rolling);
-    let rollback = MigrateOptions {
-        rollback: true,
-        ..opts()
-    };
     run(&c, &rollback, None).await.0.unwrap();
     let d = c.fake.get(DEPLOYMENT).unwrap();
     assert_eq!(d["spec"]["strategy"], rolling);

@@ -511,6 +511,18 @@ pub async fn prepare(
             if !s.is_rollback() {
                 s.target = AccessMode::ReadWriteOnce.as_str().to_owned();
                 s.completed = 0;
+                // Only the Deployments the forward run switched already have a strategy to
+                // restore (the annotation on each is the record).
+                let mut switched = Vec::new();
+                for sw in std::mem::take(&mut s.switches) {
+                    if consumers::recorded_strategy(client, namespace, &sw.deployment)
+                        .await?
+                        .is_some()
+                    {
+                        switched.push(sw);
+                    }
+                }
+                s.switches = switched;
             }
             s
         }
