@@ -553,7 +553,11 @@ fn migration_finding(
     match judge(claim, pv, &workloads, allow) {
         Verdict::AlreadyMigrated => Outcome::Nothing,
         Verdict::Refused(r) if r.blocker == Blocker::Workload => {
-            let detail = format!("rwop-guard migrate refuses it: {}", r.message);
+            let detail = format!(
+                "{} migrate refuses it: {}",
+                crate::program_name(),
+                r.message
+            );
             Outcome::Finding(Finding {
                 rule: ScanRule::MigrationBlocked,
                 message: format!("PersistentVolumeClaim \"{target}\": {detail}"),
@@ -571,7 +575,7 @@ fn migration_finding(
             let Some(pv) = pv else {
                 return Outcome::Nothing;
             };
-            let mut command = format!("rwop-guard migrate {target}");
+            let mut command = format!("{} migrate {target}", crate::program_name());
             if !switches.is_empty() {
                 command.push_str(" --switch-to-recreate");
             }

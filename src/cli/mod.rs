@@ -10,8 +10,8 @@ mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use crate::logging;
+use clap::{Parser, Subcommand};
 
 pub use certs::CertsArgs;
 pub use check::{CheckArgs, OutputFormat};

@@ -32,6 +32,10 @@ pub fn cases() -> Vec<Case> {
             policy_report,
         ),
         Case::shared(
+            "scan::as_a_kubectl_plugin_the_hints_say_kubectl_rwop",
+            as_plugin,
+        ),
+        Case::shared(
             "scan::openreports_are_accepted_by_the_api_server",
             open_reports,
         ),
@@ -1037,6 +1041,52 @@ fn open_reports(env: &Env) -> anyhow::Result<()> {
             && candidates[0]["properties"]["command"]
                 == format!("rwop-guard migrate {ns}/candidate --switch-to-recreate"),
         "{candidates:#?}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// (6) as `kubectl rwop`
+// ---------------------------------------------------------------------------------------------
+
+fn as_plugin(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-scan-plugin";
+    build(env, ns)?;
+    // kubectl finds plugins on PATH by name: `kubectl rwop` runs `kubectl-rwop`.
+    let bin = tempfile::tempdir()?;
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_rwop-guard"),
+        bin.path().join("kubectl-rwop"),
+    )?;
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(crate::harness::tool("kubectl", "KUBECTL"))
+        .args(["rwop", "-n", ns, "scan", "-o", "json"])
+        .env("PATH", path)
+        .env("KUBECONFIG", &env.plane.kubeconfig)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.code() == Some(0),
+        "kubectl rwop scan: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout)?;
+    let commands: Vec<&str> = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["command"].as_str())
+        .collect();
+    anyhow::ensure!(
+        commands
+            == [format!(
+                "kubectl rwop migrate {ns}/candidate --switch-to-recreate"
+            )],
+        "{commands:?}\n{stdout}"
     );
     Ok(())
 }
