@@ -1,97 +1,105 @@
-//! Watch caches of StorageClasses, PersistentVolumes (modes only) and Namespaces (labels), turned
-//! into the [`Facts`] snapshot the policy reads. Requests never call the API: they read the last
-//! snapshot. A broken watch keeps its last state, is retried with backoff, logged and counted.
+//! Watch caches of StorageClasses, PersistentVolumes (modes only) and Namespaces (labels only),
+//! published as [`Facts`] snapshots on a `tokio::sync::watch` channel. Requests never call the
+//! API: they read the last snapshot. A broken watch keeps its last state, is retried with
+//! backoff, logged and counted.
+//!
+//! Cost: the caches are persistent maps (`imbl`, structural sharing), so an event updates one
+//! entry in O(log n) and a snapshot is three pointer copies: an event costs the same at 100 or
+//! 100,000 volumes (the whole-map copy per event this replaced was 3.3 ms at 50,000). An event
+//! that changes nothing a rule reads (a PV's status, a namespace's annotations) publishes
+//! nothing. Memory: a name and what a rule reads per object; lists are read in pages, and a
+//! relist buffers values, never objects (BENCHMARKS.md, "Cluster caches").
+//!
+//! This module knows nothing of the server: it publishes facts and its own metrics, and the
+//! server reads them (`server::AppState::with_cluster`). Readiness is derived from the facts in
+//! one place: they stay unknown (`cluster: None`) until every cache has listed once.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
-use tokio::sync::{Mutex, watch};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::policy::{AccessModes, ClusterFacts, Facts, StorageClassFacts};
-use crate::server::AppState;
-use crate::server::metrics::ResourceLabel;
+use crate::policy::{AccessModes, ByName, ClusterFacts, Facts, Labels, StorageClassFacts};
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
 ];
 
-/// What is kept of a StorageClass.
-#[derive(Clone, Debug)]
+/// Objects per list page: what a (re)list holds in full objects at once. kube's default, kept
+/// explicit because the memory bound depends on it (500 PVs ≈ 1 MiB of JSON).
+pub const PAGE_SIZE: u32 = 500;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    pub resource: &'static str,
+}
+
+/// The caches' metrics, registered by whoever exposes them (the server's registry).
+#[derive(Clone, Debug, Default)]
+pub struct CacheMetrics {
+    pub synced: Family<ResourceLabel, Gauge>,
+    pub errors: Family<ResourceLabel, Counter>,
+    pub objects: Family<ResourceLabel, Gauge>,
+    pub events: Family<ResourceLabel, Counter>,
+}
+
+impl CacheMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cache_synced",
+            "1 when the watch cache of a resource is in sync with the API server",
+            self.synced.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Errors of the watch on a resource (the cache keeps serving its last state)",
+            self.errors.clone(),
+        );
+        registry.register(
+            "cache_objects",
+            "Objects in the watch cache of a resource (its memory grows with this)",
+            self.objects.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Watch events applied to the cache of a resource (list items included); the \
+             published facts include every counted event",
+            self.events.clone(),
+        );
+    }
+}
+
+/// What a rule reads of a StorageClass, and what picks the cluster default.
+#[derive(Clone, Debug, PartialEq)]
 struct ClassEntry {
     facts: StorageClassFacts,
     is_default: bool,
-    created: Option<Time>,
-}
-
-#[derive(Default)]
-struct Caches {
-    classes: HashMap<String, ClassEntry>,
-    volumes: HashMap<String, AccessModes>,
-    namespaces: HashMap<String, BTreeMap<String, String>>,
-    synced: [bool; 3],
-}
-
-impl Caches {
-    fn all_synced(&self) -> bool {
-        self.synced.iter().all(|s| *s)
-    }
-
-    /// The cluster default class: the newest class marked default (as the API server picks it).
-    fn default_class(&self) -> Option<String> {
-        self.classes
-            .iter()
-            .filter(|(_, c)| c.is_default)
-            .max_by(|(an, a), (bn, b)| {
-                a.created
-                    .as_ref()
-                    .map(|t| t.0)
-                    .cmp(&b.created.as_ref().map(|t| t.0))
-                    .then_with(|| bn.cmp(an))
-            })
-            .map(|(name, _)| name.clone())
-    }
-
-    fn snapshot(&self) -> Facts {
-        Facts {
-            cluster: Some(ClusterFacts {
-                storage_classes: self
-                    .classes
-                    .iter()
-                    .map(|(n, c)| (n.clone(), c.facts.clone()))
-                    .collect(),
-                default_storage_class: self.default_class(),
-                volumes: self.volumes.clone(),
-                namespaces: self.namespaces.clone(),
-            }),
-        }
-    }
+    created: Option<Timestamp>,
 }
 
 /// A watched resource: how it is named in metrics and logs, and what is kept of each object.
-trait Cached:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
-{
-    type Value: Send;
+trait Cached: Resource<DynamicType = ()> {
+    type Value: Clone + PartialEq;
     const RESOURCE: &'static str;
-    const INDEX: usize;
     fn value(&self) -> Self::Value;
-    fn map(caches: &mut Caches) -> &mut HashMap<String, Self::Value>;
 }
 
 impl Cached for StorageClass {
     type Value = ClassEntry;
     const RESOURCE: &'static str = "storageclasses";
-    const INDEX: usize = 0;
     fn value(&self) -> ClassEntry {
         let annotations = self.metadata.annotations.as_ref();
         let is_default = DEFAULT_CLASS_ANNOTATIONS.iter().any(|k| {
@@ -104,188 +112,625 @@ impl Cached for StorageClass {
                 provisioner: self.provisioner.clone(),
             },
             is_default,
-            created: self.metadata.creation_timestamp.clone(),
+            created: self.metadata.creation_timestamp.as_ref().map(|t| t.0),
         }
-    }
-    fn map(caches: &mut Caches) -> &mut HashMap<String, ClassEntry> {
-        &mut caches.classes
     }
 }
 
 impl Cached for PersistentVolume {
     type Value = AccessModes;
     const RESOURCE: &'static str = "persistentvolumes";
-    const INDEX: usize = 1;
     fn value(&self) -> AccessModes {
         AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
     }
-    fn map(caches: &mut Caches) -> &mut HashMap<String, AccessModes> {
-        &mut caches.volumes
+}
+
+impl Cached for PartialObjectMeta<Namespace> {
+    type Value = Arc<Labels>;
+    const RESOURCE: &'static str = "namespaces";
+    fn value(&self) -> Arc<Labels> {
+        Arc::new(self.metadata.labels.clone().unwrap_or_default())
     }
 }
 
-impl Cached for Namespace {
-    type Value = BTreeMap<String, String>;
-    const RESOURCE: &'static str = "namespaces";
-    const INDEX: usize = 2;
-    fn value(&self) -> BTreeMap<String, String> {
-        self.metadata.labels.clone().unwrap_or_default()
+/// One resource's cache: object name -> what a rule reads of it.
+#[derive(Clone, Debug)]
+struct Cache<V: Clone> {
+    map: ByName<V>,
+    /// Values of a relist in progress, swapped in whole at its end so readers never see half
+    /// a list. Keys are shared with `map` where the name is already known.
+    relist: Option<ByName<V>>,
+    synced: bool,
+}
+
+impl<V: Clone> Default for Cache<V> {
+    fn default() -> Self {
+        Self {
+            map: ByName::default(),
+            relist: None,
+            synced: false,
+        }
     }
-    fn map(caches: &mut Caches) -> &mut HashMap<String, BTreeMap<String, String>> {
-        &mut caches.namespaces
+}
+
+impl<V: Clone + PartialEq> Cache<V> {
+    /// Applies one watcher event; true when what a rule reads changed.
+    fn apply<K: Cached<Value = V>>(&mut self, event: watcher::Event<K>) -> bool {
+        match event {
+            watcher::Event::Init => {
+                self.relist = Some(ByName::default());
+                false
+            }
+            watcher::Event::InitApply(obj) => {
+                if let (Some(name), Some(buffer)) = (obj.meta().name.as_deref(), &mut self.relist) {
+                    let key = match self.map.get_key_value(name) {
+                        Some((key, _)) => key.clone(),
+                        None => Arc::from(name),
+                    };
+                    buffer.insert(key, obj.value());
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = self.relist.take() {
+                    self.map = listed;
+                }
+                self.synced = true;
+                true
+            }
+            watcher::Event::Apply(obj) => {
+                let Some(name) = obj.meta().name.as_deref() else {
+                    return false;
+                };
+                let value = obj.value();
+                if self.map.get(name) == Some(&value) {
+                    return false;
+                }
+                match self.map.get_mut(name) {
+                    Some(slot) => *slot = value,
+                    None => {
+                        self.map.insert(Arc::from(name), value);
+                    }
+                }
+                true
+            }
+            watcher::Event::Delete(obj) => obj
+                .meta()
+                .name
+                .as_deref()
+                .is_some_and(|name| self.map.remove(name).is_some()),
+        }
     }
+}
+
+/// The three caches and the facts made of them.
+#[derive(Clone, Debug, Default)]
+struct Caches {
+    classes: Cache<ClassEntry>,
+    /// Derived from `classes` when it changes (a hundred entries, rarely written).
+    class_facts: imbl::HashMap<String, StorageClassFacts>,
+    default_class: Option<String>,
+    volumes: Cache<AccessModes>,
+    namespaces: Cache<Arc<Labels>>,
+}
+
+/// One event of one of the watches.
+// One at a time, moved and never stored: the size of a PersistentVolume is no concern.
+#[allow(clippy::large_enum_variant)]
+enum Update {
+    Class(watcher::Event<StorageClass>),
+    Volume(watcher::Event<PersistentVolume>),
+    Namespace(watcher::Event<PartialObjectMeta<Namespace>>),
+}
+
+impl Caches {
+    fn all_synced(&self) -> bool {
+        self.classes.synced && self.volumes.synced && self.namespaces.synced
+    }
+
+    /// Applies one event; true when the facts changed.
+    fn apply(&mut self, update: Update) -> bool {
+        match update {
+            Update::Class(e) => {
+                let changed = self.classes.apply(e);
+                if changed {
+                    self.class_facts = self
+                        .classes
+                        .map
+                        .iter()
+                        .map(|(n, c)| (n.to_string(), c.facts.clone()))
+                        .collect();
+                    self.default_class = default_class(&self.classes.map);
+                }
+                changed
+            }
+            Update::Volume(e) => self.volumes.apply(e),
+            Update::Namespace(e) => self.namespaces.apply(e),
+        }
+    }
+
+    /// The facts: unknown until every cache has synced; then O(1) (shared maps).
+    fn facts(&self) -> Facts {
+        if !self.all_synced() {
+            return Facts::default();
+        }
+        Facts {
+            cluster: Some(ClusterFacts {
+                storage_classes: self.class_facts.clone(),
+                default_storage_class: self.default_class.clone(),
+                volumes: self.volumes.map.clone(),
+                namespaces: self.namespaces.map.clone(),
+            }),
+        }
+    }
+}
+
+/// The cluster default class: the newest class marked default (as the API server picks it),
+/// the first by name among equals.
+fn default_class(classes: &ByName<ClassEntry>) -> Option<String> {
+    classes
+        .iter()
+        .filter(|(_, c)| c.is_default)
+        .max_by(|(an, a), (bn, b)| a.created.cmp(&b.created).then_with(|| bn.cmp(an)))
+        .map(|(name, _)| name.to_string())
 }
 
 /// The running watches; they stop when this is dropped.
 pub struct ClusterWatch {
-    tasks: Vec<JoinHandle<()>>,
-    published: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+    feed: Feed,
+}
+
+/// What the caches publish: the facts (unknown until synced) and their metrics.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    pub facts: watch::Receiver<Arc<Facts>>,
+    pub metrics: CacheMetrics,
 }
 
 impl ClusterWatch {
-    /// Counts published snapshots: await `changed()` to see the next one (tests, diagnostics).
-    pub fn published(&self) -> watch::Receiver<u64> {
-        self.published.clone()
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 }
 
 impl Drop for ClusterWatch {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        self.task.abort();
+    }
+}
+
+/// Starts the three watches. Until all have listed once the published facts are unknown (so
+/// nothing is mutated, and a server reading them is not ready).
+pub fn start(client: Client) -> ClusterWatch {
+    let metrics = CacheMetrics::default();
+    let (tx, facts) = watch::channel(Arc::new(Facts::default()));
+    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    let classes = watcher(Api::<StorageClass>::all(client.clone()), config.clone());
+    let volumes = watcher(Api::<PersistentVolume>::all(client.clone()), config.clone());
+    // Labels are all a rule reads of a namespace: its metadata is enough.
+    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), config);
+    let updates = futures_util::stream::select(
+        resource_stream(classes, Update::Class, &metrics),
+        futures_util::stream::select(
+            resource_stream(volumes, Update::Volume, &metrics),
+            resource_stream(namespaces, Update::Namespace, &metrics),
+        ),
+    );
+    let task = tokio::spawn(run(updates, tx, metrics.clone()));
+    ClusterWatch {
+        task,
+        feed: Feed { facts, metrics },
+    }
+}
+
+/// A watch with backoff whose errors are logged and counted (the cache keeps its state), as a
+/// stream of [`Update`]s.
+fn resource_stream<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    update: fn(watcher::Event<K>) -> Update,
+    metrics: &CacheMetrics,
+) -> impl Stream<Item = (&'static str, Update)> + Send + Unpin + 'static
+where
+    K: Cached + Clone + std::fmt::Debug + Send + 'static,
+{
+    let label = ResourceLabel {
+        resource: K::RESOURCE,
+    };
+    let synced = metrics.synced.get_or_create_owned(&label);
+    let errors = metrics.errors.get_or_create_owned(&label);
+    events
+        .default_backoff()
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(event) => Some((K::RESOURCE, update(event))),
+                Err(e) => {
+                    errors.inc();
+                    synced.set(0);
+                    tracing::warn!(
+                        resource = K::RESOURCE,
+                        "watch failed, serving the last known state and retrying: {e}"
+                    );
+                    None
+                }
+            };
+            std::future::ready(out)
+        })
+        .boxed()
+}
+
+async fn run(
+    mut updates: impl Stream<Item = (&'static str, Update)> + Unpin,
+    published: watch::Sender<Arc<Facts>>,
+    metrics: CacheMetrics,
+) {
+    let mut caches = Caches::default();
+    while let Some((resource, update)) = updates.next().await {
+        let (item, listing) = update.kind();
+        let was_ready = caches.all_synced();
+        let changed = caches.apply(update);
+        if changed && caches.all_synced() {
+            published.send_replace(Arc::new(caches.facts()));
+            if !was_ready {
+                tracing::info!("all cluster caches synced; ready");
+            }
+        }
+        let label = ResourceLabel { resource };
+        let (len, synced) = caches.size(resource);
+        if changed {
+            metrics
+                .objects
+                .get_or_create(&label)
+                .set(i64::try_from(len).unwrap_or(i64::MAX));
+        }
+        if synced && !listing {
+            metrics.synced.get_or_create(&label).set(1);
+        }
+        if item {
+            metrics.events.get_or_create(&label).inc();
         }
     }
 }
 
-/// Starts the three watches. Until all have listed once, `state.facts_ready` is false (so
-/// `/readyz` fails) and the facts stay unknown (so nothing is mutated).
-pub fn start(client: Client, state: Arc<AppState>) -> ClusterWatch {
-    state.facts_ready.store(false, Ordering::SeqCst);
-    let caches = Arc::new(Mutex::new(Caches::default()));
-    let (tx, published) = watch::channel(0u64);
-    let tx = Arc::new(tx);
-    let tasks = vec![
-        tokio::spawn(run::<StorageClass>(
-            Api::all(client.clone()),
-            caches.clone(),
-            state.clone(),
-            tx.clone(),
-        )),
-        tokio::spawn(run::<PersistentVolume>(
-            Api::all(client.clone()),
-            caches.clone(),
-            state.clone(),
-            tx.clone(),
-        )),
-        tokio::spawn(run::<Namespace>(Api::all(client), caches, state, tx)),
-    ];
-    ClusterWatch { tasks, published }
-}
-
-async fn run<K: Cached>(
-    api: Api<K>,
-    caches: Arc<Mutex<Caches>>,
-    state: Arc<AppState>,
-    published: Arc<watch::Sender<u64>>,
-) {
-    let label = ResourceLabel {
-        resource: K::RESOURCE,
-    };
-    let synced_gauge = state.metrics.cache_synced.get_or_create_owned(&label);
-    let errors = state.metrics.watch_errors.get_or_create_owned(&label);
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    // Objects of a relist, swapped in whole at InitDone so readers never see half a list.
-    let mut relist: Option<HashMap<String, K::Value>> = None;
-    while let Some(item) = stream.next().await {
-        let event = match item {
-            Ok(event) => event,
-            Err(e) => {
-                errors.inc();
-                synced_gauge.set(0);
-                tracing::warn!(
-                    resource = K::RESOURCE,
-                    "watch failed, serving the last known state and retrying: {e}"
-                );
-                continue;
-            }
-        };
-        let mut c = caches.lock().await;
-        match event {
-            watcher::Event::Init => {
-                relist = Some(HashMap::new());
-                continue;
-            }
-            watcher::Event::InitApply(obj) => {
-                if let (Some(buffer), Some(name)) = (relist.as_mut(), obj.meta().name.clone()) {
-                    buffer.insert(name, obj.value());
-                }
-                continue;
-            }
-            watcher::Event::InitDone => {
-                *K::map(&mut c) = relist.take().unwrap_or_default();
-                if !c.synced[K::INDEX] {
-                    tracing::info!(
-                        resource = K::RESOURCE,
-                        count = K::map(&mut c).len(),
-                        "cache synced"
-                    );
-                }
-                c.synced[K::INDEX] = true;
-            }
-            watcher::Event::Apply(obj) => {
-                if let Some(name) = obj.meta().name.clone() {
-                    K::map(&mut c).insert(name, obj.value());
-                }
-            }
-            watcher::Event::Delete(obj) => {
-                if let Some(name) = obj.meta().name.as_ref() {
-                    K::map(&mut c).remove(name);
-                }
+impl Update {
+    /// (carries an object, is part of a list in progress)
+    fn kind(&self) -> (bool, bool) {
+        fn of<K>(e: &watcher::Event<K>) -> (bool, bool) {
+            match e {
+                watcher::Event::Init => (false, true),
+                watcher::Event::InitApply(_) => (true, true),
+                watcher::Event::InitDone => (false, false),
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) => (true, false),
             }
         }
-        synced_gauge.set(1);
-        if c.all_synced() {
-            state.facts.store(Arc::new(c.snapshot()));
-            if !state.facts_ready.swap(true, Ordering::SeqCst) {
-                tracing::info!("all cluster caches synced; ready");
-            }
-            published.send_modify(|n| *n += 1);
+        match self {
+            Update::Class(e) => of(e),
+            Update::Volume(e) => of(e),
+            Update::Namespace(e) => of(e),
+        }
+    }
+}
+
+impl Caches {
+    /// (objects cached, synced) of a resource.
+    fn size(&self, resource: &str) -> (usize, bool) {
+        match resource {
+            StorageClass::RESOURCE => (self.classes.map.len(), self.classes.synced),
+            PersistentVolume::RESOURCE => (self.volumes.map.len(), self.volumes.synced),
+            _ => (self.namespaces.map.len(), self.namespaces.synced),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use k8s_openapi::jiff::Timestamp;
+    use std::collections::{BTreeMap, VecDeque};
 
-    fn class(name: &str, default: bool, created: i64) -> (String, ClassEntry) {
-        (
-            name.to_owned(),
-            ClassEntry {
-                facts: StorageClassFacts {
-                    provisioner: "x.csi".to_owned(),
-                },
-                is_default: default,
-                created: Some(Time(Timestamp::from_second(created).unwrap())),
+    use k8s_openapi::api::core::v1::{PersistentVolumeSpec, PersistentVolumeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn class(name: &str, default: bool, created: i64) -> StorageClass {
+        let mut annotations = BTreeMap::new();
+        if default {
+            annotations.insert(DEFAULT_CLASS_ANNOTATIONS[0].to_owned(), "true".to_owned());
+        }
+        StorageClass {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                annotations: Some(annotations),
+                creation_timestamp: Some(Time(Timestamp::from_second(created).unwrap())),
+                ..ObjectMeta::default()
             },
-        )
+            provisioner: format!("{name}.csi"),
+            ..StorageClass::default()
+        }
+    }
+
+    fn volume(name: &str, modes: &[&str], phase: &str) -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                access_modes: Some(modes.iter().map(|m| (*m).to_owned()).collect()),
+                ..PersistentVolumeSpec::default()
+            }),
+            status: Some(PersistentVolumeStatus {
+                phase: Some(phase.to_owned()),
+                ..PersistentVolumeStatus::default()
+            }),
+        }
+    }
+
+    fn namespace(name: &str, team: Option<&str>, note: &str) -> PartialObjectMeta<Namespace> {
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: team.map(|t| BTreeMap::from([("team".to_owned(), t.to_owned())])),
+                annotations: Some(BTreeMap::from([("note".to_owned(), note.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            _phantom: std::marker::PhantomData,
+        }
     }
 
     #[test]
     fn newest_default_class_wins() {
         let mut c = Caches::default();
-        assert_eq!(c.default_class(), None);
-        c.classes.extend([
-            class("a", true, 100),
-            class("b", true, 200),
-            class("c", false, 300),
-        ]);
-        assert_eq!(c.default_class().as_deref(), Some("b"));
-        c.classes.extend([class("a2", true, 200)]);
+        let list = |c: &mut Caches, classes: Vec<StorageClass>| {
+            c.apply(Update::Class(watcher::Event::Init));
+            for sc in classes {
+                c.apply(Update::Class(watcher::Event::InitApply(sc)));
+            }
+            c.apply(Update::Class(watcher::Event::InitDone));
+        };
+        list(&mut c, vec![]);
+        assert_eq!(c.default_class, None);
+        list(
+            &mut c,
+            vec![
+                class("a", true, 100),
+                class("b", true, 200),
+                class("c", false, 300),
+            ],
+        );
+        assert_eq!(c.default_class.as_deref(), Some("b"));
+        c.apply(Update::Class(watcher::Event::Apply(class("a2", true, 200))));
         // Same age: the first by name, deterministically.
-        assert_eq!(c.default_class().as_deref(), Some("a2"));
+        assert_eq!(c.default_class.as_deref(), Some("a2"));
+    }
+
+    #[test]
+    fn a_change_no_rule_reads_publishes_nothing() {
+        let mut c = Cache::<AccessModes>::default();
+        assert!(!c.apply(watcher::Event::<PersistentVolume>::Init));
+        assert!(!c.apply(watcher::Event::InitApply(volume(
+            "v",
+            &["ReadWriteOnce"],
+            "Bound"
+        ))));
+        assert!(c.apply(watcher::Event::<PersistentVolume>::InitDone));
+        assert!(!c.apply(watcher::Event::Apply(volume(
+            "v",
+            &["ReadWriteOnce"],
+            "Released"
+        ))));
+        assert!(c.apply(watcher::Event::Apply(volume(
+            "v",
+            &["ReadWriteOncePod"],
+            "Released"
+        ))));
+        assert!(!c.apply(watcher::Event::Delete(volume("w", &[], "Bound"))));
+        assert!(c.apply(watcher::Event::Delete(volume("v", &[], "Bound"))));
+        assert!(c.map.is_empty());
+    }
+
+    /// One object of the model cluster: resource (0 classes, 1 volumes, 2 namespaces), name,
+    /// a variant of what a rule reads, and a variant of what it does not.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Create or update; `seen: false` happens while the watch is down (seen at the relist).
+        Put {
+            res: usize,
+            name: u8,
+            value: u8,
+            other: u8,
+            seen: bool,
+        },
+        Delete {
+            res: usize,
+            name: u8,
+            seen: bool,
+        },
+        /// A relist of `res` starts (its items are then delivered interleaved with other ops).
+        Relist {
+            res: usize,
+        },
+        /// One step of every relist in progress.
+        Step,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3usize, 0..5u8, 0..3u8, 0..2u8, prop::bool::weighted(0.8))
+                .prop_map(|(res, name, value, other, seen)| Op::Put { res, name, value, other, seen }),
+            2 => (0..3usize, 0..5u8, prop::bool::weighted(0.8))
+                .prop_map(|(res, name, seen)| Op::Delete { res, name, seen }),
+            1 => (0..3usize).prop_map(|res| Op::Relist { res }),
+            3 => Just(Op::Step),
+        ]
+    }
+
+    /// (name, value, other) of a model object as a watcher event's object.
+    fn object(res: usize, name: u8, value: u8, other: u8) -> Update {
+        let name = format!("o{name}");
+        match res {
+            0 => Update::Class(watcher::Event::Apply(StorageClass {
+                provisioner: if value == 2 {
+                    "kubernetes.io/gce-pd".to_owned()
+                } else {
+                    format!("p{value}.csi")
+                },
+                ..class(&name, value == 1, i64::from(other) * 100)
+            })),
+            1 => Update::Volume(watcher::Event::Apply(volume(
+                &name,
+                [
+                    &["ReadWriteOnce"][..],
+                    &["ReadWriteOncePod"],
+                    &["ReadWriteMany", "ReadOnlyMany"],
+                ][usize::from(value)],
+                ["Bound", "Released"][usize::from(other)],
+            ))),
+            _ => Update::Namespace(watcher::Event::Apply(namespace(
+                &name,
+                [None, Some("a"), Some("b")][usize::from(value)],
+                ["x", "y"][usize::from(other)],
+            ))),
+        }
+    }
+
+    fn init(update: Update) -> Update {
+        match update {
+            Update::Class(watcher::Event::Apply(o)) => Update::Class(watcher::Event::InitApply(o)),
+            Update::Volume(watcher::Event::Apply(o)) => {
+                Update::Volume(watcher::Event::InitApply(o))
+            }
+            Update::Namespace(watcher::Event::Apply(o)) => {
+                Update::Namespace(watcher::Event::InitApply(o))
+            }
+            other => other,
+        }
+    }
+
+    fn delete(update: Update) -> Update {
+        match update {
+            Update::Class(watcher::Event::Apply(o)) => Update::Class(watcher::Event::Delete(o)),
+            Update::Volume(watcher::Event::Apply(o)) => Update::Volume(watcher::Event::Delete(o)),
+            Update::Namespace(watcher::Event::Apply(o)) => {
+                Update::Namespace(watcher::Event::Delete(o))
+            }
+            other => other,
+        }
+    }
+
+    fn marker(res: usize, done: bool) -> Update {
+        fn e<K>(done: bool) -> watcher::Event<K> {
+            if done {
+                watcher::Event::InitDone
+            } else {
+                watcher::Event::Init
+            }
+        }
+        match res {
+            0 => Update::Class(e(done)),
+            1 => Update::Volume(e(done)),
+            _ => Update::Namespace(e(done)),
+        }
+    }
+
+    type Model = [BTreeMap<u8, (u8, u8)>; 3];
+
+    /// The facts of caches that saw nothing but one full list of `model`.
+    fn listed(model: &Model) -> Facts {
+        let mut c = Caches::default();
+        for (res, objects) in model.iter().enumerate() {
+            c.apply(marker(res, false));
+            for (name, (value, other)) in objects {
+                c.apply(init(object(res, *name, *value, *other)));
+            }
+            c.apply(marker(res, true));
+        }
+        c.facts()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the order of events, relists (interleaved with other resources' events)
+        /// and events missed while a watch was down (then relisted, as after a 410), the
+        /// published facts equal those of one full list of the final state.
+        #[test]
+        fn facts_after_any_interleaving_equal_a_full_list(ops in prop::collection::vec(op(), 0..60)) {
+            let mut model: Model = Default::default();
+            let mut c = Caches::default();
+            for res in 0..3 {
+                c.apply(marker(res, false));
+                c.apply(marker(res, true));
+            }
+            // Per resource: the items of a relist in progress, and events held back meanwhile
+            // (the watch after a list delivers what happened during it).
+            let mut relists: [Option<VecDeque<Update>>; 3] = Default::default();
+            let mut held: [Vec<Update>; 3] = Default::default();
+            let mut missed = [false; 3];
+            let step = |c: &mut Caches, relists: &mut [Option<VecDeque<Update>>; 3], held: &mut [Vec<Update>; 3], res: usize| {
+                if let Some(items) = &mut relists[res] {
+                    match items.pop_front() {
+                        Some(item) => { c.apply(item); }
+                        None => {
+                            relists[res] = None;
+                            c.apply(marker(res, true));
+                            for u in held[res].drain(..) {
+                                c.apply(u);
+                            }
+                        }
+                    }
+                }
+            };
+            let start = |c: &mut Caches, relists: &mut [Option<VecDeque<Update>>; 3], model: &Model, res: usize| {
+                c.apply(marker(res, false));
+                relists[res] = Some(
+                    model[res].iter().map(|(n, (v, o))| init(object(res, *n, *v, *o))).collect(),
+                );
+            };
+            for op in ops {
+                let (res, event, seen) = match op {
+                    Op::Put { res, name, value, other, seen } => {
+                        model[res].insert(name, (value, other));
+                        (res, Some(object(res, name, value, other)), seen)
+                    }
+                    Op::Delete { res, name, seen } => match model[res].remove(&name) {
+                        Some((value, other)) => (res, Some(delete(object(res, name, value, other))), seen),
+                        None => (res, None, true),
+                    },
+                    Op::Relist { res } => {
+                        if relists[res].is_none() {
+                            start(&mut c, &mut relists, &model, res);
+                            missed[res] = false;
+                        }
+                        continue;
+                    }
+                    Op::Step => {
+                        for res in 0..3 {
+                            step(&mut c, &mut relists, &mut held, res);
+                        }
+                        continue;
+                    }
+                };
+                match (event, seen) {
+                    (Some(u), true) if relists[res].is_some() => held[res].push(u),
+                    (Some(u), true) => { c.apply(u); }
+                    (Some(_), false) => missed[res] = true,
+                    (None, _) => {}
+                }
+            }
+            for res in 0..3 {
+                while relists[res].is_some() {
+                    step(&mut c, &mut relists, &mut held, res);
+                }
+                if missed[res] {
+                    start(&mut c, &mut relists, &model, res);
+                    while relists[res].is_some() {
+                        step(&mut c, &mut relists, &mut held, res);
+                    }
+                }
+            }
+            prop_assert_eq!(c.facts(), listed(&model));
+        }
     }
 }

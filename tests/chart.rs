@@ -1247,8 +1247,8 @@ fn alerts_use_only_metrics_the_server_exports() {
     let resource = ResourceLabel {
         resource: "persistentvolumes",
     };
-    metrics.cache_synced.get_or_create(&resource).set(1);
-    metrics.watch_errors.get_or_create(&resource).inc();
+    metrics.cache.synced.get_or_create(&resource).set(1);
+    metrics.cache.errors.get_or_create(&resource).inc();
     let exported: BTreeSet<String> = metrics
         .encode()
         .lines()

@@ -5,12 +5,11 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rwop_guard::admission::{Webhook, review};
 use rwop_guard::cluster::{self, ClusterWatch};
-use rwop_guard::policy::{AccessMode, Policy};
+use rwop_guard::policy::{AccessMode, Facts, Policy};
 use rwop_guard::server::AppState;
 use serde_json::{Value, json};
 use support::fake_apiserver::{FakeApiServer, api_fixture};
@@ -44,13 +43,13 @@ async fn seeded() -> FakeApiServer {
 struct Running {
     state: Arc<AppState>,
     watch: ClusterWatch,
-    published: watch::Receiver<u64>,
+    published: watch::Receiver<Arc<Facts>>,
 }
 
 fn start_caches(fake: &FakeApiServer) -> Running {
-    let state = Arc::new(AppState::new(Policy::default()));
-    let watch = cluster::start(fake.client(), state.clone());
-    let published = watch.published();
+    let watch = cluster::start(fake.client());
+    let state = Arc::new(AppState::with_cluster(Policy::default(), watch.feed()));
+    let published = watch.feed().facts;
     Running {
         state,
         watch,
@@ -72,7 +71,7 @@ impl Running {
     }
 
     fn class_provisioner(&self, name: &str) -> Option<String> {
-        let facts = self.state.facts.load();
+        let facts = self.state.facts();
         facts
             .cluster
             .as_ref()?
@@ -82,7 +81,7 @@ impl Running {
     }
 
     fn volume_modes(&self, name: &str) -> Option<String> {
-        let facts = self.state.facts.load();
+        let facts = self.state.facts();
         facts
             .cluster
             .as_ref()?
@@ -95,8 +94,7 @@ impl Running {
 /// The default class in the published facts.
 fn default_class(state: &AppState) -> Option<String> {
     state
-        .facts
-        .load()
+        .facts()
         .cluster
         .as_ref()?
         .default_storage_class
@@ -104,7 +102,7 @@ fn default_class(state: &AppState) -> Option<String> {
 }
 
 fn synced(state: &AppState) -> bool {
-    state.facts_ready.load(Ordering::SeqCst)
+    state.facts_ready()
 }
 
 #[tokio::test]
@@ -116,7 +114,7 @@ async fn initial_sync_builds_the_facts_and_makes_ready() {
         Some("cluster caches have not synced yet")
     );
     assert!(
-        r.state.facts.load().cluster.is_none(),
+        r.state.facts().cluster.is_none(),
         "facts unknown before the sync"
     );
     r.until("first sync", synced).await;
@@ -136,7 +134,7 @@ async fn initial_sync_builds_the_facts_and_makes_ready() {
         Some("[ReadWriteOncePod]")
     );
     assert_eq!(r.volume_modes("pv-rwo").as_deref(), Some("[ReadWriteMany]"));
-    let facts = r.state.facts.load();
+    let facts = r.state.facts();
     let cluster = facts.cluster.as_ref().unwrap();
     assert_eq!(cluster.volumes.len(), 4);
     assert_eq!(
@@ -178,10 +176,7 @@ async fn large_lists_are_read_in_pages() {
     }
     let mut r = start_caches(&fake);
     r.until("first sync", synced).await;
-    assert_eq!(
-        r.state.facts.load().cluster.as_ref().unwrap().volumes.len(),
-        624
-    );
+    assert_eq!(r.state.facts().cluster.as_ref().unwrap().volumes.len(), 624);
     let lists: Vec<String> = fake
         .requests()
         .into_iter()
@@ -221,7 +216,7 @@ async fn live_changes_reach_the_facts() {
     .unwrap();
     delete_volume(&fake, "pv-rwo");
     r.until("PV changes", |s| {
-        let f = s.facts.load();
+        let f = s.facts();
         let c = f.cluster.as_ref().unwrap();
         c.volumes
             .get("pre-pv-rwo")
@@ -237,7 +232,7 @@ async fn live_changes_reach_the_facts() {
     )
     .unwrap();
     r.until("namespace labels", |s| {
-        s.facts.load().cluster.as_ref().unwrap().namespaces["default"]
+        s.facts().cluster.as_ref().unwrap().namespaces["default"]
             .get("team")
             .map(String::as_str)
             == Some("a")
@@ -262,8 +257,7 @@ async fn bookmarks_keep_the_watch_going_without_a_relist() {
     fake.create(VOLUMES, pv("after-bookmark", &["ReadWriteOncePod"]))
         .unwrap();
     r.until("event after the bookmark", |s| {
-        s.facts
-            .load()
+        s.facts()
             .cluster
             .as_ref()
             .unwrap()
@@ -300,7 +294,7 @@ async fn gone_410_relists_and_swaps_the_state_in_whole() {
     fake.compact();
 
     r.until("relisted state", |s| {
-        let f = s.facts.load();
+        let f = s.facts();
         let c = f.cluster.as_ref().unwrap();
         c.volumes.contains_key("while-away") && !c.volumes.contains_key("pv-rwo")
     })
@@ -324,8 +318,7 @@ async fn a_broken_watch_keeps_serving_the_last_state_counts_and_recovers() {
     fake.create(VOLUMES, pv("after-outage", &["ReadWriteOncePod"]))
         .unwrap();
     r.until("recovered", |s| {
-        s.facts
-            .load()
+        s.facts()
             .cluster
             .as_ref()
             .unwrap()
@@ -380,7 +373,7 @@ async fn mutation_uses_the_live_default_class_and_provisioner() {
     let bytes = serde_json::to_vec(&body).unwrap();
 
     let decide = |state: &AppState| {
-        review(Webhook::Mutate, &policy, &state.facts.load(), &bytes)
+        review(Webhook::Mutate, &policy, &state.facts(), &bytes)
             .unwrap()
             .summary
     };
@@ -405,8 +398,7 @@ async fn mutation_uses_the_live_default_class_and_provisioner() {
     // No default at all.
     fake.delete(&format!("{CLASSES}/local-disks")).unwrap();
     r.until("no default", |s| {
-        s.facts
-            .load()
+        s.facts()
             .cluster
             .as_ref()
             .is_some_and(|c| c.default_storage_class.is_none())

@@ -1,6 +1,7 @@
 //! The rules of DESIGN §2, row by row, and a property test against a reference model.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::core::admission::Operation;
@@ -98,17 +99,21 @@ fn cluster_facts() -> Facts {
                 })
                 .collect(),
             default_storage_class: Some("fast-csi".to_owned()),
-            volumes: HashMap::from([
-                ("pv-rwop".to_owned(), AccessModes::from_names([RWOP])),
-                ("pv-rwo".to_owned(), AccessModes::from_names([RWO])),
-            ]),
-            namespaces: HashMap::from([
+            volumes: [
+                ("pv-rwop".into(), AccessModes::from_names([RWOP])),
+                ("pv-rwo".into(), AccessModes::from_names([RWO])),
+            ]
+            .into_iter()
+            .collect(),
+            namespaces: [
                 (
-                    "shop".to_owned(),
-                    BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+                    "shop".into(),
+                    Arc::new(BTreeMap::from([("team".to_owned(), "payments".to_owned())])),
                 ),
-                ("lab".to_owned(), BTreeMap::new()),
-            ]),
+                ("lab".into(), Arc::new(BTreeMap::new())),
+            ]
+            .into_iter()
+            .collect(),
         }),
     }
 }

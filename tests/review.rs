@@ -4,8 +4,9 @@
 #[path = "support/binary.rs"]
 mod binary;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -797,23 +798,29 @@ fn comparison_settings() -> Vec<(Policy, Facts)> {
     .unwrap();
     let cluster = Facts {
         cluster: Some(ClusterFacts {
-            storage_classes: HashMap::from([
+            storage_classes: [
                 ("fast-csi".to_owned(), csi_class("ebs.csi.aws.com")),
                 ("standard".to_owned(), csi_class("pd.csi.storage.gke.io")),
                 ("old".to_owned(), csi_class("kubernetes.io/aws-ebs")),
-            ]),
+            ]
+            .into_iter()
+            .collect(),
             default_storage_class: Some("standard".to_owned()),
-            volumes: HashMap::from([(
-                "pv-rwop".to_owned(),
+            volumes: [(
+                "pv-rwop".into(),
                 AccessModes::from_names(["ReadWriteOncePod"]),
-            )]),
-            namespaces: HashMap::from([
+            )]
+            .into_iter()
+            .collect(),
+            namespaces: [
                 (
-                    "default".to_owned(),
-                    BTreeMap::from([("team".into(), "db".into())]),
+                    "default".into(),
+                    Arc::new(BTreeMap::from([("team".into(), "db".into())])),
                 ),
-                ("shop".to_owned(), BTreeMap::new()),
-            ]),
+                ("shop".into(), Arc::new(BTreeMap::new())),
+            ]
+            .into_iter()
+            .collect(),
         }),
     };
     vec![

@@ -71,7 +71,7 @@ async fn serve_with(limits: Limits, policy: Option<&str>) -> Fixture {
         drain_timeout: Duration::from_secs(10),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
-        cluster_facts: false,
+        cluster: None,
     })
     .await
     .unwrap();
@@ -620,7 +620,7 @@ async fn secret_volume_symlink_swap_is_picked_up() {
         drain_timeout: Duration::from_secs(5),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
-        cluster_facts: false,
+        cluster: None,
     })
     .await
     .unwrap();
@@ -889,7 +889,7 @@ async fn unusable_startup_configuration_is_a_clear_error() {
         drain_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
-        cluster_facts: false,
+        cluster: None,
     };
     let err = start(opts("missing.crt", "tls.key", None))
         .await
@@ -1091,7 +1091,7 @@ async fn certs_command_writes_a_pair_the_server_serves_for_the_service_name() {
         drain_timeout: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
-        cluster_facts: false,
+        cluster: None,
     })
     .await
     .unwrap();

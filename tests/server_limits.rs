@@ -72,7 +72,7 @@ async fn serve_with(limits: Limits) -> Fixture {
         drain_timeout: Duration::from_secs(5),
         shutdown_delay: Duration::ZERO,
         reload_interval: Duration::from_secs(3600),
-        cluster_facts: false,
+        cluster: None,
     })
     .await
     .unwrap();

@@ -204,6 +204,8 @@ async fn serve(args: ServeArgs, kube: &super::KubeArgs) -> anyhow::Result<()> {
         Some(client)
     };
 
+    // Started first: the lists run while the listeners come up.
+    let cluster = client.map(crate::cluster::start);
     let server = server::start(ServeOptions {
         listen,
         metrics_listen,
@@ -222,10 +224,9 @@ async fn serve(args: ServeArgs, kube: &super::KubeArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         shutdown_delay: args.shutdown_delay,
         reload_interval: args.reload_interval.max(Duration::from_secs(1)),
-        cluster_facts: client.is_some(),
+        cluster: cluster.as_ref().map(|c| c.feed()),
     })
     .await?;
-    let _cluster = client.map(|c| crate::cluster::start(c, server.state.clone()));
 
     if let Some(ca) = dev_ca {
         let port = server.addr.port();

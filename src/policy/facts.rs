@@ -1,26 +1,36 @@
 //! What the cluster knows that a rule may need. Built from watch caches by `cluster/`, or empty
 //! when running without cluster access; the policy never fetches anything itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::AccessModes;
 
+/// Objects by name, as a persistent map: a copy shares everything with the original, and a
+/// change copies only the path to one entry, so the caches publish a new snapshot per event at
+/// a cost independent of the cluster's size.
+pub type ByName<V> = imbl::HashMap<Arc<str>, V>;
+
+/// The labels of an object.
+pub type Labels = BTreeMap<String, String>;
+
 /// A snapshot of cluster knowledge. `cluster: None` means "unknown": no cluster access, or the
 /// caches have not synced yet. Unknown facts never lead to a mutation.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
     pub cluster: Option<ClusterFacts>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterFacts {
-    pub storage_classes: HashMap<String, StorageClassFacts>,
+    /// A persistent map as well; keyed by `String`, as a hundred classes make any key cheap.
+    pub storage_classes: imbl::HashMap<String, StorageClassFacts>,
     /// The class the API server fills in for claims without `storageClassName`.
     pub default_storage_class: Option<String>,
     /// PersistentVolume name -> its access modes.
-    pub volumes: HashMap<String, AccessModes>,
+    pub volumes: ByName<AccessModes>,
     /// Namespace name -> its labels.
-    pub namespaces: HashMap<String, BTreeMap<String, String>>,
+    pub namespaces: ByName<Arc<Labels>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ mod modes;
 pub use config::{
     Action, MutationPolicy, Policy, PolicyError, ProvisionerPolicy, ValidationPolicy,
 };
-pub use facts::{ClusterFacts, Facts, StorageClassFacts};
+pub use facts::{ByName, ClusterFacts, Facts, Labels, StorageClassFacts};
 pub use modes::{AccessMode, AccessModes};
 pub use mutation::{
     MIGRATED_FROM_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop,

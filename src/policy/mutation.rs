@@ -90,7 +90,8 @@ fn why_not(
         let known = facts
             .cluster
             .as_ref()
-            .and_then(|c| c.namespaces.get(namespace));
+            .and_then(|c| c.namespaces.get(namespace))
+            .map(|labels| &**labels);
         // Without the namespace's labels (no cluster access, cache not synced), a selector
         // that reads only the name label (an empty one reads none) is still decided.
         let name_only;

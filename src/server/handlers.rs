@@ -229,7 +229,7 @@ fn answer(
         }
     };
     let policy = state.policy.load();
-    let facts = state.facts.load();
+    let facts = state.facts();
     match admission::review(webhook, &policy, &facts, &body) {
         Ok(reviewed) => {
             let elapsed = started.elapsed();

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::CacheMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub webhook: &'static str,
@@ -34,10 +36,7 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResourceLabel {
-    pub resource: &'static str,
-}
+pub use crate::cluster::ResourceLabel;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
@@ -64,8 +63,8 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabel, Counter>,
     pub cert_not_after: Gauge,
     pub ready: Gauge,
-    pub cache_synced: Family<ResourceLabel, Gauge>,
-    pub watch_errors: Family<ResourceLabel, Counter>,
+    /// The cluster caches' own metrics (empty without cluster access).
+    pub cache: CacheMetrics,
     /// Bytes of the request body budget held by requests now.
     pub buffered_body_bytes: Gauge,
     pub connections_open: Family<ListenerLabel, Gauge>,
@@ -83,6 +82,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_cache(CacheMetrics::default())
+    }
+
+    /// With the metrics of the cluster caches that feed the facts.
+    pub fn with_cache(cache: CacheMetrics) -> Self {
         let mut registry = Registry::with_prefix("rwop_guard");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -145,18 +149,7 @@ impl Metrics {
         );
         let ready = Gauge::default();
         registry.register("ready", "1 when /readyz answers 200", ready.clone());
-        let cache_synced = Family::<ResourceLabel, Gauge>::default();
-        registry.register(
-            "cache_synced",
-            "1 when the watch cache of a resource is in sync with the API server",
-            cache_synced.clone(),
-        );
-        let watch_errors = Family::<ResourceLabel, Counter>::default();
-        registry.register(
-            "watch_errors",
-            "Errors of the watch on a resource (the cache keeps serving its last state)",
-            watch_errors.clone(),
-        );
+        cache.register(&mut registry);
         let buffered_body_bytes = Gauge::default();
         registry.register(
             "buffered_body_bytes",
@@ -200,8 +193,7 @@ impl Metrics {
             policy_reloads,
             cert_not_after,
             ready,
-            cache_synced,
-            watch_errors,
+            cache,
             buffered_body_bytes,
             connections_open,
             connections_limited,

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::certs::GeneratedCerts;
+use crate::cluster;
 use crate::policy::{Facts, Policy};
 use crate::policy_file;
 
@@ -144,28 +145,60 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// How often files are re-read even without a change notification.
     pub reload_interval: Duration,
-    /// True when cluster facts will be fed in (see `cluster::start`): not ready until they are.
-    pub cluster_facts: bool,
+    /// The cluster caches' facts and metrics (`cluster::start`): not ready until the facts are
+    /// known. None: no cluster access, empty facts, ready at once.
+    pub cluster: Option<cluster::Feed>,
+}
+
+/// Where the facts come from.
+enum FactsSource {
+    Fixed(Arc<Facts>),
+    /// Unknown (`cluster: None`) until every cache has synced.
+    Watched(watch::Receiver<Arc<Facts>>),
 }
 
 /// What the handlers share.
 pub struct AppState {
     pub policy: ArcSwap<Policy>,
-    pub facts: ArcSwap<Facts>,
-    /// False until the facts are usable (at once without a cluster).
-    pub facts_ready: AtomicBool,
+    facts: FactsSource,
     pub shutting_down: AtomicBool,
     pub metrics: Metrics,
 }
 
 impl AppState {
+    /// Without cluster access: empty facts, ready at once.
     pub fn new(policy: Policy) -> Self {
         Self {
             policy: ArcSwap::from_pointee(policy),
-            facts: ArcSwap::from_pointee(Facts::default()),
-            facts_ready: AtomicBool::new(true),
+            facts: FactsSource::Fixed(Arc::new(Facts::default())),
             shutting_down: AtomicBool::new(false),
             metrics: Metrics::new(),
+        }
+    }
+
+    /// Reading the facts the cluster caches publish: not ready until they are known.
+    pub fn with_cluster(policy: Policy, feed: cluster::Feed) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            facts: FactsSource::Watched(feed.facts),
+            shutting_down: AtomicBool::new(false),
+            metrics: Metrics::with_cache(feed.metrics),
+        }
+    }
+
+    /// The last published facts.
+    pub fn facts(&self) -> Arc<Facts> {
+        match &self.facts {
+            FactsSource::Fixed(f) => f.clone(),
+            FactsSource::Watched(rx) => rx.borrow().clone(),
+        }
+    }
+
+    /// False until the facts are usable (at once without a cluster).
+    pub fn facts_ready(&self) -> bool {
+        match &self.facts {
+            FactsSource::Fixed(_) => true,
+            FactsSource::Watched(rx) => rx.borrow().cluster.is_some(),
         }
     }
 
@@ -173,7 +206,7 @@ impl AppState {
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.shutting_down.load(Ordering::SeqCst) {
             Some("shutting down")
-        } else if !self.facts_ready.load(Ordering::SeqCst) {
+        } else if !self.facts_ready() {
             Some("cluster caches have not synced yet")
         } else {
             None
@@ -260,10 +293,10 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
 pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
     opts.limits.check()?;
     let policy = policy_file::load(opts.config.as_deref())?;
-    let state = Arc::new(AppState::new(policy));
-    state
-        .facts_ready
-        .store(!opts.cluster_facts, Ordering::SeqCst);
+    let state = Arc::new(match opts.cluster.clone() {
+        Some(feed) => AppState::with_cluster(policy, feed),
+        None => AppState::new(policy),
+    });
 
     let (pair, tls_fingerprint) = match &opts.tls {
         TlsSource::Files { cert, key } => {
