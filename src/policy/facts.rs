@@ -9,7 +9,7 @@ use super::AccessModes;
 /// Objects by name, as a persistent map: a copy shares everything with the original, and a
 /// change copies only the path to one entry, so the caches publish a new snapshot per event at
 /// a cost independent of the cluster's size.
-pub type ByName<V> = imbl::HashMap<Arc<str>, V>;
+pub type ByName<V> = imbl::OrdMap<Arc<str>, V>;
 
 /// The labels of an object.
 pub type Labels = BTreeMap<String, String>;
@@ -24,7 +24,7 @@ pub struct Facts {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterFacts {
     /// A persistent map as well; keyed by `String`, as a hundred classes make any key cheap.
-    pub storage_classes: imbl::HashMap<String, StorageClassFacts>,
+    pub storage_classes: imbl::OrdMap<String, StorageClassFacts>,
     /// The class the API server fills in for claims without `storageClassName`.
     pub default_storage_class: Option<String>,
     /// PersistentVolume name -> its access modes.

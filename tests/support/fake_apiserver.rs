@@ -1831,6 +1831,12 @@ impl Store {
             let Some(rel) = key.strip_prefix(&prefix) else {
                 break;
             };
+            // The rest of a full page is only counted: without a selector, by key alone (a
+            // page of a 100,000-object list then costs its items, not the whole list).
+            if limit > 0 && items.len() >= limit && filter.selects_everything() {
+                remaining += 1;
+                continue;
+            }
             if !filter.matches(obj) {
                 continue;
             }

@@ -1,0 +1,520 @@
+//! The cluster caches of `rwop-guard serve` at cluster scale, through the real `kube::Client`
+//! against the in-process fake API server (tests/support/fake_apiserver.rs), on loopback.
+//!
+//! The fake is seeded with N PersistentVolumes (as a CSI provisioner writes them, ~1.3 KiB of
+//! JSON each), 10,000 namespaces (two labels) and 100 StorageClasses. `rwop-guard serve` (the
+//! release binary) runs as a child process with a kubeconfig pointing at the fake, so its CPU
+//! (`/proc/PID/stat` utime+stime) and peak memory (`/proc/PID/status` VmHWM) are its own. For
+//! each size:
+//!
+//! 1. ready: from the spawn until `/readyz` answers 200 (all caches listed, in pages of 500);
+//! 2. CPU per event: E updates of PV access modes (each one changes the facts: the costly
+//!    case), paced at R per second, until `rwop_guard_watch_events_total` has counted them all;
+//!    the child's CPU over that window divided by E;
+//! 3. burst (largest size only): B new PVs created as fast as the fake takes them; the time
+//!    from the last write until `rwop_guard_cache_objects` counts them all;
+//! 4. peak RSS over the whole run.
+//!
+//! Run: `cargo bench --bench caches`. Settings (environment, bounded): `CACHES_SIZES` volumes
+//! per run, comma-separated (default `1000,100000`), `CACHES_EVENTS` E (default 10000),
+//! `CACHES_RATE` R (default 2000), `CACHES_BURST` B (default 50000). Without `--bench` (as
+//! under `cargo test --benches`), a smoke run at small sizes checks that every step works and
+//! judges no target.
+
+#[allow(dead_code, clippy::all)]
+#[path = "../tests/support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fake_apiserver::FakeApiServer;
+use serde_json::{Value, json};
+
+const VOLUMES: &str = "/api/v1/persistentvolumes";
+const NAMESPACES: &str = "/api/v1/namespaces";
+const CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
+
+const TARGET_READY: Duration = Duration::from_secs(3);
+const TARGET_RSS_MIB: f64 = 48.0;
+const TARGET_CPU_PER_EVENT_US: f64 = 50.0;
+const TARGET_CATCH_UP: Duration = Duration::from_secs(5);
+/// Longest wait for anything; the bench fails past it.
+const PATIENCE: Duration = Duration::from_secs(120);
+const USER_HZ: f64 = 100.0;
+
+struct Settings {
+    sizes: Vec<usize>,
+    namespaces: usize,
+    classes: usize,
+    events: usize,
+    rate: usize,
+    burst: usize,
+}
+
+fn env_number(name: &str, default: usize, max: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => {
+            let n: usize = v.trim().parse().with_context(|| format!("{name}={v}"))?;
+            if n == 0 || n > max {
+                bail!("{name}={v}: must be 1..={max}");
+            }
+            Ok(n)
+        }
+    }
+}
+
+impl Settings {
+    fn from_env(bench: bool) -> anyhow::Result<Self> {
+        if !bench {
+            return Ok(Settings {
+                sizes: vec![50, 600],
+                namespaces: 20,
+                classes: 5,
+                events: 100,
+                rate: 1000,
+                burst: 200,
+            });
+        }
+        let sizes = match std::env::var("CACHES_SIZES") {
+            Err(_) => vec![1_000, 100_000],
+            Ok(v) => v
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("CACHES_SIZES={v}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
+        if sizes.is_empty() || sizes.len() > 4 || sizes.iter().any(|&n| n == 0 || n > 200_000) {
+            bail!("CACHES_SIZES: 1 to 4 sizes, each 1..=200000");
+        }
+        Ok(Settings {
+            sizes,
+            namespaces: 10_000,
+            classes: 100,
+            events: env_number("CACHES_EVENTS", 10_000, 100_000)?,
+            rate: env_number("CACHES_RATE", 2_000, 20_000)?,
+            burst: env_number("CACHES_BURST", 50_000, 100_000)?,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("caches: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(bench)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("caches: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+
+/// Named as the CSI provisioner names them (`pvc-` and the claim's uid).
+fn volume_name(i: usize) -> String {
+    format!("pvc-{i:08}-5a3e-4f7b-9c1d-{:012}", i * 7919)
+}
+
+fn volume(i: usize, modes: &str) -> Value {
+    let name = volume_name(i);
+    json!({
+        "metadata": {
+            "name": name,
+            "annotations": {"pv.kubernetes.io/provisioned-by": "ebs.csi.aws.com",
+                            "volume.kubernetes.io/provisioner-deletion-secret-name": ""},
+            "finalizers": ["external-provisioner.volume.kubernetes.io/finalizer",
+                           "kubernetes.io/pv-protection"]
+        },
+        "spec": {
+            "accessModes": [modes],
+            "capacity": {"storage": "10Gi"},
+            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                         "namespace": format!("ns-{:05}", i % 10_000), "name": format!("data-{i}"),
+                         "uid": format!("{i:08}-0000-4000-8000-000000000000"),
+                         "resourceVersion": "12345"},
+            "csi": {"driver": "ebs.csi.aws.com", "fsType": "ext4",
+                    "volumeAttributes": {"storage.kubernetes.io/csiProvisionerIdentity": "1700000000000-8081-ebs.csi.aws.com"},
+                    "volumeHandle": format!("vol-{i:017x}")},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": ["eu-west-1a"]}]}]}},
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": format!("class-{:03}", i % 100),
+            "volumeMode": "Filesystem"
+        },
+        "status": {"phase": "Bound", "lastPhaseTransitionTime": "2026-01-01T00:00:00Z"}
+    })
+}
+
+fn list(kind: &str, api_version: &str, items: Vec<Value>) -> String {
+    json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": items})
+        .to_string()
+}
+
+fn seed(fake: &FakeApiServer, settings: &Settings, volumes: usize) {
+    let pvs = (0..volumes).map(|i| volume(i, "ReadWriteOnce")).collect();
+    fake.seed_list_fixture(VOLUMES, &list("PersistentVolumeList", "v1", pvs));
+    let namespaces = (0..settings.namespaces)
+        .map(|i| {
+            let name = format!("ns-{i:05}");
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name,
+                                                         "team": format!("team-{}", i % 50)}},
+                   "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+        })
+        .collect();
+    fake.seed_list_fixture(NAMESPACES, &list("NamespaceList", "v1", namespaces));
+    let classes = (0..settings.classes)
+        .map(|i| {
+            json!({"metadata": {"name": format!("class-{i:03}"),
+                                "annotations": {"storageclass.kubernetes.io/is-default-class": (i == 0).to_string()}},
+                   "provisioner": "ebs.csi.aws.com", "reclaimPolicy": "Delete",
+                   "volumeBindingMode": "WaitForFirstConsumer", "parameters": {"type": "gp3"}})
+        })
+        .collect();
+    fake.seed_list_fixture(
+        CLASSES,
+        &list("StorageClassList", "storage.k8s.io/v1", classes),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child process
+
+/// Kills the child when dropped, so that every exit path stops it.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn start_guard(dir: &Path, fake: &FakeApiServer) -> anyhow::Result<(ChildGuard, SocketAddr)> {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            fake.url()
+        ),
+    )?;
+    let certs = rwop_guard::certs::generate(
+        "caches bench",
+        &["localhost".to_owned()],
+        &[Ipv4Addr::LOCALHOST.into()],
+        Duration::from_secs(86_400),
+    )?;
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, &certs.cert_pem)?;
+    std::fs::write(&key, &certs.key_pem)?;
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+    command
+        .arg("serve")
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()?))
+        .arg("--metrics-listen")
+        .arg(metrics.to_string())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(dir.join("rwop-guard.log"))?);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("RWOP_GUARD_") || name == "KUBECONFIG" {
+            command.env_remove(name);
+        }
+    }
+    let child = command
+        .spawn()
+        .context("cannot start the rwop-guard binary")?;
+    Ok((ChildGuard(child), metrics))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.take(1 << 20).read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// A sample of the child's metrics, 0 when absent.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = http_get(addr, "/metrics").unwrap_or_default();
+    let prefix = format!("{name}{{resource=\"persistentvolumes\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Polls `what` every 20 ms until it holds, at most [`PATIENCE`].
+async fn until(what: &str, mut ok: impl FnMut() -> bool) -> anyhow::Result<Instant> {
+    let start = Instant::now();
+    loop {
+        if ok() {
+            return Ok(Instant::now());
+        }
+        if start.elapsed() > PATIENCE {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One size
+
+struct Figures {
+    volumes: usize,
+    ready: Duration,
+    /// CPU seconds of the child until ready (start-up and the lists).
+    list_cpu: f64,
+    cpu_per_event_us: f64,
+    burst: Option<(usize, Duration, Duration)>,
+    peak_rss_mib: f64,
+    /// Peak RSS at the end, after the burst (with `volumes` + burst volumes).
+    burst_peak_rss_mib: f64,
+}
+
+async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let fake = FakeApiServer::start().await;
+    seed(&fake, settings, volumes);
+    let spawned = Instant::now();
+    let (mut guard, metrics) = start_guard(dir.path(), &fake)?;
+    let pid = guard.0.id();
+    let log = dir.path().join("rwop-guard.log");
+    let ready = until("/readyz", || {
+        http_get(metrics, "/readyz").is_ok_and(|a| a.starts_with("HTTP/1.1 200"))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "not ready; exited: {:?}; log:\n{}",
+            guard.0.try_wait().ok().flatten(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    })?
+    .duration_since(spawned);
+    let list_cpu = cpu_ticks(pid) as f64 / USER_HZ;
+
+    // CPU per event: each update flips one volume's modes, paced in 10 ms slices.
+    let events_before = metric(metrics, "rwop_guard_watch_events_total");
+    let cpu_before = cpu_ticks(pid);
+    let per_slice = (settings.rate / 100).max(1);
+    let mut sent = 0;
+    let mut flip = 0usize;
+    let started = Instant::now();
+    while sent < settings.events {
+        for _ in 0..per_slice.min(settings.events - sent) {
+            let i = flip % volumes;
+            let modes = if (flip / volumes) % 2 == 0 {
+                "ReadWriteOncePod"
+            } else {
+                "ReadWriteOnce"
+            };
+            let name = volume_name(i);
+            fake.patch(
+                &format!("{VOLUMES}/{name}"),
+                json!({"spec": {"accessModes": [modes]}}),
+            )
+            .map_err(|e| anyhow::anyhow!("patch {name}: {e}"))?;
+            flip += 1;
+            sent += 1;
+        }
+        let next = started + Duration::from_millis(10) * u32::try_from(sent / per_slice)?;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let wanted = events_before + settings.events as u64;
+    until("the updates in the facts", || {
+        metric(metrics, "rwop_guard_watch_events_total") >= wanted
+    })
+    .await?;
+    let cpu = (cpu_ticks(pid) - cpu_before) as f64 / USER_HZ;
+    let cpu_per_event_us = cpu * 1e6 / settings.events as f64;
+    // Before the burst adds volumes: the figure for `volumes`.
+    let peak_rss_mib = peak_rss_mib(pid);
+
+    let burst = if burst {
+        let first = Instant::now();
+        for i in volumes..volumes + settings.burst {
+            fake.create(VOLUMES, volume(i, "ReadWriteOnce"))
+                .map_err(|e| anyhow::anyhow!("create: {e}"))?;
+        }
+        let last = Instant::now();
+        let total = (volumes + settings.burst) as u64;
+        let current = until("the burst in the facts", || {
+            metric(metrics, "rwop_guard_cache_objects") >= total
+        })
+        .await?;
+        Some((settings.burst, current - last, current - first))
+    } else {
+        None
+    };
+    let burst_peak_rss_mib = self::peak_rss_mib(pid);
+    if let Ok(Some(status)) = guard.0.try_wait() {
+        bail!("rwop-guard exited during the run: {status}");
+    }
+    Ok(Figures {
+        volumes,
+        ready,
+        list_cpu,
+        cpu_per_event_us,
+        burst,
+        peak_rss_mib,
+        burst_peak_rss_mib,
+    })
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "ok" } else { "MISSED" }
+}
+
+async fn run(bench: bool) -> anyhow::Result<bool> {
+    let settings = Settings::from_env(bench)?;
+    println!(
+        "caches: {} namespaces, {} StorageClasses; {} updates at {}/s; burst of {} volumes{}",
+        settings.namespaces,
+        settings.classes,
+        settings.events,
+        settings.rate,
+        settings.burst,
+        if bench { "" } else { " (smoke run)" }
+    );
+    let mut all = Vec::new();
+    let largest = settings.sizes.iter().copied().max().unwrap_or(0);
+    for &volumes in &settings.sizes {
+        let f = measure(&settings, volumes, volumes == largest).await?;
+        println!(
+            "{:>7} volumes: ready {:>6.2} s ({:.2} s CPU), CPU/event {:>6.1} µs, peak RSS {:>5.1} MiB{}",
+            f.volumes,
+            f.ready.as_secs_f64(),
+            f.list_cpu,
+            f.cpu_per_event_us,
+            f.peak_rss_mib,
+            match f.burst {
+                Some((n, after, total)) => format!(
+                    "\n         burst of {n}: current {:.2} s after its last write ({:.2} s after its \
+                     first); peak RSS then {:.1} MiB",
+                    after.as_secs_f64(),
+                    total.as_secs_f64(),
+                    f.burst_peak_rss_mib
+                ),
+                None => String::new(),
+            }
+        );
+        all.push(f);
+    }
+    if !bench {
+        println!("(smoke run: run `cargo bench --bench caches` for numbers)");
+        return Ok(true);
+    }
+    let mut pass = true;
+    let mut judge = |what: String, ok: bool| {
+        println!("  {:<58} {}", what, verdict(ok));
+        pass &= ok;
+    };
+    for f in &all {
+        judge(
+            format!(
+                "{} volumes: CPU/event {:.1} µs <= {TARGET_CPU_PER_EVENT_US} µs",
+                f.volumes, f.cpu_per_event_us
+            ),
+            f.cpu_per_event_us <= TARGET_CPU_PER_EVENT_US,
+        );
+    }
+    if let Some(f) = all.iter().find(|f| f.volumes == largest) {
+        judge(
+            format!(
+                "{} volumes: ready {:.2} s <= {} s",
+                f.volumes,
+                f.ready.as_secs_f64(),
+                TARGET_READY.as_secs()
+            ),
+            f.ready <= TARGET_READY,
+        );
+        judge(
+            format!(
+                "{} volumes: peak RSS {:.1} MiB <= {TARGET_RSS_MIB} MiB",
+                f.volumes, f.peak_rss_mib
+            ),
+            f.peak_rss_mib <= TARGET_RSS_MIB,
+        );
+        if let Some((_, after, _)) = f.burst {
+            judge(
+                format!(
+                    "burst: current {:.2} s after it <= {} s",
+                    after.as_secs_f64(),
+                    TARGET_CATCH_UP.as_secs()
+                ),
+                after <= TARGET_CATCH_UP,
+            );
+        }
+    }
+    Ok(pass)
+}
