@@ -373,7 +373,7 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
     while sent < settings.events {
         for _ in 0..per_slice.min(settings.events - sent) {
             let i = flip % volumes;
-            let modes = if (flip / volumes) % 2 == 0 {
+            let modes = if (flip / volumes).is_multiple_of(2) {
                 "ReadWriteOncePod"
             } else {
                 "ReadWriteOnce"

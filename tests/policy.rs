@@ -100,17 +100,17 @@ fn cluster_facts() -> Facts {
                 .collect(),
             default_storage_class: Some("fast-csi".to_owned()),
             volumes: [
-                ("pv-rwop".into(), AccessModes::from_names([RWOP])),
-                ("pv-rwo".into(), AccessModes::from_names([RWO])),
+                (Arc::<str>::from("pv-rwop"), AccessModes::from_names([RWOP])),
+                (Arc::<str>::from("pv-rwo"), AccessModes::from_names([RWO])),
             ]
             .into_iter()
             .collect(),
             namespaces: [
                 (
-                    "shop".into(),
+                    Arc::<str>::from("shop"),
                     Arc::new(BTreeMap::from([("team".to_owned(), "payments".to_owned())])),
                 ),
-                ("lab".into(), Arc::new(BTreeMap::new())),
+                (Arc::<str>::from("lab"), Arc::new(BTreeMap::new())),
             ]
             .into_iter()
             .collect(),

@@ -807,17 +807,17 @@ fn comparison_settings() -> Vec<(Policy, Facts)> {
             .collect(),
             default_storage_class: Some("standard".to_owned()),
             volumes: [(
-                "pv-rwop".into(),
+                Arc::<str>::from("pv-rwop"),
                 AccessModes::from_names(["ReadWriteOncePod"]),
             )]
             .into_iter()
             .collect(),
             namespaces: [
                 (
-                    "default".into(),
+                    Arc::<str>::from("default"),
                     Arc::new(BTreeMap::from([("team".into(), "db".into())])),
                 ),
-                ("shop".into(), Arc::new(BTreeMap::new())),
+                (Arc::<str>::from("shop"), Arc::new(BTreeMap::new())),
             ]
             .into_iter()
             .collect(),
