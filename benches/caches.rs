@@ -13,7 +13,9 @@
 //!    the child's CPU over that window divided by E;
 //! 3. burst (largest size only): B new PVs created as fast as the fake takes them; the time
 //!    from the last write until `rwop_guard_cache_objects` counts them all;
-//! 4. peak RSS over the whole run.
+//! 4. peak RSS before the burst, and after it;
+//! 5. `rwop-guard scan -A -o json` (largest size only, a bound claim added per volume): wall
+//!    time and peak RSS (`wait4`), reported, not judged.
 //!
 //! Run: `cargo bench --bench caches`. Settings (environment, bounded): `CACHES_SIZES` volumes
 //! per run, comma-separated (default `1000,100000`), `CACHES_EVENTS` E (default 10000),
@@ -339,6 +341,8 @@ struct Figures {
     peak_rss_mib: f64,
     /// Peak RSS at the end, after the burst (with `volumes` + burst volumes).
     burst_peak_rss_mib: f64,
+    /// `scan` of the cluster after the burst: wall time and peak RSS (MiB).
+    scan: Option<(Duration, f64)>,
 }
 
 async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Result<Figures> {
@@ -420,6 +424,28 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
     if let Ok(Some(status)) = guard.0.try_wait() {
         bail!("rwop-guard exited during the run: {status}");
     }
+    drop(guard);
+    // `scan` of the same cluster (largest size only), with a bound claim per volume.
+    let scan = if burst.is_some() {
+        let claims = (0..volumes)
+            .map(|i| {
+                json!({"metadata": {"name": format!("data-{i}"), "namespace": format!("ns-{:05}", i % settings.namespaces),
+                                    "uid": format!("{i:08}-0000-4000-8000-000000000000"),
+                                    "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+                       "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}},
+                                "storageClassName": format!("class-{:03}", i % 100),
+                                "volumeName": volume_name(i), "volumeMode": "Filesystem"},
+                       "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "10Gi"}}})
+            })
+            .collect();
+        fake.seed_list_fixture(
+            "/api/v1/persistentvolumeclaims",
+            &list("PersistentVolumeClaimList", "v1", claims),
+        );
+        Some(run_scan(dir.path())?)
+    } else {
+        None
+    };
     Ok(Figures {
         volumes,
         ready,
@@ -428,7 +454,35 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
         burst,
         peak_rss_mib,
         burst_peak_rss_mib,
+        scan,
     })
+}
+
+/// Runs `rwop-guard scan -A -o json` to its end: (wall time, peak RSS in MiB from wait4).
+fn run_scan(dir: &Path) -> anyhow::Result<(Duration, f64)> {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+        .args(["scan", "-A", "-o", "json", "--kubeconfig"])
+        .arg(dir.join("kubeconfig"))
+        .env_remove("RWOP_GUARD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(dir.join("scan.log"))?)
+        .spawn()
+        .context("cannot start rwop-guard scan")?;
+    let pid = i32::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child, with valid out-pointers.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    if waited != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) > 1 {
+        bail!(
+            "scan failed (status {status}); its log:\n{}",
+            std::fs::read_to_string(dir.join("scan.log")).unwrap_or_default()
+        );
+    }
+    Ok((elapsed, usage.ru_maxrss as f64 / 1024.0))
 }
 
 fn verdict(pass: bool) -> &'static str {
@@ -468,6 +522,14 @@ async fn run(bench: bool) -> anyhow::Result<bool> {
                 None => String::new(),
             }
         );
+        if let Some((took, rss)) = f.scan {
+            println!(
+                "         scan -A of {} volumes and {} claims: {:.2} s, peak RSS {rss:.1} MiB",
+                f.volumes + settings.burst,
+                f.volumes,
+                took.as_secs_f64()
+            );
+        }
         all.push(f);
     }
     if !bench {
