@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::AccessModes;
 
-/// Objects by name, as a persistent map: a copy shares everything with the original, and a
-/// change copies only the path to one entry, so the caches publish a new snapshot per event at
-/// a cost independent of the cluster's size.
+/// Objects by name, as a persistent map (a B-tree): a copy shares everything with the original,
+/// and a change copies only the path to one entry (O(log n)), so the caches publish a new
+/// snapshot per event without copying the cluster.
 pub type ByName<V> = imbl::OrdMap<Arc<str>, V>;
 
 /// The labels of an object.
