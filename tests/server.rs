@@ -1,5 +1,10 @@
 //! The server over a real TLS socket on 127.0.0.1, with a rustls client trusting the generated CA.
 
+#[path = "support/http.rs"]
+mod http;
+
+use http::{HttpResponse, read_response};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -122,21 +127,6 @@ fn leaf_der(certs: &GeneratedCerts) -> Vec<u8> {
         .to_vec()
 }
 
-/// A parsed HTTP/1.1 response.
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
 /// Waits (within `PATIENCE`) until `n` requests are in flight on the TLS port.
 async fn wait_in_flight(server: &RunningServer, n: i64) {
     let gauge = &server.state.metrics.in_flight;
@@ -147,44 +137,6 @@ async fn wait_in_flight(server: &RunningServer, n: i64) {
     })
     .await
     .unwrap_or_else(|_| panic!("{n} request(s) in flight"));
-}
-
-/// Reads one response with a Content-Length body.
-async fn read_response<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<HttpResponse> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let headers = String::from_utf8_lossy(&buf[..header_end]).to_string();
-    let status = headers.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = headers
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < header_end + length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(HttpResponse {
-        status,
-        headers,
-        body: buf[header_end..header_end + length].to_vec(),
-    })
 }
 
 async fn send<S: AsyncReadExt + AsyncWriteExt + Unpin>(

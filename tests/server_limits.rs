@@ -6,6 +6,11 @@
 //! Timeouts are set short by the tests; a deadline of the timeout plus [`MARGIN`] is the only
 //! timing asserted. Waits are on conditions (a metric, a socket's end) with [`PATIENCE`].
 
+#[path = "support/http.rs"]
+mod http;
+
+use http::{HttpResponse, read_response};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,56 +115,6 @@ async fn connect(addr: SocketAddr, roots: &[String], alpn: &[u8]) -> TlsStream<T
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
     tls
-}
-
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body.
-async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Option<HttpResponse> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    let header_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < header_end + length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(HttpResponse {
-        status,
-        body: buf[header_end..header_end + length].to_vec(),
-    })
 }
 
 fn head(method: &str, path: &str, length: usize) -> String {
