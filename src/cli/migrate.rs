@@ -39,8 +39,22 @@ use crate::migrate::{
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The claim, as NAMESPACE/NAME (or NAME with -n).
-    #[arg(value_name = "NAMESPACE/CLAIM")]
-    pub claim: String,
+    #[arg(value_name = "NAMESPACE/CLAIM", required_unless_present_any = ["all", "selector"], conflicts_with_all = ["all", "selector"])]
+    pub claim: Option<String>,
+    /// Every claim of the namespace: planned first (one table), confirmed once, then run with
+    /// --concurrency. Claims sharing a consumer run together, as one group (scaled down once,
+    /// restored once).
+    #[arg(long)]
+    pub all: bool,
+    /// The claims of the namespace matching this label selector (as --all).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// With --all or --selector: how many groups of claims run at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// With --all or --selector: keep starting claims after one failed.
+    #[arg(long)]
+    pub continue_on_error: bool,
     /// Namespace of the claim when CLAIM has none (default: the context's namespace).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -94,28 +108,22 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
     };
-    let (namespace, claim) = match args.claim.split_once('/') {
+    let Some(claim_arg) = args.claim.as_deref() else {
+        let namespace = args.namespace.clone().unwrap_or(context_ns);
+        return super::migrate_fleet::run(args, &client, &namespace).await;
+    };
+    let (namespace, claim) = match claim_arg.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() => (ns.to_owned(), name.to_owned()),
         Some(_) => {
-            eprintln!(
-                "rwop-guard migrate: {:?} is not NAMESPACE/CLAIM",
-                args.claim
-            );
+            eprintln!("rwop-guard migrate: {claim_arg:?} is not NAMESPACE/CLAIM");
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
         None => (
             args.namespace.clone().unwrap_or(context_ns),
-            args.claim.clone(),
+            claim_arg.to_owned(),
         ),
     };
-    let opts = MigrateOptions {
-        rollback: args.rollback,
-        timeout: args.timeout,
-        allow_non_csi: args.allow_non_csi,
-        allow_delete_pods: args.allow_delete_pods,
-        switch_to_recreate: args.switch_to_recreate,
-        ..MigrateOptions::default()
-    };
+    let opts = options(args);
     let mut report = |p: Progress| print_progress(&p);
 
     // The plan: from the recorded state, or from a read-only preflight. It is prepared once: what
@@ -203,7 +211,18 @@ fn print_plan(plan: &RunPlan) {
     }
 }
 
-fn confirm() -> bool {
+pub(super) fn options(args: &MigrateArgs) -> MigrateOptions {
+    MigrateOptions {
+        rollback: args.rollback,
+        timeout: args.timeout,
+        allow_non_csi: args.allow_non_csi,
+        allow_delete_pods: args.allow_delete_pods,
+        switch_to_recreate: args.switch_to_recreate,
+        ..MigrateOptions::default()
+    }
+}
+
+pub(super) fn confirm() -> bool {
     eprint!("Proceed? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();

@@ -4,6 +4,7 @@ mod certs;
 mod check;
 mod kube_args;
 mod migrate;
+mod migrate_fleet;
 mod review;
 mod scan;
 mod serve;

@@ -13,6 +13,7 @@
 mod autoscalers;
 mod consumers;
 pub mod eligibility;
+pub mod fleet;
 mod steps;
 
 use std::time::Duration;
@@ -560,7 +561,16 @@ pub async fn execute(
     after_step: &mut dyn FnMut(usize) -> bool,
 ) -> Result<(), MigrateError> {
     let mut state = plan.state;
-    steps::execute(client, &plan.volume, &mut state, opts, progress, after_step).await
+    steps::execute(
+        client,
+        &plan.volume,
+        &mut state,
+        opts,
+        progress,
+        after_step,
+        STEPS.len(),
+    )
+    .await
 }
 
 /// Prepares and runs (or resumes) the migration of `namespace/claim`, or its rollback. A claim

@@ -234,6 +234,7 @@ pub(crate) async fn execute(
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(Progress),
     after_step: &mut dyn FnMut(usize) -> bool,
+    until: usize,
 ) -> Result<(), MigrateError> {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &state.namespace);
@@ -242,6 +243,9 @@ pub(crate) async fn execute(
     for (i, step) in STEPS.iter().copied().enumerate() {
         if i < state.completed {
             continue;
+        }
+        if i >= until {
+            break;
         }
         progress(Progress::Started {
             step,
