@@ -469,3 +469,88 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     assert_eq!(end_state(&c), expected_end());
     assert_eq!(*c.orders_scales.lock().unwrap(), vec![0, 1]);
 }
+
+async fn binary(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("the binary finishes")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\nusers:\n- name: u\n  user: {{token: t}}\n",
+            c.fake.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let before = c.fake.resource_version();
+    let (code, plan, err) =
+        binary(&["--kubeconfig", config, "migrate", "--all", "--dry-run"]).await;
+    assert_eq!(code, 0, "{err}");
+    println!("{plan}");
+    assert_eq!(
+        c.fake.resource_version(),
+        before,
+        "the dry run wrote nothing"
+    );
+    assert!(plan.contains("CLAIM"), "{plan}");
+    for claim in SOLO.iter().chain(SHARED.iter()) {
+        let row = plan
+            .lines()
+            .find(|l| l.starts_with(claim))
+            .unwrap_or_default();
+        assert!(row.contains("migrate to [ReadWriteOncePod]"), "{plan}");
+    }
+    let legacy = plan
+        .lines()
+        .find(|l| l.starts_with(REFUSED))
+        .unwrap_or_default();
+    assert!(legacy.contains("refused:"), "{plan}");
+    assert!(plan.contains("orders-a + orders-b"), "{plan}");
+    // Not confirmed (stdin is empty): nothing changes.
+    let (code, _, err) = binary(&["--kubeconfig", config, "migrate", "--all"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(c.fake.resource_version(), before, "{err}");
+    let (code, _, err) = binary(&[
+        "--kubeconfig",
+        config,
+        "migrate",
+        "-l",
+        "tier=db",
+        "--yes",
+        "--concurrency",
+        "3",
+    ])
+    .await;
+    eprintln!("{err}");
+    assert_eq!(code, 1, "one claim is refused: {err}");
+    assert!(
+        err.contains("c1: [3/11]"),
+        "progress lines carry the claim: {err}"
+    );
+    assert!(
+        err.contains("summary: 6 migrated, 0 already done, 1 refused, 0 failed, 0 not started"),
+        "{err}"
+    );
+    assert_eq!(end_state(&c), expected_end());
+}
