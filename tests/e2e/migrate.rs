@@ -82,7 +82,109 @@ pub fn cases() -> Vec<Case> {
             "migrate::a_claim_without_storage_class_on_a_csi_volume_is_a_scan_candidate_and_migrates",
             no_class_candidate,
         ),
+        Case::shared(
+            "migrate::all_twenty_claims_of_a_namespace_with_concurrency_4_sigkilled_then_resumed",
+            fleet_sigkill_and_resume,
+        ),
     ]
+}
+
+/// `migrate --all` on 20 claims, 4 at a time: SIGKILLed once one claim reports step 4, then a
+/// second run finishes every claim; at most 4 claims ran at once.
+fn fleet_sigkill_and_resume(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-mig-fleet".to_owned();
+    env.namespace(&ns)?;
+    let names: Vec<String> = (0..20).map(|i| format!("d{i:02}")).collect();
+    for name in &names {
+        let pv = format!("e2e-mig-fleet-{name}");
+        let volume = reserved(delete_policy(csi_volume(&pv, &[RWO])), &ns, name);
+        let mut c = claim(name, &ns, &[RWO], Some(CSI_CLASS));
+        c["spec"]["volumeName"] = pv.as_str().into();
+        env.kubectl_stdin(&["create", "-f", "-"], &volume.to_string())
+            .success()?;
+        env.wait_for("pv", None, &pv, "Available", |v| {
+            v["status"]["phase"] == "Available"
+        })?;
+        env.kubectl_stdin(&["create", "-f", "-"], &c.to_string())
+            .success()?;
+        wait_bound_nudging(env, &ns, name)?;
+    }
+    let args = [
+        "migrate",
+        "-n",
+        &ns,
+        "--all",
+        "--yes",
+        "--concurrency",
+        "4",
+        TIMEOUT,
+    ];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+    command
+        .args(args)
+        .env("KUBECONFIG", &env.plane.kubeconfig)
+        .env_remove("RWOP_GUARD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut run = Running::spawn(command)?;
+    // Killed once the sixth claim has its claim deleted: others are mid-way too.
+    run.wait_for(&format!("d05: [5/{STEPS}] "), STEP_LIMIT)?;
+    let status = run.sigkill()?;
+    let first = run.stderr();
+    anyhow::ensure!(
+        status.signal() == Some(libc::SIGKILL),
+        "migrate ended on its own ({status}):\n{first}"
+    );
+    let (mut running, mut most) = (0i32, 0i32);
+    for line in first.lines() {
+        if line.ends_with(": started") {
+            running += 1;
+            most = most.max(running);
+        } else if line.ends_with(": migrated") || line.contains(": failed:") {
+            running -= 1;
+        }
+    }
+    anyhow::ensure!(
+        (1..=4).contains(&most),
+        "{most} claims ran at once:\n{first}"
+    );
+    let out = env.rwop(&args, "");
+    anyhow::ensure!(out.code == 0, "the resume failed: {out:#?}");
+    let summary_line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("summary: "))
+        .unwrap_or_default()
+        .to_owned();
+    let counts: Vec<usize> = summary_line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    anyhow::ensure!(
+        counts.len() == 5
+            && counts[0] + counts[1] == 20
+            && counts[0] > 0
+            && counts[2..] == [0, 0, 0],
+        "20 claims migrated or already done, some resumed: {summary_line:?}\n{out:#?}"
+    );
+    for name in &names {
+        let pv_name = format!("e2e-mig-fleet-{name}");
+        let c = env.get("pvc", Some(&ns), name)?;
+        let pv = env.get("pv", None, &pv_name)?;
+        anyhow::ensure!(
+            c["spec"]["accessModes"] == json!([RWOP])
+                && c["status"]["phase"] == "Bound"
+                && text(&c["spec"]["volumeName"]) == pv_name
+                && pv["spec"]["accessModes"] == json!([RWOP])
+                && pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+                && pv["spec"]["claimRef"]["uid"] == c["metadata"]["uid"]
+                && recorded_state(&pv)?.is_none(),
+            "{name} did not end migrated:\nclaim {c:#}\nvolume {pv:#}"
+        );
+    }
+    Ok(())
 }
 
 /// The annotation holding the recorded progress (README, step 1).
