@@ -283,6 +283,17 @@ async fn swap_needed(
     state: &MigrationState,
     target: AccessMode,
 ) -> Result<bool, MigrateError> {
+    let (pv, claim) = read_pair(volumes, claims, volume, state).await?;
+    Ok(!swap_done(&pv, claim.as_ref(), volume, target))
+}
+
+/// The live volume and claim of a migration.
+async fn read_pair(
+    volumes: &Api<PersistentVolume>,
+    claims: &Api<PersistentVolumeClaim>,
+    volume: &str,
+    state: &MigrationState,
+) -> Result<(PersistentVolume, Option<PersistentVolumeClaim>), MigrateError> {
     let pv = volumes
         .get(volume)
         .await
@@ -291,7 +302,7 @@ async fn swap_needed(
         "cannot read claim {}/{}",
         state.namespace, state.claim
     )))?;
-    Ok(!swap_done(&pv, claim.as_ref(), volume, target))
+    Ok((pv, claim))
 }
 
 /// Whether claim and volume are already swapped: both `target`, the claim bound to the volume.
@@ -330,14 +341,7 @@ pub(crate) async fn in_place(
 ) -> Result<Vec<StepStatus>, MigrateError> {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &state.namespace);
-    let pv = volumes
-        .get(volume)
-        .await
-        .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
-    let claim = claims.get_opt(&state.claim).await.map_err(api_err(format!(
-        "cannot read claim {}/{}",
-        state.namespace, state.claim
-    )))?;
+    let (pv, claim) = read_pair(&volumes, &claims, volume, state).await?;
     let mut replicas = Vec::new();
     for c in &state.consumers {
         replicas.push(consumers::replicas_of(client, &state.namespace, c).await?);

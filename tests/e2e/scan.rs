@@ -903,26 +903,25 @@ fn v1_cannot_exist(env: &Env) -> anyhow::Result<()> {
     let refused =
         "spec.accessModes: Forbidden: may not use ReadWriteOncePod with other access modes";
 
-    let pvc = claim("mixed", ns, &mixed, Some(CSI_CLASS));
-    let out = env
-        .kubectl_stdin(&["create", "-f", "-"], &pvc.to_string())
-        .failure()?;
-    anyhow::ensure!(
-        out.stderr.contains(&format!(
-            "PersistentVolumeClaim \"mixed\" is invalid: {refused}"
-        )),
-        "{out:#?}"
-    );
-    let pv = csi_volume(&format!("{ns}-mixed"), &mixed);
-    let out = env
-        .kubectl_stdin(&["create", "-f", "-"], &pv.to_string())
-        .failure()?;
-    anyhow::ensure!(
-        out.stderr.contains(&format!(
-            "PersistentVolume \"{ns}-mixed\" is invalid: {refused}"
-        )),
-        "{out:#?}"
-    );
+    let create_refused = |object: &Value, kind_and_name: &str| -> anyhow::Result<()> {
+        let out = env
+            .kubectl_stdin(&["create", "-f", "-"], &object.to_string())
+            .failure()?;
+        anyhow::ensure!(
+            out.stderr
+                .contains(&format!("{kind_and_name} is invalid: {refused}")),
+            "{out:#?}"
+        );
+        Ok(())
+    };
+    create_refused(
+        &claim("mixed", ns, &mixed, Some(CSI_CLASS)),
+        "PersistentVolumeClaim \"mixed\"",
+    )?;
+    create_refused(
+        &csi_volume(&format!("{ns}-mixed"), &mixed),
+        &format!("PersistentVolume \"{ns}-mixed\""),
+    )?;
     // An existing [ReadWriteOnce] volume (reserved for a claim of this namespace, so in the
     // scan's scope and bound by no one) cannot be changed to mixed modes either.
     let volume = format!("{ns}-rwo");
