@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::policy::{
-    AccessModes, Facts, Policy, Rule, Subject, Violation, exclusive_rwop_violation, mutate_claim,
+    Facts, HasAccessModes, Policy, Rule, Subject, Violation, exclusive_rwop_violation, mutate_claim,
 };
 
 /// One rule violation found in a document.
@@ -207,9 +207,7 @@ pub fn check_document(doc: &Document) -> Result<Vec<Finding>, DocumentError> {
             "PersistentVolume" => {
                 let pv: PersistentVolume = serde_json::from_value(obj.clone())
                     .map_err(|e| undecodable("PersistentVolume", e))?;
-                let modes = AccessModes::from_optional(
-                    pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
-                );
+                let modes = pv.access_modes();
                 if let Some(v) = exclusive_rwop_violation(Subject::volume(&pv.metadata), &modes) {
                     let name = Subject::volume(&pv.metadata).name;
                     findings.push(finding(v.rule, v.detail, name));
@@ -267,8 +265,7 @@ fn decode_claim(v: &Value) -> Result<PersistentVolumeClaim, serde_json::Error> {
 }
 
 fn claim_violation(pvc: &PersistentVolumeClaim, subject: Subject<'_>) -> Option<Violation> {
-    let modes = AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
-    exclusive_rwop_violation(subject, &modes)
+    exclusive_rwop_violation(subject, &pvc.access_modes())
 }
 
 /// What `--mutate` did to one claim or template, or a caveat about it.
@@ -362,9 +359,10 @@ pub fn mutate_document(
                 line,
                 message: format!("{label} does not decode: {e}"),
             })?;
-            let modes =
-                AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()));
-            if modes.is_only(crate::policy::AccessMode::ReadWriteOncePod) {
+            if pvc
+                .access_modes()
+                .is_only(crate::policy::AccessMode::ReadWriteOncePod)
+            {
                 continue;
             }
             let decision = mutate_claim(

@@ -8,8 +8,8 @@ use kube::core::admission::Operation;
 use proptest::prelude::*;
 use rwop_guard::policy::{
     AccessMode, AccessModes, Action, ClusterFacts, Decision, Facts, MIGRATED_FROM_ANNOTATION,
-    MIGRATION_ANNOTATION, MUTATED_FROM_ANNOTATION, Policy, Side, StorageClassFacts, Subject,
-    TASK_URL, exclusive_rwop_violation, keep_rwop_on_reapply, mutate_claim, transition_violation,
+    MIGRATION_ANNOTATION, MUTATED_FROM_ANNOTATION, Policy, StorageClassFacts, Subject, TASK_URL,
+    exclusive_rwop_violation, keep_rwop_on_reapply, mutate_claim, transition_violation,
     validate_claim, validate_volume,
 };
 use serde_json::json;
@@ -924,19 +924,12 @@ fn v2_allows_only_a_recorded_unbound_rollback_to_rwo() {
 
 // ---- M2: re-applied [ReadWriteOnce] manifests keep [ReadWriteOncePod] -------------------------
 
-fn side(pvc: &PersistentVolumeClaim) -> Side<'_> {
-    Side {
-        meta: &pvc.metadata,
-        modes: pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
-    }
-}
-
 fn keep(old: &PersistentVolumeClaim, new: &PersistentVolumeClaim) -> Decision {
     keep_rwop_on_reapply(
         Subject::claim(&new.metadata),
         &Operation::Update,
-        side(new),
-        Some(side(old)),
+        new,
+        Some(old),
     )
 }
 
@@ -1019,25 +1012,11 @@ fn m2_keeps_rwop_on_migrated_claims_and_volumes() {
     old_pv.metadata.annotations =
         Some([(MIGRATED_FROM_ANNOTATION.to_owned(), RWO.to_owned())].into());
     let new_pv = pv("pv-1", &[RWO], "Delete", true, Some("u1"));
-    let volume_side = |v: &PersistentVolume| -> (Option<Vec<String>>, _) {
-        (
-            v.spec.as_ref().and_then(|s| s.access_modes.clone()),
-            v.metadata.clone(),
-        )
-    };
-    let (old_modes, old_meta) = volume_side(&old_pv);
-    let (new_modes, new_meta) = volume_side(&new_pv);
     let d = keep_rwop_on_reapply(
-        Subject::volume(&new_meta),
+        Subject::volume(&new_pv.metadata),
         &Operation::Update,
-        Side {
-            meta: &new_meta,
-            modes: new_modes.as_ref(),
-        },
-        Some(Side {
-            meta: &old_meta,
-            modes: old_modes.as_ref(),
-        }),
+        &new_pv,
+        Some(&old_pv),
     );
     assert_eq!(d.outcome(), "mutated");
     assert!(
@@ -1098,7 +1077,7 @@ fn m2_leaves_everything_else_alone() {
     let d = keep_rwop_on_reapply(
         Subject::claim(&new.metadata),
         &Operation::Create,
-        side(&new),
+        &new,
         None,
     );
     assert_eq!(d, Decision::allow());

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use self::prune::Keep;
 use crate::bounded::{LOG_FIELD_BYTES, MESSAGE_BYTES, NAME_BYTES, truncate, truncate_in_place};
 use crate::policy::{
-    ANNOTATION_PREFIX, Decision, Facts, Policy, Side, Subject, keep_rwop_on_reapply, mutate_claim,
+    ANNOTATION_PREFIX, Decision, Facts, Policy, Subject, keep_rwop_on_reapply, mutate_claim,
     validate_claim, validate_volume,
 };
 
@@ -255,8 +255,8 @@ fn answer(
                 (Webhook::Mutate, Some(new)) => keep_rwop_on_reapply(
                     Subject::volume(&new.metadata),
                     &req.operation,
-                    volume_side(new),
-                    req.old_object.as_ref().map(volume_side),
+                    new,
+                    req.old_object.as_ref(),
                 ),
                 _ => Decision::allow(),
             };
@@ -275,8 +275,8 @@ fn answer(
                     keep_rwop_on_reapply(
                         Subject::claim(&meta),
                         &req.operation,
-                        claim_side(new),
-                        req.old_object.as_ref().map(claim_side),
+                        new,
+                        req.old_object.as_ref(),
                     )
                 }
                 (Webhook::Mutate, Some(new)) => {
@@ -287,20 +287,6 @@ fn answer(
             respond(req, decision)
         }
         Request::Other(req) => respond(req, Decision::allow()),
-    }
-}
-
-fn volume_side(pv: &PersistentVolume) -> Side<'_> {
-    Side {
-        meta: &pv.metadata,
-        modes: pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
-    }
-}
-
-fn claim_side(pvc: &PersistentVolumeClaim) -> Side<'_> {
-    Side {
-        meta: &pvc.metadata,
-        modes: pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()),
     }
 }
 

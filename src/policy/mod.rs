@@ -16,12 +16,12 @@ pub use config::{
     Action, MutationPolicy, Policy, PolicyError, ProvisionerPolicy, ValidationPolicy,
 };
 pub use facts::{ByName, ClusterFacts, Facts, Labels, StorageClassFacts};
-pub use modes::{AccessMode, AccessModes};
+pub use modes::{AccessMode, AccessModes, HasAccessModes};
 pub use mutation::{
     MIGRATED_FROM_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop,
     mutate_claim,
 };
-pub use reapply::{Side, keep_rwop_on_reapply};
+pub use reapply::keep_rwop_on_reapply;
 pub use rules::{
     MIGRATION_ANNOTATION, Rule, Subject, TASK_URL, Violation, exclusive_rwop_violation,
     transition_violation, validate_claim, validate_volume,

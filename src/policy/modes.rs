@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+
 /// One of the four access modes Kubernetes defines, or something else a manifest may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AccessMode {
@@ -144,6 +146,25 @@ impl fmt::Display for AccessModes {
             f.write_str(name)?;
         }
         f.write_str("]")
+    }
+}
+
+/// An object that carries `spec.accessModes`: the one way to read them, for volumes and claims
+/// (a StatefulSet's `volumeClaimTemplates` are claims too).
+pub trait HasAccessModes {
+    /// `spec.accessModes` as a set; an absent spec or field is the empty set.
+    fn access_modes(&self) -> AccessModes;
+}
+
+impl HasAccessModes for PersistentVolume {
+    fn access_modes(&self) -> AccessModes {
+        AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+    }
+}
+
+impl HasAccessModes for PersistentVolumeClaim {
+    fn access_modes(&self) -> AccessModes {
+        AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
     }
 }
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::core::admission::Operation;
 use serde_json::Value;
 
-use super::{AccessMode, AccessModes, Decision, Facts, Policy, Subject, selector};
+use super::{AccessMode, Decision, Facts, HasAccessModes, Policy, Subject, selector};
 
 /// Set to `"false"` on a claim to keep it as written.
 pub const OPT_OUT_ANNOTATION: &str = "rwop-guard.dev/mutate";
@@ -67,7 +67,7 @@ fn why_not(
         return Some("mutation is disabled (mutation.enabled: false)".to_owned());
     }
     let spec = claim.spec.as_ref();
-    let modes = AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref()));
+    let modes = claim.access_modes();
     if !modes.is_only(AccessMode::ReadWriteOnce) {
         return Some(format!(
             "access modes {modes} are not exactly [ReadWriteOnce]"

@@ -9,17 +9,12 @@
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::Resource;
 use kube::core::admission::Operation;
 use serde_json::Value;
 
-use super::{AccessMode, AccessModes, Decision, MIGRATION_ANNOTATION, Subject};
+use super::{AccessMode, Decision, HasAccessModes, MIGRATION_ANNOTATION, Subject};
 use super::{MUTATED_FROM_ANNOTATION, mutation::MIGRATED_FROM_ANNOTATION};
-
-/// One side of the update: the object's metadata and access modes.
-pub struct Side<'a> {
-    pub meta: &'a ObjectMeta,
-    pub modes: Option<&'a Vec<String>>,
-}
 
 /// Which marker the old object carries, and what it means for the message.
 fn marker(meta: &ObjectMeta) -> Option<(&'static str, &'static str)> {
@@ -37,31 +32,30 @@ fn marker(meta: &ObjectMeta) -> Option<(&'static str, &'static str)> {
 }
 
 /// M2 for an UPDATE of a claim or a volume. Anything else is allowed unchanged.
-pub fn keep_rwop_on_reapply(
+pub fn keep_rwop_on_reapply<K: HasAccessModes + Resource>(
     subject: Subject<'_>,
     operation: &Operation,
-    new: Side<'_>,
-    old: Option<Side<'_>>,
+    new: &K,
+    old: Option<&K>,
 ) -> Decision {
     let Some(old) = old.filter(|_| *operation == Operation::Update) else {
         return Decision::allow();
     };
-    let Some((key, how)) = marker(old.meta) else {
+    let Some((key, how)) = marker(old.meta()) else {
         return Decision::allow_because(
             "not marked as changed by rwop-guard (no mutated-from or migrated-from annotation)",
         );
     };
     // A migration or rollback under way changes the modes itself.
     if old
-        .meta
+        .meta()
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(MIGRATION_ANNOTATION))
     {
         return Decision::allow_because("a rwop-guard migration is in progress on this object");
     }
-    let old_modes = AccessModes::from_optional(old.modes);
-    let new_modes = AccessModes::from_optional(new.modes);
+    let (old_modes, new_modes) = (old.access_modes(), new.access_modes());
     if !old_modes.is_only(AccessMode::ReadWriteOncePod)
         || !new_modes.is_only(AccessMode::ReadWriteOnce)
     {
@@ -70,7 +64,7 @@ pub fn keep_rwop_on_reapply(
         ));
     }
     let mut decision = Decision::allow();
-    decision.patch = Some(keep_patch(new.meta, key));
+    decision.patch = Some(keep_patch(new.meta(), key));
     decision.warnings.push(format!(
         "{subject}: the applied manifest asks for [ReadWriteOnce], but the object is \
          [ReadWriteOncePod] because {how}; kept [ReadWriteOncePod]. Change the manifest to \

@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::Operation;
 
-use super::{AccessMode, AccessModes, Action, Decision, MIGRATED_FROM_ANNOTATION, Policy};
+use super::{
+    AccessMode, AccessModes, Action, Decision, HasAccessModes, MIGRATED_FROM_ANNOTATION, Policy,
+};
 
 /// The upstream task this tool automates; linked from messages so users know the way forward.
 pub const TASK_URL: &str =
@@ -195,11 +197,8 @@ pub fn validate_volume(
     new: &PersistentVolume,
     old: Option<&PersistentVolume>,
 ) -> Decision {
-    let modes = |pv: &PersistentVolume| {
-        AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-    };
     let subject = Subject::volume(&new.metadata);
-    let Some((new_modes, old_modes)) = applicable(operation, new, old, modes) else {
+    let Some((new_modes, old_modes)) = applicable(operation, new, old) else {
         return Decision::allow();
     };
     let rollback = old.is_some_and(|old| {
@@ -251,10 +250,7 @@ pub fn validate_claim(
     new: &PersistentVolumeClaim,
     old: Option<&PersistentVolumeClaim>,
 ) -> Decision {
-    let modes = |pvc: &PersistentVolumeClaim| {
-        AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-    };
-    let Some((new_modes, old_modes)) = applicable(operation, new, old, modes) else {
+    let Some((new_modes, old_modes)) = applicable(operation, new, old) else {
         return Decision::allow();
     };
     decide(
@@ -267,15 +263,14 @@ pub fn validate_claim(
 }
 
 /// The mode sets the rules look at, or None when no rule applies to this operation.
-fn applicable<T>(
+fn applicable<T: HasAccessModes>(
     operation: &Operation,
     new: &T,
     old: Option<&T>,
-    modes: impl Fn(&T) -> AccessModes,
 ) -> Option<(AccessModes, Option<AccessModes>)> {
     match operation {
-        Operation::Create => Some((modes(new), None)),
-        Operation::Update => Some((modes(new), old.map(&modes))),
+        Operation::Create => Some((new.access_modes(), None)),
+        Operation::Update => Some((new.access_modes(), old.map(T::access_modes))),
         Operation::Delete | Operation::Connect => None,
     }
 }
