@@ -850,21 +850,18 @@ fn inventory(claims: Vec<Value>, volumes: Vec<Value>, deployments: Vec<Value>) -
     let classes = serde_json::from_str::<Value>(&api_fixture("list-storageclasses.json")).unwrap()
         ["items"]
         .clone();
-    Inventory {
-        claims: claims
-            .into_iter()
-            .map(|c| serde_json::from_value(c).unwrap())
-            .collect(),
-        volumes: volumes
+    fn objects<T: serde::de::DeserializeOwned>(values: Vec<Value>) -> Vec<T> {
+        values
             .into_iter()
             .map(|v| serde_json::from_value(v).unwrap())
-            .collect(),
-        storage_classes: serde_json::from_value(classes).unwrap(),
-        deployments: deployments
-            .into_iter()
-            .map(|d| serde_json::from_value(d).unwrap())
-            .collect(),
+            .collect()
     }
+    Inventory::of(
+        &objects(claims),
+        &objects(volumes),
+        &serde_json::from_value::<Vec<_>>(classes).unwrap(),
+        &objects(deployments),
+    )
 }
 
 fn rules_of(report: &ScanReport) -> Vec<ScanRule> {
@@ -1552,33 +1549,17 @@ mod agreement {
             .claims
             .iter()
             .map(|c| {
-                let name = c.metadata.name.clone().unwrap_or_default();
                 let volume = c
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.volume_name.as_deref())
-                    .and_then(|v| {
-                        inventory
-                            .volumes
-                            .iter()
-                            .find(|pv| pv.metadata.name.as_deref() == Some(v))
-                    });
+                    .volume_name
+                    .as_deref()
+                    .and_then(|v| inventory.volumes.iter().find(|pv| pv.name == v));
                 let workloads: Vec<Workload> = inventory
                     .deployments
                     .iter()
-                    .filter(|d| {
-                        d.spec.template.spec.as_ref().is_some_and(|p| {
-                            p.volumes.iter().flatten().any(|v| {
-                                v.persistent_volume_claim
-                                    .as_ref()
-                                    .is_some_and(|c| c.claim_name == name)
-                            })
-                        })
-                    })
-                    .map(Workload::from_deployment)
+                    .filter(|d| d.claims.contains(&c.name))
+                    .map(|d| d.workload.clone())
                     .collect();
-                let verdict = judge(c, volume, &workloads, SCAN);
-                (name, verdict)
+                (c.name.clone(), judge(c, volume, &workloads, SCAN))
             })
             .collect()
     }

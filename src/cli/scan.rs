@@ -118,15 +118,9 @@ pub fn run(args: &ScanArgs, kube: &KubeArgs) -> ExitCode {
         }
     };
     let report = scan::analyze(&policy, &inventory, args.scope());
-    let text = match render(&report, args.output) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("rwop-guard scan: {e}");
-            return ExitCode::from(super::EXIT_UNUSABLE);
-        }
-    };
-    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
-        eprintln!("rwop-guard scan: cannot write stdout: {e}");
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Err(e) = render(&report, args.output, &mut stdout) {
+        eprintln!("rwop-guard scan: {e}");
         return ExitCode::from(super::EXIT_UNUSABLE);
     }
     if report.has_violations() {
@@ -147,16 +141,20 @@ async fn collect(args: &ScanArgs, kube: &KubeArgs) -> anyhow::Result<scan::Inven
     .map_err(|e| anyhow::anyhow!("{e} (API server {server})"))
 }
 
-/// The report in the chosen format, ending with a newline.
-pub fn render(report: &scan::ScanReport, output: ScanOutput) -> Result<String, String> {
-    match output {
-        ScanOutput::Table => Ok(scan::render_table(report)),
-        ScanOutput::Json => serde_json::to_string_pretty(report)
-            .map(|mut s| {
-                s.push('\n');
-                s
-            })
-            .map_err(|e| format!("cannot write JSON: {e}")),
+/// Writes the report in the chosen format, ending with a newline. JSON is written as it is
+/// serialized (a scan of a large cluster is never held twice).
+pub fn render(
+    report: &scan::ScanReport,
+    output: ScanOutput,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let text = match output {
+        ScanOutput::Table => scan::render_table(report),
+        ScanOutput::Json => {
+            serde_json::to_writer_pretty(&mut *out, report)
+                .map_err(|e| format!("cannot write JSON: {e}"))?;
+            "\n".to_owned()
+        }
         ScanOutput::Policyreport | ScanOutput::Openreports => {
             let format = if output == ScanOutput::Openreports {
                 scan::ReportFormat::OpenReports
@@ -172,7 +170,10 @@ pub fn render(report: &scan::ScanReport, output: ScanOutput) -> Result<String, S
                 .map(serde_json::to_value)
                 .collect();
             let docs = docs.map_err(|e| format!("cannot write the reports: {e}"))?;
-            manifests::to_yaml_stream(&docs).map_err(|e| format!("cannot write YAML: {e}"))
+            manifests::to_yaml_stream(&docs).map_err(|e| format!("cannot write YAML: {e}"))?
         }
-    }
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write stdout: {e}"))
 }

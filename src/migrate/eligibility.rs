@@ -97,24 +97,79 @@ fn claim_modes(claim: &PersistentVolumeClaim) -> AccessModes {
     AccessModes::from_optional(claim.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
 }
 
+/// What [`judge`] reads of a claim, and what `scan` keeps of every claim it lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClaimInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `spec.volumeName`, when not empty.
+    pub volume_name: Option<String>,
+    /// `spec.storageClassName`, when not empty.
+    pub storage_class: Option<String>,
+    pub modes: AccessModes,
+}
+
+impl From<&PersistentVolumeClaim> for ClaimInfo {
+    fn from(claim: &PersistentVolumeClaim) -> Self {
+        let spec = claim.spec.as_ref();
+        let not_empty = |s: Option<&String>| s.filter(|s| !s.is_empty()).cloned();
+        ClaimInfo {
+            namespace: claim.metadata.namespace.clone().unwrap_or_default(),
+            name: claim.metadata.name.clone().unwrap_or_default(),
+            uid: claim.metadata.uid.clone(),
+            deleting: claim.metadata.deletion_timestamp.is_some(),
+            phase: claim.status.as_ref().and_then(|s| s.phase.clone()),
+            volume_name: not_empty(spec.and_then(|s| s.volume_name.as_ref())),
+            storage_class: not_empty(spec.and_then(|s| s.storage_class_name.as_ref())),
+            modes: claim_modes(claim),
+        }
+    }
+}
+
+/// What [`judge`] reads of a PersistentVolume, and what `scan` keeps of every volume it lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub uid: Option<String>,
+    pub modes: AccessModes,
+    /// `spec.csi.driver`; `None` for a volume that is not CSI.
+    pub csi_driver: Option<String>,
+    /// `spec.claimRef`: namespace and uid of the claim it is bound (or reserved) to.
+    pub claim_namespace: Option<String>,
+    pub claim_uid: Option<String>,
+}
+
+impl From<&PersistentVolume> for VolumeInfo {
+    fn from(pv: &PersistentVolume) -> Self {
+        let spec = pv.spec.as_ref();
+        let claim_ref = spec.and_then(|s| s.claim_ref.as_ref());
+        VolumeInfo {
+            name: pv.metadata.name.clone().unwrap_or_default(),
+            uid: pv.metadata.uid.clone(),
+            modes: AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref())),
+            csi_driver: spec.and_then(|s| s.csi.as_ref()).map(|c| c.driver.clone()),
+            claim_namespace: claim_ref.and_then(|r| r.namespace.clone()),
+            claim_uid: claim_ref.and_then(|r| r.uid.clone()),
+        }
+    }
+}
+
 /// Whether `migrate NAMESPACE/CLAIM` would start (no migration recorded yet), and why not.
 /// `volume` is the PersistentVolume the claim's `spec.volumeName` names, if it exists.
 pub fn judge(
-    claim: &PersistentVolumeClaim,
-    volume: Option<&PersistentVolume>,
+    claim: &ClaimInfo,
+    volume: Option<&VolumeInfo>,
     workloads: &[Workload],
     allow: Allowances,
 ) -> Verdict {
-    let namespace = claim.metadata.namespace.as_deref().unwrap_or_default();
-    let name = claim.metadata.name.as_deref().unwrap_or_default();
-    let target = format!("{namespace}/{name}");
+    let target = format!("{}/{}", claim.namespace, claim.name);
     // In the order migrate meets them: the volume is located first, then the claim checked.
-    let volume_name = claim
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_name.as_deref())
-        .filter(|n| !n.is_empty());
-    let Some(volume_name) = volume_name else {
+    let Some(volume_name) = claim.volume_name.as_deref() else {
         return refused(Blocker::Claim, not_bound_message(&target, None));
     };
     let Some(pv) = volume else {
@@ -123,26 +178,21 @@ pub fn judge(
             not_bound_message(&target, Some(volume_name)),
         );
     };
-    if claim.metadata.deletion_timestamp.is_some() {
+    if claim.deleting {
         return refused(
             Blocker::Claim,
             format!("claim {target} is being deleted; only Bound claims can be migrated"),
         );
     }
-    let phase = claim
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("");
+    let phase = claim.phase.as_deref().unwrap_or("");
     if phase != "Bound" {
         return refused(
             Blocker::Claim,
             format!("claim {target} is {phase:?}, not Bound; only Bound claims can be migrated"),
         );
     }
-    let spec = pv.spec.clone().unwrap_or_default();
-    let bound_to = spec.claim_ref.as_ref().and_then(|c| c.uid.as_deref());
-    if bound_to.is_none() || bound_to != claim.metadata.uid.as_deref() {
+    let bound_to = pv.claim_uid.as_deref();
+    if bound_to.is_none() || bound_to != claim.uid.as_deref() {
         return refused(
             Blocker::Claim,
             format!(
@@ -150,8 +200,8 @@ pub fn judge(
             ),
         );
     }
-    let pv_modes = AccessModes::from_optional(spec.access_modes.as_ref());
-    let modes = claim_modes(claim);
+    let pv_modes = &pv.modes;
+    let modes = &claim.modes;
     let rwop = AccessMode::ReadWriteOncePod;
     if pv_modes.is_only(rwop) && modes.is_only(rwop) {
         return Verdict::AlreadyMigrated;
@@ -173,7 +223,7 @@ pub fn judge(
         );
     }
     let mut warnings = Vec::new();
-    if spec.csi.is_none() {
+    if pv.csi_driver.is_none() {
         let msg = format!(
             "PersistentVolume {volume_name} is not a CSI volume; ReadWriteOncePod is only supported for CSI volumes and pods may fail to start"
         );

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use consumers::{Consumer, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
-pub use eligibility::{Allowances, StrategySwitch, Verdict, Workload, judge};
+pub use eligibility::{
+    Allowances, ClaimInfo, StrategySwitch, Verdict, VolumeInfo, Workload, judge,
+};
 pub use steps::{STEPS, Step, StepStatus};
 
 use crate::policy::{
@@ -256,7 +258,7 @@ pub async fn preflight(
         allow_non_csi: opts.allow_non_csi,
         switch_to_recreate: opts.switch_to_recreate,
     };
-    let switches = match judge(pvc, Some(pv), &found.workloads, allow) {
+    let switches = match judge(&pvc.into(), Some(&pv.into()), &found.workloads, allow) {
         Verdict::AlreadyMigrated => return Ok(None),
         Verdict::Refused(r) => return Err(MigrateError::Refused(r.message)),
         Verdict::Accepted { warnings, switches } => {
