@@ -1,8 +1,9 @@
 //! `rwop-guard migrate` against the in-process fake API server, through the real `kube::Client`,
-//! with small emulations of the controllers a migration depends on (Deployment/ReplicaSet/
-//! StatefulSet pods, the pvc-protection finalizer, the PV controller's binding and reclaiming).
-//! Every PersistentVolume write is also checked against the validating webhook's rules and the
-//! safety invariants (never deleted, never unclaimed with reclaim policy Delete).
+//! with small emulations of the controllers a migration depends on (tests/support/seed.rs:
+//! Deployment/ReplicaSet/StatefulSet pods, the pvc-protection finalizer, the PV controller's
+//! binding and reclaiming). Every PersistentVolume write is also checked against the validating
+//! webhook's rules and the safety invariants (never deleted, never unclaimed with reclaim policy
+//! Delete).
 
 mod support;
 
@@ -10,15 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::core::admission::Operation;
 use rwop_guard::migrate::{self, MigrateError, MigrateOptions, Progress, STEPS};
-use rwop_guard::policy::{
-    MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, OPT_OUT_ANNOTATION, Policy, validate_volume,
-};
+use rwop_guard::policy::{MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, OPT_OUT_ANNOTATION};
 use serde_json::{Value, json};
-use support::fake_apiserver::{
-    EventType, FakeApiServer, ResourceDef, Store, WriteEvent, api_fixture,
-};
+use support::fake_apiserver::{EventType, ResourceDef};
+use support::seed::{self, Cluster};
 
 const NS: &str = "shop";
 const CLAIM: &str = "orders-db";
@@ -31,240 +28,14 @@ const STATEFULSET: &str = "/apis/apps/v1/namespaces/shop/statefulsets/reports";
 const RS_NAME: &str = "orders-5cc5c796bd";
 const ORIGINAL_STRATEGY: &str = migrate::ORIGINAL_STRATEGY_ANNOTATION;
 
-/// What every test can inspect after a run.
-struct Cluster {
-    fake: FakeApiServer,
-    /// Safety invariant or webhook rule broken by a write, in order.
-    violations: Arc<Mutex<Vec<String>>>,
-}
-
-fn modes(obj: &Value) -> Vec<String> {
-    serde_json::from_value(obj["spec"]["accessModes"].clone()).unwrap_or_default()
-}
-
-fn claim_modes_fit(claim: &Value, pv: &Value) -> bool {
-    let pv_modes = modes(pv);
-    let wanted = modes(claim);
-    !wanted.is_empty() && wanted.iter().all(|m| pv_modes.contains(m))
-}
-
-/// Binds a pending claim to the volume it names, as the PV controller does.
-fn try_bind(store: &mut Store, claim: &Value) {
-    let Some(volume) = claim["spec"]["volumeName"].as_str() else {
-        return;
-    };
-    if claim["status"]["phase"] == "Bound" || claim["metadata"]["deletionTimestamp"].is_string() {
-        return;
-    }
-    let pv_path = format!("/api/v1/persistentvolumes/{volume}");
-    let Some(pv) = store.get(&pv_path) else {
-        return;
-    };
-    let claim_ref = &pv["spec"]["claimRef"];
-    let ns = claim["metadata"]["namespace"].as_str().unwrap_or_default();
-    let name = claim["metadata"]["name"].as_str().unwrap_or_default();
-    let reserved_for_it = claim_ref.is_null()
-        || (claim_ref["namespace"] == ns
-            && claim_ref["name"] == name
-            && claim_ref["uid"].as_str().unwrap_or("").is_empty());
-    let path = format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}");
-    if !reserved_for_it || !claim_modes_fit(claim, &pv) {
-        // VolumeMismatch: the claim stays Pending.
-        store
-            .patch(&path, json!({"status": {"phase": "Pending"}}))
-            .unwrap();
-        return;
-    }
-    store
-        .patch(&pv_path, json!({
-            "spec": {"claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns, "name": name,
-                                   "uid": claim["metadata"]["uid"], "resourceVersion": claim["metadata"]["resourceVersion"]}},
-            "status": {"phase": "Bound"}
-        }))
-        .unwrap();
-    store
-        .patch(&path, json!({"status": {"phase": "Bound", "accessModes": pv["spec"]["accessModes"], "capacity": pv["spec"]["capacity"]}}))
-        .unwrap();
-}
-
-fn pod_mounts(pod: &Value, claim: &str) -> bool {
-    pod["spec"]["volumes"].as_array().is_some_and(|v| {
-        v.iter()
-            .any(|v| v["persistentVolumeClaim"]["claimName"] == claim)
-    })
-}
-
-/// The pvc-protection controller: a deleted claim goes once no scheduled pod mounts it.
-fn release_protected_claims(store: &mut Store, ns: &str) {
-    let pods = store.list(&format!("/api/v1/namespaces/{ns}/pods"));
-    for claim in store.list(&format!("/api/v1/namespaces/{ns}/persistentvolumeclaims")) {
-        let name = claim["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let in_use = pods
-            .iter()
-            .any(|p| p["spec"]["nodeName"].is_string() && pod_mounts(p, &name));
-        if claim["metadata"]["deletionTimestamp"].is_string() && !in_use {
-            store
-                .patch(
-                    &format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}"),
-                    json!({"metadata": {"finalizers": null}}),
-                )
-                .unwrap();
-        }
-    }
-}
-
+/// A pod of `owner` mounting the claim.
 fn pod(name: &str, owner_kind: &str, owner: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"owner": owner},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner, "uid": format!("uid-{owner}"), "controller": true}]},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app"}],
-                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": CLAIM}}]},
-        "status": {"phase": "Running"}
-    })
-}
-
-/// Workload controllers: pods follow `spec.replicas` (Deployment through its ReplicaSet).
-fn reconcile_pods(store: &mut Store, owner_kind: &str, owner: &str, replicas: i64) {
-    let existing: Vec<String> = store
-        .list(PODS)
-        .into_iter()
-        .filter(|p| p["metadata"]["labels"]["owner"] == owner)
-        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
-        .collect();
-    for name in existing.iter().skip(replicas.max(0) as usize) {
-        store.delete(&format!("{PODS}/{name}")).unwrap();
-    }
-    for i in existing.len()..replicas.max(0) as usize {
-        store
-            .create(PODS, pod(&format!("{owner}-{i}"), owner_kind, owner))
-            .unwrap();
-    }
-}
-
-fn check_volume_write(event: &WriteEvent, violations: &Mutex<Vec<String>>) {
-    let mut v = violations.lock().unwrap();
-    if event.event_type == EventType::Deleted {
-        v.push(format!("PersistentVolume {} was deleted", event.name));
-        return;
-    }
-    let obj = &event.object;
-    let unclaimed = obj["spec"]["claimRef"]["uid"]
-        .as_str()
-        .unwrap_or("")
-        .is_empty();
-    if unclaimed && obj["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
-        v.push(format!(
-            "PersistentVolume {} unclaimed with reclaim policy Delete (rv {})",
-            event.name, event.resource_version
-        ));
-    }
-    // The validating webhook must allow every change the tool makes.
-    if let Some(old) = &event.old_object {
-        let new_pv: PersistentVolume = serde_json::from_value(obj.clone()).unwrap();
-        let old_pv: PersistentVolume = serde_json::from_value(old.clone()).unwrap();
-        let d = validate_volume(
-            &Policy::default(),
-            &Operation::Update,
-            &new_pv,
-            Some(&old_pv),
-        );
-        if !d.allowed {
-            v.push(format!(
-                "the webhook would deny: {}",
-                d.message.unwrap_or_default()
-            ));
-        }
-    }
-}
-
-fn controllers(store: &mut Store, event: &WriteEvent, violations: &Mutex<Vec<String>>) {
-    match (event.resource.as_str(), event.event_type) {
-        ("persistentvolumes", _) => {
-            check_volume_write(event, violations);
-            if event.event_type == EventType::Modified {
-                // A volume released for a waiting claim gets bound.
-                let pending: Vec<Value> = store
-                    .list(&format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"))
-                    .into_iter()
-                    .filter(|c| {
-                        c["spec"]["volumeName"] == event.name.as_str()
-                            && c["status"]["phase"] != "Bound"
-                    })
-                    .collect();
-                for claim in pending {
-                    try_bind(store, &claim);
-                }
-            }
-        }
-        ("persistentvolumeclaims", EventType::Added) => try_bind(store, &event.object),
-        ("persistentvolumeclaims", EventType::Modified) => {
-            release_protected_claims(store, event.namespace.as_deref().unwrap_or_default())
-        }
-        ("persistentvolumeclaims", EventType::Deleted) => {
-            // The PV controller: a volume whose claim is gone is Released, or deleted with it.
-            let uid = event.object["metadata"]["uid"].clone();
-            for pv in store.list("/api/v1/persistentvolumes") {
-                if pv["spec"]["claimRef"]["uid"] != uid {
-                    continue;
-                }
-                let path = format!(
-                    "/api/v1/persistentvolumes/{}",
-                    pv["metadata"]["name"].as_str().unwrap()
-                );
-                if pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete" {
-                    store
-                        .patch(&path, json!({"metadata": {"finalizers": null}}))
-                        .unwrap();
-                    let _ = store.delete(&path);
-                } else {
-                    store
-                        .patch(&path, json!({"status": {"phase": "Released"}}))
-                        .unwrap();
-                }
-            }
-        }
-        ("pods", EventType::Deleted) => {
-            release_protected_claims(store, event.namespace.as_deref().unwrap_or_default())
-        }
-        ("deployments", EventType::Modified) if event.name == "orders" => {
-            let replicas = event.object["spec"]["replicas"].as_i64().unwrap_or(1);
-            reconcile_pods(store, "ReplicaSet", RS_NAME, replicas);
-        }
-        ("statefulsets", EventType::Modified) => {
-            let replicas = event.object["spec"]["replicas"].as_i64().unwrap_or(1);
-            reconcile_pods(store, "StatefulSet", &event.name, replicas);
-        }
-        _ => {}
-    }
+    seed::pod(NS, name, owner_kind, owner, &[CLAIM])
 }
 
 async fn cluster() -> Cluster {
-    let fake = FakeApiServer::start().await;
-    fake.seed_list_fixture(
-        "/apis/storage.k8s.io/v1/storageclasses",
-        &api_fixture("list-storageclasses.json"),
-    );
-    fake.seed_list_fixture("/api/v1/namespaces", &api_fixture("list-namespaces.json"));
-    // The Deployment `orders` and its ReplicaSet, as captured from a real cluster, scaled to one
-    // replica with strategy Recreate: what a ReadWriteOncePod claim can serve (the tests of
-    // refusals put the captured 2 replicas and RollingUpdate back).
-    fake.seed_list_fixture(
-        "/apis/apps/v1/namespaces/shop/deployments",
-        &api_fixture("list-deployments-shop.json"),
-    );
-    fake.seed_list_fixture(
-        "/apis/apps/v1/namespaces/shop/replicasets",
-        &api_fixture("list-replicasets-shop.json"),
-    );
-    fake.patch(
-        DEPLOYMENT,
-        json!({"spec": {"replicas": 1, "strategy": {"type": "Recreate", "rollingUpdate": null}}}),
-    )
-    .unwrap();
+    let c = Cluster::start().await;
+    let fake = &c.fake;
     fake.create(
         "/api/v1/persistentvolumes",
         json!({
@@ -293,24 +64,12 @@ async fn cluster() -> Cluster {
     .unwrap();
     fake.create(
         "/apis/apps/v1/namespaces/shop/statefulsets",
-        json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "reports", "namespace": NS, "uid": "uid-reports"},
-            "spec": {"replicas": 1, "serviceName": "reports", "selector": {"matchLabels": {"owner": "reports"}},
-                     "template": {"metadata": {"labels": {"owner": "reports"}}, "spec": {"containers": [{"name": "r", "image": "r"}]}}}
-        }),
+        seed::statefulset(NS, "reports"),
     )
     .unwrap();
-    for p in [
-        pod("orders-0", "ReplicaSet", RS_NAME),
-        pod("reports-0", "StatefulSet", "reports"),
-    ] {
-        fake.create(PODS, p).unwrap();
-    }
-    let violations = Arc::new(Mutex::new(Vec::new()));
-    let v = violations.clone();
-    fake.on_write(move |store, event| controllers(store, event, &v));
-    Cluster { fake, violations }
+    c.add_pod(NS, "orders-0", "ReplicaSet", RS_NAME, &[CLAIM]);
+    c.add_pod(NS, "reports-0", "StatefulSet", "reports", &[CLAIM]);
+    c
 }
 
 fn opts() -> MigrateOptions {

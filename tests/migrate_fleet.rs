@@ -1,22 +1,19 @@
 //! `migrate --all`: many claims of a namespace against the fake API server, through the real
-//! `kube::Client`, with the controllers a migration depends on emulated.
+//! `kube::Client`, with the controllers a migration depends on emulated (tests/support/seed.rs).
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rwop_guard::migrate::MigrateOptions;
 use rwop_guard::migrate::fleet::{self, FleetEvent, FleetOptions, Outcome};
 use rwop_guard::policy::MIGRATION_ANNOTATION;
 use serde_json::{Value, json};
-use support::fake_apiserver::{EventType, FakeApiServer, Store, WriteEvent, api_fixture};
+use support::seed::{self, Cluster, DEPLOYMENT, NS, RS_NAME};
 
-const NS: &str = "shop";
 const PODS: &str = "/api/v1/namespaces/shop/pods";
 const CLAIMS: &str = "/api/v1/namespaces/shop/persistentvolumeclaims";
-const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/orders";
-const RS_NAME: &str = "orders-5cc5c796bd";
 /// Claims used by their own StatefulSet of the same name.
 const SOLO: [&str; 4] = ["c1", "c2", "c3", "c4"];
 /// Claims both mounted by the one pod of Deployment `orders`.
@@ -24,258 +21,46 @@ const SHARED: [&str; 2] = ["orders-a", "orders-b"];
 /// A claim on a non-CSI volume: refused.
 const REFUSED: &str = "legacy";
 
-fn owner_claims(owner: &str) -> Vec<&'static str> {
-    if owner == RS_NAME {
-        SHARED.to_vec()
-    } else {
-        SOLO.iter().copied().filter(|c| *c == owner).collect()
-    }
-}
-
-fn pod(name: &str, owner_kind: &str, owner: &str) -> Value {
-    let volumes: Vec<Value> = owner_claims(owner)
-        .iter()
-        .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
-        .collect();
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"owner": owner},
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": owner, "uid": format!("uid-{owner}"), "controller": true}]},
-        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "app"}], "volumes": volumes},
-        "status": {"phase": "Running"}
-    })
-}
-
-fn reconcile_pods(store: &mut Store, owner_kind: &str, owner: &str, replicas: i64) {
-    let existing: Vec<String> = store
-        .list(PODS)
-        .into_iter()
-        .filter(|p| p["metadata"]["labels"]["owner"] == owner)
-        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
-        .collect();
-    for name in existing.iter().skip(replicas.max(0) as usize) {
-        store.delete(&format!("{PODS}/{name}")).unwrap();
-    }
-    for i in existing.len()..replicas.max(0) as usize {
-        store
-            .create(PODS, pod(&format!("{owner}-{i}"), owner_kind, owner))
-            .unwrap();
-    }
-}
-
-fn try_bind(store: &mut Store, claim: &Value) {
-    let Some(volume) = claim["spec"]["volumeName"].as_str() else {
-        return;
-    };
-    if claim["status"]["phase"] == "Bound" || claim["metadata"]["deletionTimestamp"].is_string() {
-        return;
-    }
-    let pv_path = format!("/api/v1/persistentvolumes/{volume}");
-    let Some(pv) = store.get(&pv_path) else {
-        return;
-    };
-    let name = claim["metadata"]["name"].as_str().unwrap_or_default();
-    let claim_ref = &pv["spec"]["claimRef"];
-    let free = claim_ref["name"] == name && claim_ref["uid"].as_str().unwrap_or("").is_empty();
-    let fits = claim["spec"]["accessModes"] == pv["spec"]["accessModes"];
-    if !free || !fits {
-        return;
-    }
-    store
-        .patch(&pv_path, json!({"spec": {"claimRef": {"uid": claim["metadata"]["uid"]}}, "status": {"phase": "Bound"}}))
-        .unwrap();
-    store
-        .patch(
-            &format!("{CLAIMS}/{name}"),
-            json!({"status": {"phase": "Bound", "accessModes": pv["spec"]["accessModes"]}}),
-        )
-        .unwrap();
-}
-
-fn release_protected_claims(store: &mut Store) {
-    let pods = store.list(PODS);
-    for claim in store.list(CLAIMS) {
-        let name = claim["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let in_use = pods.iter().any(|p| {
-            p["spec"]["volumes"].as_array().is_some_and(|v| {
-                v.iter()
-                    .any(|v| v["persistentVolumeClaim"]["claimName"] == name.as_str())
-            })
-        });
-        if claim["metadata"]["deletionTimestamp"].is_string() && !in_use {
-            store
-                .patch(
-                    &format!("{CLAIMS}/{name}"),
-                    json!({"metadata": {"finalizers": null}}),
-                )
-                .unwrap();
-        }
-    }
-}
-
-/// Safety violations seen, and the replica counts written to Deployment `orders`.
-type Records = (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<i64>>>);
-
-struct Cluster {
-    fake: FakeApiServer,
-    violations: Arc<Mutex<Vec<String>>>,
-    /// Every replica count written to Deployment `orders`, in order.
-    orders_scales: Arc<Mutex<Vec<i64>>>,
-}
-
-fn controllers(store: &mut Store, event: &WriteEvent, c: &Records) {
-    match (event.resource.as_str(), event.event_type) {
-        ("persistentvolumes", t) => {
-            let obj = &event.object;
-            if t == EventType::Deleted {
-                c.0.lock().unwrap().push(format!("{} deleted", event.name));
-            }
-            if obj["spec"]["claimRef"]["uid"]
-                .as_str()
-                .unwrap_or("")
-                .is_empty()
-                && obj["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
-            {
-                c.0.lock()
-                    .unwrap()
-                    .push(format!("{} unclaimed with Delete", event.name));
-            }
-            if t == EventType::Modified {
-                for claim in store.list(CLAIMS) {
-                    if claim["spec"]["volumeName"] == event.name.as_str() {
-                        try_bind(store, &claim);
-                    }
-                }
-            }
-        }
-        ("persistentvolumeclaims", EventType::Added) => try_bind(store, &event.object),
-        ("persistentvolumeclaims", EventType::Modified) | ("pods", EventType::Deleted) => {
-            release_protected_claims(store)
-        }
-        ("persistentvolumeclaims", EventType::Deleted) => {
-            let uid = event.object["metadata"]["uid"].clone();
-            for pv in store.list("/api/v1/persistentvolumes") {
-                if pv["spec"]["claimRef"]["uid"] == uid {
-                    let path = format!(
-                        "/api/v1/persistentvolumes/{}",
-                        pv["metadata"]["name"].as_str().unwrap()
-                    );
-                    store
-                        .patch(&path, json!({"status": {"phase": "Released"}}))
-                        .unwrap();
-                }
-            }
-        }
-        ("deployments", EventType::Modified) if event.name == "orders" => {
-            let replicas = event.object["spec"]["replicas"].as_i64().unwrap_or(1);
-            let old = event
-                .old_object
-                .as_ref()
-                .and_then(|o| o["spec"]["replicas"].as_i64());
-            if old != Some(replicas) {
-                c.1.lock().unwrap().push(replicas);
-            }
-            reconcile_pods(store, "ReplicaSet", RS_NAME, replicas);
-        }
-        ("statefulsets", EventType::Modified) => {
-            let replicas = event.object["spec"]["replicas"].as_i64().unwrap_or(1);
-            reconcile_pods(store, "StatefulSet", &event.name, replicas);
-        }
-        _ => {}
-    }
-}
-
-fn volume(name: &str, claim: &str, csi: bool) -> Value {
-    let mut pv = json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": name, "finalizers": ["kubernetes.io/pv-protection"]},
-        "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
-                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "fast-csi",
-                 "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": NS, "name": claim, "uid": format!("uid-{claim}")}},
-        "status": {"phase": "Bound"}
-    });
-    if csi {
-        pv["spec"]["csi"] =
-            json!({"driver": "ebs.csi.aws.com", "volumeHandle": format!("vol-{name}")});
-    } else {
-        pv["spec"]["hostPath"] = json!({"path": "/data"});
-    }
-    pv
-}
-
-fn claim(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "labels": {"tier": "db"},
-                     "finalizers": ["kubernetes.io/pvc-protection"]},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
-                 "storageClassName": "fast-csi", "volumeName": format!("pv-{name}"), "volumeMode": "Filesystem"},
-        "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"]}
-    })
-}
-
 async fn cluster() -> Cluster {
-    let fake = FakeApiServer::start().await;
-    fake.seed_list_fixture(
-        "/apis/storage.k8s.io/v1/storageclasses",
-        &api_fixture("list-storageclasses.json"),
-    );
-    fake.seed_list_fixture("/api/v1/namespaces", &api_fixture("list-namespaces.json"));
-    fake.seed_list_fixture(
-        "/apis/apps/v1/namespaces/shop/deployments",
-        &api_fixture("list-deployments-shop.json"),
-    );
-    fake.seed_list_fixture(
-        "/apis/apps/v1/namespaces/shop/replicasets",
-        &api_fixture("list-replicasets-shop.json"),
-    );
-    fake.patch(
-        DEPLOYMENT,
-        json!({"spec": {"replicas": 1, "strategy": {"type": "Recreate", "rollingUpdate": null}}}),
-    )
-    .unwrap();
+    let c = Cluster::start().await;
     let all: Vec<&str> = SOLO
         .iter()
         .chain(SHARED.iter())
         .copied()
         .chain([REFUSED])
         .collect();
-    for c in &all {
-        fake.create(
-            "/api/v1/persistentvolumes",
-            volume(&format!("pv-{c}"), c, *c != REFUSED),
-        )
-        .unwrap();
-        fake.create(CLAIMS, claim(c)).unwrap();
+    for name in &all {
+        let pv = format!("pv-{name}");
+        c.fake
+            .create(
+                "/api/v1/persistentvolumes",
+                seed::volume(&pv, NS, name, *name != REFUSED),
+            )
+            .unwrap();
+        c.fake.create(CLAIMS, seed::claim(NS, name, &pv)).unwrap();
     }
     for s in SOLO {
-        fake.create(
-            "/apis/apps/v1/namespaces/shop/statefulsets",
-            json!({
-                "apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": {"name": s, "namespace": NS, "uid": format!("uid-{s}")},
-                "spec": {"replicas": 1, "serviceName": s, "selector": {"matchLabels": {"owner": s}},
-                         "template": {"metadata": {"labels": {"owner": s}}, "spec": {"containers": [{"name": "r", "image": "r"}]}}}
-            }),
-        )
-        .unwrap();
-        fake.create(PODS, pod(&format!("{s}-0"), "StatefulSet", s))
+        c.fake
+            .create(
+                "/apis/apps/v1/namespaces/shop/statefulsets",
+                seed::statefulset(NS, s),
+            )
             .unwrap();
+        c.add_pod(NS, &format!("{s}-0"), "StatefulSet", s, &[s]);
     }
-    fake.create(PODS, pod("orders-0", "ReplicaSet", RS_NAME))
-        .unwrap();
-    let violations = Arc::new(Mutex::new(Vec::new()));
-    let orders_scales = Arc::new(Mutex::new(Vec::new()));
-    let shared = (violations.clone(), orders_scales.clone());
-    fake.on_write(move |store, event| controllers(store, event, &shared));
-    Cluster {
-        fake,
-        violations,
-        orders_scales,
-    }
+    c.add_pod(NS, "orders-0", "ReplicaSet", RS_NAME, &SHARED);
+    c
+}
+
+/// Every replica count written to Deployment `orders`, in order.
+fn orders_scales(c: &Cluster) -> Vec<i64> {
+    c.scales
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(d, _)| d == "shop/orders")
+        .map(|(_, r)| *r)
+        .collect()
 }
 
 fn opts() -> MigrateOptions {
@@ -373,7 +158,7 @@ async fn a_namespace_is_planned_once_and_migrated_with_bounded_concurrency() {
     assert!(reason.contains("CSI"), "{reason}");
     assert_eq!(end_state(&c), expected_end());
     // The shared Deployment went down once and came back once.
-    assert_eq!(*c.orders_scales.lock().unwrap(), vec![0, 1]);
+    assert_eq!(orders_scales(&c), vec![0, 1]);
     // At most two groups at a time, and two did overlap.
     let (mut running, mut most) = (0i32, 0i32);
     let mut started = std::collections::BTreeSet::new();
@@ -467,7 +252,7 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
         "{outcomes:?}"
     );
     assert_eq!(end_state(&c), expected_end());
-    assert_eq!(*c.orders_scales.lock().unwrap(), vec![0, 1]);
+    assert_eq!(orders_scales(&c), vec![0, 1]);
 }
 
 async fn binary(args: &[&str]) -> (i32, String, String) {
