@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::consumers::ConsumerKind;
-use crate::policy::{AccessMode, AccessModes};
+use crate::policy::{AccessMode, AccessModes, HasAccessModes};
 
 /// A workload that uses the claim: a controller of a pod that mounts it, or a Deployment whose
 /// pod template mounts it (a Deployment scaled to 0 still rolls once scaled up).
@@ -93,10 +93,6 @@ fn refused(blocker: Blocker, message: String) -> Verdict {
     Verdict::Refused(Refusal { blocker, message })
 }
 
-fn claim_modes(claim: &PersistentVolumeClaim) -> AccessModes {
-    AccessModes::from_optional(claim.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-}
-
 /// What [`judge`] reads of a claim, and what `scan` keeps of every claim it lists.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClaimInfo {
@@ -126,7 +122,7 @@ impl From<&PersistentVolumeClaim> for ClaimInfo {
             phase: claim.status.as_ref().and_then(|s| s.phase.clone()),
             volume_name: not_empty(spec.and_then(|s| s.volume_name.as_ref())),
             storage_class: not_empty(spec.and_then(|s| s.storage_class_name.as_ref())),
-            modes: claim_modes(claim),
+            modes: claim.access_modes(),
         }
     }
 }
@@ -151,7 +147,7 @@ impl From<&PersistentVolume> for VolumeInfo {
         VolumeInfo {
             name: pv.metadata.name.clone().unwrap_or_default(),
             uid: pv.metadata.uid.clone(),
-            modes: AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref())),
+            modes: pv.access_modes(),
             csi_driver: spec.and_then(|s| s.csi.as_ref()).map(|c| c.driver.clone()),
             claim_namespace: claim_ref.and_then(|r| r.namespace.clone()),
             claim_uid: claim_ref.and_then(|r| r.uid.clone()),
@@ -299,7 +295,7 @@ pub fn judge_rollback(
     let name = claim.metadata.name.as_deref().unwrap_or_default();
     let pv_name = volume.metadata.name.as_deref().unwrap_or_default();
     let spec = volume.spec.clone().unwrap_or_default();
-    let pv_modes = AccessModes::from_optional(spec.access_modes.as_ref());
+    let pv_modes = volume.access_modes();
     let marked = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.annotations
             .as_ref()
@@ -313,7 +309,7 @@ pub fn judge_rollback(
              nothing to roll back (only volumes rwop-guard migrate moved are rolled back)"
         ));
     }
-    let modes = claim_modes(claim);
+    let modes = claim.access_modes();
     let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
     let bound = phase == Some("Bound")
         && spec.claim_ref.as_ref().and_then(|c| c.uid.as_deref()) == claim.metadata.uid.as_deref();
