@@ -30,7 +30,7 @@ pub use eligibility::{
 pub use steps::{STEPS, Step, StepStatus};
 
 use crate::policy::{
-    AccessMode, MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, OPT_OUT_ANNOTATION,
+    AccessMode, MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, MigrationTarget, OPT_OUT_ANNOTATION,
 };
 
 /// What is recorded on the PersistentVolume while a migration or rollback is under way.
@@ -41,7 +41,7 @@ pub struct MigrationState {
     pub namespace: String,
     pub claim: String,
     /// `ReadWriteOncePod` while migrating, `ReadWriteOnce` while rolling back.
-    pub target: String,
+    pub target: MigrationTarget,
     /// The reclaim policy to restore at the end.
     pub reclaim_policy: String,
     /// The claim as it will be recreated (metadata and spec only, no status, no uid).
@@ -59,12 +59,8 @@ pub struct MigrationState {
 }
 
 impl MigrationState {
-    pub fn target_mode(&self) -> AccessMode {
-        AccessMode::parse(&self.target).unwrap_or(AccessMode::ReadWriteOncePod)
-    }
-
     pub fn is_rollback(&self) -> bool {
-        self.target_mode() == AccessMode::ReadWriteOnce
+        self.target == MigrationTarget::ReadWriteOnce
     }
 
     fn read(pv: &PersistentVolume) -> Result<Option<MigrationState>, MigrateError> {
@@ -272,7 +268,7 @@ pub async fn preflight(
     Ok(Some(new_state(
         pvc,
         pv,
-        AccessMode::ReadWriteOncePod,
+        MigrationTarget::ReadWriteOncePod,
         found,
         switches,
     )))
@@ -321,7 +317,7 @@ async fn check_consumers(
 fn new_state(
     pvc: &PersistentVolumeClaim,
     pv: &PersistentVolume,
-    target: AccessMode,
+    target: MigrationTarget,
     found: consumers::Found,
     switches: Vec<StrategySwitch>,
 ) -> MigrationState {
@@ -329,7 +325,7 @@ fn new_state(
         version: 1,
         namespace: pvc.metadata.namespace.clone().unwrap_or_default(),
         claim: pvc.metadata.name.clone().unwrap_or_default(),
-        target: target.as_str().to_owned(),
+        target,
         reclaim_policy: pv
             .spec
             .as_ref()
@@ -379,7 +375,7 @@ async fn rollback_preflight(
     Ok(new_state(
         pvc,
         pv,
-        AccessMode::ReadWriteOnce,
+        MigrationTarget::ReadWriteOnce,
         found,
         switches,
     ))
@@ -428,7 +424,7 @@ pub fn claim_to_create(
     volume: &str,
 ) -> Result<PersistentVolumeClaim, MigrateError> {
     let mut manifest = state.claim_manifest.clone();
-    manifest["spec"]["accessModes"] = serde_json::json!([state.target]);
+    manifest["spec"]["accessModes"] = serde_json::json!([state.target.mode().as_str()]);
     manifest["spec"]["volumeName"] = Value::from(volume);
     let mut claim: PersistentVolumeClaim = serde_json::from_value(manifest).map_err(|e| {
         MigrateError::Refused(format!("the recorded claim manifest does not decode: {e}"))
@@ -456,7 +452,7 @@ pub(crate) async fn record(
     volumes: &Api<PersistentVolume>,
     name: &str,
     state: Option<&MigrationState>,
-) -> Result<PersistentVolume, MigrateError> {
+) -> Result<(), MigrateError> {
     let text = match state {
         Some(s) => {
             Some(serde_json::to_string(s).map_err(|e| MigrateError::Refused(e.to_string()))?)
@@ -475,7 +471,8 @@ pub(crate) async fn record(
             None => annotations.remove(MIGRATION_ANNOTATION).is_some(),
         }
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// What a run will do, as the user confirms it and as [`execute`] runs it.
@@ -512,7 +509,7 @@ pub async fn prepare(
     let state = match (located.state.clone(), opts.rollback) {
         (Some(mut s), true) => {
             if !s.is_rollback() {
-                s.target = AccessMode::ReadWriteOnce.as_str().to_owned();
+                s.target = MigrationTarget::ReadWriteOnce;
                 s.completed = 0;
                 // Only the Deployments the forward run switched already have a strategy to
                 // restore (the annotation on each is the record).

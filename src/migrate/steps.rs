@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
@@ -44,14 +44,23 @@ pub const STEPS: [Step; 11] = [
 ];
 
 impl Step {
+    /// The steps that swap the claim: nothing to do once it is [target] and bound to the volume.
+    fn swaps(self) -> bool {
+        matches!(
+            self,
+            Step::ScaleDown
+                | Step::DeleteClaim
+                | Step::ReleaseVolume
+                | Step::SetVolumeModes
+                | Step::CreateClaim
+                | Step::WaitBound
+        )
+    }
+
     /// One line saying exactly what the step changes.
     pub fn describe(self, state: &MigrationState, volume: &str) -> String {
         let claim = format!("{}/{}", state.namespace, state.claim);
-        let target = state.target.as_str();
-        let source = match state.target_mode() {
-            AccessMode::ReadWriteOnce => AccessMode::ReadWriteOncePod,
-            _ => AccessMode::ReadWriteOnce,
-        };
+        let (target, source) = (state.target, state.target.source());
         let retained = state.reclaim_policy == "Retain";
         match self {
             Step::RecordState => format!(
@@ -162,23 +171,24 @@ impl Step {
 const CONFLICT_RETRIES: u64 = 10;
 
 /// Reads, changes and replaces a volume with its resourceVersion as precondition; retries on
-/// conflicts. `change` returns whether it changed anything (nothing is written otherwise).
+/// conflicts. `change` returns whether it changed anything (nothing is written otherwise); so
+/// does the result.
 pub(crate) async fn update_volume(
     volumes: &Api<PersistentVolume>,
     name: &str,
     what: &str,
     mut change: impl FnMut(&mut PersistentVolume) -> bool,
-) -> Result<PersistentVolume, MigrateError> {
+) -> Result<bool, MigrateError> {
     let mut attempts = 0;
     loop {
         let mut pv = volumes.get(name).await.map_err(api_err(format!(
             "cannot read PersistentVolume {name} to {what}"
         )))?;
         if !change(&mut pv) {
-            return Ok(pv);
+            return Ok(false);
         }
         match volumes.replace(name, &PostParams::default(), &pv).await {
-            Ok(updated) => return Ok(updated),
+            Ok(_) => return Ok(true),
             // Someone else wrote in between: read again and re-apply the change.
             Err(kube::Error::Api(status)) if status.code == 409 && attempts < CONFLICT_RETRIES => {
                 attempts += 1;
@@ -236,9 +246,6 @@ pub(crate) async fn execute(
     after_step: &mut dyn FnMut(usize) -> bool,
     until: usize,
 ) -> Result<(), MigrateError> {
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &state.namespace);
-    let target = state.target_mode();
     let total = STEPS.len();
     for (i, step) in STEPS.iter().copied().enumerate() {
         if i < state.completed {
@@ -254,9 +261,7 @@ pub(crate) async fn execute(
             what: step.describe(state, volume),
         });
         let started = Instant::now();
-        let skipped =
-            run_step(step, client, &volumes, &claims, volume, state, target, opts).await?;
-        match skipped {
+        match Ctx::new(client, volume, state, opts).run(step).await? {
             Some(why) => progress(Progress::Skipped { step, why }),
             None => progress(Progress::Done {
                 step,
@@ -265,7 +270,7 @@ pub(crate) async fn execute(
         }
         state.completed = i + 1;
         if step != Step::ClearState {
-            record(&volumes, volume, Some(state)).await?;
+            record(&Api::all(client.clone()), volume, Some(state)).await?;
         }
         if !after_step(i + 1) {
             return Err(MigrateError::Interrupted { completed: i + 1 });
@@ -274,35 +279,288 @@ pub(crate) async fn execute(
     Ok(())
 }
 
-/// Whether the claim still has to be swapped: it is missing, has other modes, or is not bound to
-/// the volume, or the volume has other modes.
-async fn swap_needed(
-    volumes: &Api<PersistentVolume>,
-    claims: &Api<PersistentVolumeClaim>,
-    volume: &str,
-    state: &MigrationState,
-    target: AccessMode,
-) -> Result<bool, MigrateError> {
-    let (pv, claim) = read_pair(volumes, claims, volume, state).await?;
-    Ok(!swap_done(&pv, claim.as_ref(), volume, target))
+/// What every step works with: the cluster, the migration and the knobs of the run.
+struct Ctx<'a> {
+    client: &'a Client,
+    volumes: Api<PersistentVolume>,
+    claims: Api<PersistentVolumeClaim>,
+    volume: &'a str,
+    state: &'a MigrationState,
+    opts: &'a MigrateOptions,
+    /// `namespace/claim`, for messages.
+    claim_name: String,
 }
 
-/// The live volume and claim of a migration.
-async fn read_pair(
-    volumes: &Api<PersistentVolume>,
-    claims: &Api<PersistentVolumeClaim>,
-    volume: &str,
-    state: &MigrationState,
-) -> Result<(PersistentVolume, Option<PersistentVolumeClaim>), MigrateError> {
-    let pv = volumes
-        .get(volume)
-        .await
-        .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
-    let claim = claims.get_opt(&state.claim).await.map_err(api_err(format!(
-        "cannot read claim {}/{}",
-        state.namespace, state.claim
-    )))?;
-    Ok((pv, claim))
+/// What a step returns: why it was skipped, if it had nothing to do.
+type Outcome = Result<Option<String>, MigrateError>;
+
+impl<'a> Ctx<'a> {
+    fn new(
+        client: &'a Client,
+        volume: &'a str,
+        state: &'a MigrationState,
+        opts: &'a MigrateOptions,
+    ) -> Self {
+        Ctx {
+            client,
+            volumes: Api::all(client.clone()),
+            claims: Api::namespaced(client.clone(), &state.namespace),
+            volume,
+            state,
+            opts,
+            claim_name: format!("{}/{}", state.namespace, state.claim),
+        }
+    }
+
+    fn target(&self) -> AccessMode {
+        self.state.target.mode()
+    }
+
+    async fn claim(&self) -> Result<Option<PersistentVolumeClaim>, MigrateError> {
+        self.claims
+            .get_opt(&self.state.claim)
+            .await
+            .map_err(api_err(format!("cannot read claim {}", self.claim_name)))
+    }
+
+    async fn pv(&self) -> Result<PersistentVolume, MigrateError> {
+        self.volumes.get(self.volume).await.map_err(api_err(format!(
+            "cannot read PersistentVolume {}",
+            self.volume
+        )))
+    }
+
+    /// The live volume and claim of the migration.
+    async fn read_pair(
+        &self,
+    ) -> Result<(PersistentVolume, Option<PersistentVolumeClaim>), MigrateError> {
+        Ok((self.pv().await?, self.claim().await?))
+    }
+
+    async fn run(&self, step: Step) -> Outcome {
+        if step.swaps() {
+            let (pv, claim) = self.read_pair().await?;
+            if swap_done(&pv, claim.as_ref(), self.volume, self.target()) {
+                return Ok(Some(format!(
+                    "claim {} is already [{}] and bound to {}",
+                    self.claim_name, self.state.target, self.volume
+                )));
+            }
+        }
+        match step {
+            Step::RecordState => {
+                record(&self.volumes, self.volume, Some(self.state)).await?;
+                Ok(None)
+            }
+            Step::RetainVolume => self.set_reclaim_policy("Retain").await,
+            Step::ScaleDown => self.scale_down().await,
+            Step::DeleteClaim => self.delete_claim().await,
+            Step::ReleaseVolume => self.release_volume().await,
+            Step::SetVolumeModes => self.set_volume_modes().await,
+            Step::CreateClaim => self.create_claim().await,
+            Step::WaitBound => self.wait_bound().await,
+            Step::ScaleUp => self.scale_up().await,
+            Step::RestoreReclaimPolicy => self.set_reclaim_policy(&self.state.reclaim_policy).await,
+            Step::ClearState => {
+                record(&self.volumes, self.volume, None).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn scale_down(&self) -> Outcome {
+        let (client, state) = (self.client, self.state);
+        if !state.is_rollback() {
+            for switch in &state.switches {
+                consumers::switch_to_recreate(client, &state.namespace, &switch.deployment).await?;
+            }
+        }
+        for consumer in &state.consumers {
+            consumers::scale(client, &state.namespace, consumer, 0).await?;
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &state.namespace);
+        for pod in &state.deleted_pods {
+            match pods.delete(pod, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api_err(format!("cannot delete pod {pod}"))(e)),
+            }
+        }
+        let what = format!("no pod to mount {}", self.claim_name);
+        wait_until(self.opts, &what, || async {
+            let pods = consumers::mounting_pods(client, &state.namespace, &state.claim).await?;
+            Ok(pods.is_empty())
+        })
+        .await?;
+        Ok(None)
+    }
+
+    async fn delete_claim(&self) -> Outcome {
+        let (claim_name, volume) = (&self.claim_name, self.volume);
+        let Some(claim) = self.claim().await? else {
+            return Ok(Some("the claim is already deleted".to_owned()));
+        };
+        let bound_elsewhere = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.as_deref())
+            .is_some_and(|v| !v.is_empty() && v != volume);
+        if bound_elsewhere {
+            return Err(MigrateError::Refused(format!(
+                "claim {claim_name} now refers to another volume; refusing to delete it"
+            )));
+        }
+        // Never delete a claim while its volume could go with it.
+        let pv = self.pv().await?;
+        let policy = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
+        if policy != Some("Retain") {
+            return Err(MigrateError::Refused(format!(
+                "PersistentVolume {volume} has reclaim policy {policy:?}, not Retain; refusing to delete its claim"
+            )));
+        }
+        if claim.metadata.deletion_timestamp.is_none() {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: claim.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match self.claims.delete(&self.state.claim, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api_err(format!("cannot delete claim {claim_name}"))(e)),
+            }
+        }
+        let what = format!("claim {claim_name} to be gone");
+        wait_until(self.opts, &what, || async {
+            Ok(self.claim().await?.is_none())
+        })
+        .await?;
+        Ok(None)
+    }
+
+    async fn release_volume(&self) -> Outcome {
+        let live_claim_uid = self.claim().await?.and_then(|c| c.metadata.uid);
+        let changed = update_volume(&self.volumes, self.volume, "clear claimRef.uid", |pv| {
+            let Some(claim_ref) = pv.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) else {
+                return false;
+            };
+            let stale = claim_ref.uid.is_some() && claim_ref.uid != live_claim_uid;
+            if stale {
+                claim_ref.uid = None;
+                claim_ref.resource_version = None;
+            }
+            stale
+        })
+        .await?;
+        Ok((!changed).then(|| "the volume is not bound to a deleted claim".to_owned()))
+    }
+
+    async fn set_volume_modes(&self) -> Outcome {
+        let target = self.target();
+        // The marker goes in the same update as the modes: a volume is never [ReadWriteOncePod]
+        // by migrate's hand without it, nor [ReadWriteOnce] again with it.
+        let changed = update_volume(&self.volumes, self.volume, "set its access modes", |pv| {
+            let spec = pv.spec.get_or_insert_with(Default::default);
+            let modes_ok = AccessModes::from_optional(spec.access_modes.as_ref()).is_only(target);
+            spec.access_modes = Some(vec![target.as_str().to_owned()]);
+            let annotations = pv.metadata.annotations.get_or_insert_with(Default::default);
+            let marker_ok = if target == AccessMode::ReadWriteOnce {
+                annotations.remove(MIGRATED_FROM_ANNOTATION).is_none()
+            } else {
+                let rwo = AccessMode::ReadWriteOnce.as_str();
+                annotations
+                    .insert(MIGRATED_FROM_ANNOTATION.to_owned(), rwo.to_owned())
+                    .is_some_and(|v| v == rwo)
+            };
+            !(modes_ok && marker_ok)
+        })
+        .await?;
+        Ok((!changed).then(|| format!("the volume is already [{}]", self.state.target)))
+    }
+
+    async fn create_claim(&self) -> Outcome {
+        let (claim_name, volume) = (&self.claim_name, self.volume);
+        let (created, skipped) = match self.claim().await? {
+            Some(c) => (c, Some("the claim exists".to_owned())),
+            None => {
+                let claim = claim_to_create(self.state, volume)?;
+                match self.claims.create(&PostParams::default(), &claim).await {
+                    Ok(c) => (c, None),
+                    Err(kube::Error::Api(s)) if s.code == 409 => (
+                        self.claims
+                            .get(&self.state.claim)
+                            .await
+                            .map_err(api_err(format!("cannot read claim {claim_name}")))?,
+                        None,
+                    ),
+                    Err(e) => return Err(api_err(format!("cannot create claim {claim_name}"))(e)),
+                }
+            }
+        };
+        // A claim with other modes never binds to the volume: say so now rather than time
+        // out waiting (a mutating webhook rewrote it, or someone else created it).
+        let modes = modes_of(&created);
+        if !modes.is_only(self.target()) {
+            return Err(MigrateError::Refused(format!(
+                "claim {claim_name} is {modes}, not [{}], and cannot bind to PersistentVolume {volume}; \
+                 a mutating webhook rewrote it, or it was created by someone else: delete it \
+                 (the volume is retained) and run the same command again",
+                self.state.target
+            )));
+        }
+        Ok(skipped)
+    }
+
+    async fn wait_bound(&self) -> Outcome {
+        let what = format!("claim {} to be Bound to {}", self.claim_name, self.volume);
+        wait_until(self.opts, &what, || async {
+            Ok(self
+                .claim()
+                .await?
+                .is_some_and(|c| bound_to(&c, self.volume)))
+        })
+        .await?;
+        Ok(None)
+    }
+
+    async fn scale_up(&self) -> Outcome {
+        let (client, state) = (self.client, self.state);
+        let mut any = false;
+        if state.is_rollback() {
+            // Every consumer Deployment `--switch-to-recreate` switched, recorded in the state
+            // or not: the annotation on the Deployment is the record.
+            for c in state
+                .consumers
+                .iter()
+                .filter(|c| c.kind == ConsumerKind::Deployment)
+            {
+                any |= consumers::restore_strategy(client, &state.namespace, &c.name).await?;
+            }
+        }
+        for consumer in &state.consumers {
+            any |= consumers::scale(client, &state.namespace, consumer, consumer.replicas).await?;
+        }
+        Ok((!any).then(|| "consumers already at their replica counts".to_owned()))
+    }
+
+    async fn set_reclaim_policy(&self, policy: &str) -> Outcome {
+        let what = format!("set its reclaim policy to {policy}");
+        let changed = update_volume(&self.volumes, self.volume, &what, |pv| {
+            let spec = pv.spec.get_or_insert_with(Default::default);
+            if spec.persistent_volume_reclaim_policy.as_deref() == Some(policy) {
+                return false;
+            }
+            spec.persistent_volume_reclaim_policy = Some(policy.to_owned());
+            true
+        })
+        .await?;
+        Ok((!changed).then(|| format!("reclaim policy is already {policy}")))
+    }
 }
 
 /// Whether claim and volume are already swapped: both `target`, the claim bound to the volume.
@@ -339,9 +597,9 @@ pub(crate) async fn in_place(
     volume: &str,
     state: &MigrationState,
 ) -> Result<Vec<StepStatus>, MigrateError> {
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &state.namespace);
-    let (pv, claim) = read_pair(&volumes, &claims, volume, state).await?;
+    let (pv, claim) = Ctx::new(client, volume, state, &MigrateOptions::default())
+        .read_pair()
+        .await?;
     let mut replicas = Vec::new();
     for c in &state.consumers {
         replicas.push(consumers::replicas_of(client, &state.namespace, c).await?);
@@ -357,7 +615,7 @@ pub fn statuses(
     claim: Option<&PersistentVolumeClaim>,
     replicas: &[i32],
 ) -> Vec<StepStatus> {
-    let target = state.target_mode();
+    let target = state.target.mode();
     let swapped = swap_done(pv, claim, volume, target);
     let swap_why = || {
         format!(
@@ -381,54 +639,30 @@ pub fn statuses(
             if i < state.completed {
                 return StepStatus::Done;
             }
+            if swapped && step.swaps() {
+                return StepStatus::InPlace(swap_why());
+            }
+            let claim_uid = spec
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|c| c.uid.as_deref());
+            let modes = AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref()));
             let why = match step {
                 Step::RetainVolume => (policy == Some("Retain"))
                     .then(|| "reclaim policy is already Retain".to_owned()),
-                Step::ScaleDown | Step::WaitBound => swapped.then(swap_why),
-                Step::DeleteClaim => {
-                    if swapped {
-                        Some(swap_why())
-                    } else {
-                        claim
-                            .is_none()
-                            .then(|| "the claim is already deleted".to_owned())
-                    }
-                }
-                Step::ReleaseVolume => {
-                    let uid = spec
-                        .and_then(|s| s.claim_ref.as_ref())
-                        .and_then(|c| c.uid.as_deref())
-                        .unwrap_or("");
-                    if swapped {
-                        Some(swap_why())
-                    } else {
-                        uid.is_empty()
-                            .then(|| "the volume is not bound to a claim".to_owned())
-                    }
-                }
-                Step::SetVolumeModes => {
-                    let modes =
-                        AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref()));
-                    if swapped {
-                        Some(swap_why())
-                    } else {
-                        modes
-                            .is_only(target)
-                            .then(|| format!("the volume is already [{}]", target.as_str()))
-                    }
-                }
-                Step::CreateClaim => {
-                    if swapped {
-                        Some(swap_why())
-                    } else {
-                        claim
-                            .filter(|c| {
-                                modes_of(c).is_only(target)
-                                    && c.metadata.deletion_timestamp.is_none()
-                            })
-                            .map(|_| "the claim exists".to_owned())
-                    }
-                }
+                Step::DeleteClaim => claim
+                    .is_none()
+                    .then(|| "the claim is already deleted".to_owned()),
+                Step::ReleaseVolume => claim_uid
+                    .is_none_or(str::is_empty)
+                    .then(|| "the volume is not bound to a claim".to_owned()),
+                Step::SetVolumeModes => modes
+                    .is_only(target)
+                    .then(|| format!("the volume is already [{}]", target.as_str())),
+                Step::CreateClaim => claim
+                    .filter(|c| {
+                        modes_of(c).is_only(target) && c.metadata.deletion_timestamp.is_none()
+                    })
+                    .map(|_| "the claim exists".to_owned()),
                 Step::ScaleUp => {
                     (swapped && restored && (!state.is_rollback() || state.switches.is_empty()))
                         .then(|| "consumers already at their replica counts".to_owned())
@@ -436,283 +670,9 @@ pub fn statuses(
                 Step::RestoreReclaimPolicy => (swapped
                     && policy == Some(state.reclaim_policy.as_str()))
                 .then(|| format!("reclaim policy is already {}", state.reclaim_policy)),
-                Step::RecordState | Step::ClearState => None,
+                Step::RecordState | Step::ScaleDown | Step::WaitBound | Step::ClearState => None,
             };
             why.map_or(StepStatus::ToDo, StepStatus::InPlace)
         })
         .collect()
-}
-
-/// Runs one step. Returns why it was skipped, if it had nothing to do.
-#[allow(clippy::too_many_arguments)]
-async fn run_step(
-    step: Step,
-    client: &Client,
-    volumes: &Api<PersistentVolume>,
-    claims: &Api<PersistentVolumeClaim>,
-    volume: &str,
-    state: &MigrationState,
-    target: AccessMode,
-    opts: &MigrateOptions,
-) -> Result<Option<String>, MigrateError> {
-    let claim_name = format!("{}/{}", state.namespace, state.claim);
-    let swap_steps = matches!(
-        step,
-        Step::ScaleDown
-            | Step::DeleteClaim
-            | Step::ReleaseVolume
-            | Step::SetVolumeModes
-            | Step::CreateClaim
-            | Step::WaitBound
-    );
-    if swap_steps && !swap_needed(volumes, claims, volume, state, target).await? {
-        return Ok(Some(format!(
-            "claim {claim_name} is already [{}] and bound to {volume}",
-            target.as_str()
-        )));
-    }
-    match step {
-        Step::RecordState => {
-            record(volumes, volume, Some(state)).await?;
-            Ok(None)
-        }
-        Step::RetainVolume => {
-            let changed = set_reclaim_policy(volumes, volume, "Retain").await?;
-            Ok((!changed).then(|| "reclaim policy is already Retain".to_owned()))
-        }
-        Step::ScaleDown => {
-            if !state.is_rollback() {
-                for switch in &state.switches {
-                    consumers::switch_to_recreate(client, &state.namespace, &switch.deployment)
-                        .await?;
-                }
-            }
-            for consumer in &state.consumers {
-                consumers::scale(client, &state.namespace, consumer, 0).await?;
-            }
-            let pods: Api<k8s_openapi::api::core::v1::Pod> =
-                Api::namespaced(client.clone(), &state.namespace);
-            for pod in &state.deleted_pods {
-                match pods.delete(pod, &DeleteParams::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(api_err(format!("cannot delete pod {pod}"))(e)),
-                }
-            }
-            wait_until(opts, &format!("no pod to mount {claim_name}"), || async {
-                Ok(
-                    consumers::mounting_pods(client, &state.namespace, &state.claim)
-                        .await?
-                        .is_empty(),
-                )
-            })
-            .await?;
-            Ok(None)
-        }
-        Step::DeleteClaim => {
-            let Some(claim) = claims
-                .get_opt(&state.claim)
-                .await
-                .map_err(api_err(format!("cannot read claim {claim_name}")))?
-            else {
-                return Ok(Some("the claim is already deleted".to_owned()));
-            };
-            let bound_elsewhere = claim
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.as_deref())
-                .is_some_and(|v| !v.is_empty() && v != volume);
-            if bound_elsewhere {
-                return Err(MigrateError::Refused(format!(
-                    "claim {claim_name} now refers to another volume; refusing to delete it"
-                )));
-            }
-            // Never delete a claim while its volume could go with it.
-            let pv = volumes
-                .get(volume)
-                .await
-                .map_err(api_err(format!("cannot read PersistentVolume {volume}")))?;
-            let policy = pv
-                .spec
-                .as_ref()
-                .and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
-            if policy != Some("Retain") {
-                return Err(MigrateError::Refused(format!(
-                    "PersistentVolume {volume} has reclaim policy {policy:?}, not Retain; refusing to delete its claim"
-                )));
-            }
-            if claim.metadata.deletion_timestamp.is_none() {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: claim.metadata.uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match claims.delete(&state.claim, &params).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(api_err(format!("cannot delete claim {claim_name}"))(e)),
-                }
-            }
-            wait_until(opts, &format!("claim {claim_name} to be gone"), || async {
-                Ok(claims
-                    .get_opt(&state.claim)
-                    .await
-                    .map_err(api_err(format!("cannot read claim {claim_name}")))?
-                    .is_none())
-            })
-            .await?;
-            Ok(None)
-        }
-        Step::ReleaseVolume => {
-            let live_claim_uid = claims
-                .get_opt(&state.claim)
-                .await
-                .map_err(api_err(format!("cannot read claim {claim_name}")))?
-                .and_then(|c| c.metadata.uid);
-            let mut changed = false;
-            update_volume(volumes, volume, "clear claimRef.uid", |pv| {
-                let Some(claim_ref) = pv.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) else {
-                    return false;
-                };
-                let stale = claim_ref.uid.is_some() && claim_ref.uid != live_claim_uid;
-                if stale {
-                    claim_ref.uid = None;
-                    claim_ref.resource_version = None;
-                }
-                changed = stale;
-                stale
-            })
-            .await?;
-            Ok((!changed).then(|| "the volume is not bound to a deleted claim".to_owned()))
-        }
-        Step::SetVolumeModes => {
-            let mut changed = false;
-            // The marker goes in the same update as the modes: a volume is never [ReadWriteOncePod]
-            // by migrate's hand without it, nor [ReadWriteOnce] again with it.
-            update_volume(volumes, volume, "set its access modes", |pv| {
-                let spec = pv.spec.get_or_insert_with(Default::default);
-                let current = AccessModes::from_optional(spec.access_modes.as_ref());
-                let modes_ok = current.is_only(target);
-                spec.access_modes = Some(vec![target.as_str().to_owned()]);
-                let annotations = pv.metadata.annotations.get_or_insert_with(Default::default);
-                let marker_ok = if target == AccessMode::ReadWriteOnce {
-                    annotations.remove(MIGRATED_FROM_ANNOTATION).is_none()
-                } else {
-                    let rwo = AccessMode::ReadWriteOnce.as_str();
-                    annotations
-                        .insert(MIGRATED_FROM_ANNOTATION.to_owned(), rwo.to_owned())
-                        .is_some_and(|v| v == rwo)
-                };
-                changed = !(modes_ok && marker_ok);
-                changed
-            })
-            .await?;
-            Ok((!changed).then(|| format!("the volume is already [{}]", target.as_str())))
-        }
-        Step::CreateClaim => {
-            let existing = claims
-                .get_opt(&state.claim)
-                .await
-                .map_err(api_err(format!("cannot read claim {claim_name}")))?;
-            let (created, skipped) = match existing {
-                Some(c) => (c, Some("the claim exists".to_owned())),
-                None => {
-                    let claim = claim_to_create(state, volume)?;
-                    match claims.create(&PostParams::default(), &claim).await {
-                        Ok(c) => (c, None),
-                        Err(kube::Error::Api(s)) if s.code == 409 => (
-                            claims
-                                .get(&state.claim)
-                                .await
-                                .map_err(api_err(format!("cannot read claim {claim_name}")))?,
-                            None,
-                        ),
-                        Err(e) => {
-                            return Err(api_err(format!("cannot create claim {claim_name}"))(e));
-                        }
-                    }
-                }
-            };
-            // A claim with other modes never binds to the volume: say so now rather than time
-            // out waiting (a mutating webhook rewrote it, or someone else created it).
-            let modes = modes_of(&created);
-            if !modes.is_only(target) {
-                return Err(MigrateError::Refused(format!(
-                    "claim {claim_name} is {modes}, not [{}], and cannot bind to PersistentVolume {volume}; \
-                     a mutating webhook rewrote it, or it was created by someone else: delete it \
-                     (the volume is retained) and run the same command again",
-                    target.as_str()
-                )));
-            }
-            Ok(skipped)
-        }
-        Step::WaitBound => {
-            wait_until(
-                opts,
-                &format!("claim {claim_name} to be Bound to {volume}"),
-                || async {
-                    let claim = claims
-                        .get_opt(&state.claim)
-                        .await
-                        .map_err(api_err(format!("cannot read claim {claim_name}")))?;
-                    Ok(claim.is_some_and(|c| bound_to(&c, volume)))
-                },
-            )
-            .await?;
-            Ok(None)
-        }
-        Step::ScaleUp => {
-            let mut any = false;
-            if state.is_rollback() {
-                // Every consumer Deployment `--switch-to-recreate` switched, recorded in the state
-                // or not: the annotation on the Deployment is the record.
-                for c in state
-                    .consumers
-                    .iter()
-                    .filter(|c| c.kind == ConsumerKind::Deployment)
-                {
-                    any |= consumers::restore_strategy(client, &state.namespace, &c.name).await?;
-                }
-            }
-            for consumer in &state.consumers {
-                any |=
-                    consumers::scale(client, &state.namespace, consumer, consumer.replicas).await?;
-            }
-            Ok((!any).then(|| "consumers already at their replica counts".to_owned()))
-        }
-        Step::RestoreReclaimPolicy => {
-            let changed = set_reclaim_policy(volumes, volume, &state.reclaim_policy).await?;
-            Ok((!changed).then(|| format!("reclaim policy is already {}", state.reclaim_policy)))
-        }
-        Step::ClearState => {
-            record(volumes, volume, None).await?;
-            Ok(None)
-        }
-    }
-}
-
-async fn set_reclaim_policy(
-    volumes: &Api<PersistentVolume>,
-    volume: &str,
-    policy: &str,
-) -> Result<bool, MigrateError> {
-    let mut changed = false;
-    update_volume(
-        volumes,
-        volume,
-        &format!("set its reclaim policy to {policy}"),
-        |pv| {
-            let spec = pv.spec.get_or_insert_with(Default::default);
-            if spec.persistent_volume_reclaim_policy.as_deref() == Some(policy) {
-                return false;
-            }
-            spec.persistent_volume_reclaim_policy = Some(policy.to_owned());
-            changed = true;
-            true
-        },
-    )
-    .await?;
-    Ok(changed)
 }

@@ -23,8 +23,8 @@ pub use mutation::{
 };
 pub use reapply::keep_rwop_on_reapply;
 pub use rules::{
-    MIGRATION_ANNOTATION, Rule, Subject, TASK_URL, Violation, exclusive_rwop_violation,
-    transition_violation, validate_claim, validate_volume,
+    MIGRATION_ANNOTATION, MigrationTarget, RecordedMigration, Rule, Subject, TASK_URL, Violation,
+    exclusive_rwop_violation, transition_violation, validate_claim, validate_volume,
 };
 
 use std::collections::BTreeMap;

@@ -170,24 +170,65 @@ fn is_rwo_to_rwop(old: &AccessModes, new: &AccessModes) -> bool {
 /// Annotation `rwop-guard migrate` keeps its state in on the PersistentVolume being migrated.
 pub const MIGRATION_ANNOTATION: &str = "rwop-guard.dev/migration";
 
+/// Where a recorded migration goes: forward to [ReadWriteOncePod], or back (`--rollback`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MigrationTarget {
+    ReadWriteOncePod,
+    ReadWriteOnce,
+}
+
+impl MigrationTarget {
+    /// The access mode claim and volume end with.
+    pub fn mode(self) -> AccessMode {
+        match self {
+            MigrationTarget::ReadWriteOncePod => AccessMode::ReadWriteOncePod,
+            MigrationTarget::ReadWriteOnce => AccessMode::ReadWriteOnce,
+        }
+    }
+
+    /// The access mode they start from.
+    pub fn source(self) -> AccessMode {
+        match self {
+            MigrationTarget::ReadWriteOncePod => AccessMode::ReadWriteOnce,
+            MigrationTarget::ReadWriteOnce => AccessMode::ReadWriteOncePod,
+        }
+    }
+}
+
+impl fmt::Display for MigrationTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.mode().fmt(f)
+    }
+}
+
+/// The part of the [`MIGRATION_ANNOTATION`] every reader needs: the webhook reads only this,
+/// `migrate` reads the whole state (which has this `target` field, of the same type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct RecordedMigration {
+    pub target: MigrationTarget,
+}
+
+impl RecordedMigration {
+    /// The migration recorded on an object, if any and readable.
+    pub fn of(meta: &ObjectMeta) -> Option<RecordedMigration> {
+        let text = meta.annotations.as_ref()?.get(MIGRATION_ANNOTATION)?;
+        serde_json::from_str(text).ok()
+    }
+}
+
 /// The one reverse change V2 lets through: `rwop-guard migrate --rollback` moving a volume back
 /// from [ReadWriteOncePod] to [ReadWriteOnce]. It must be deliberate and harmless: the volume
 /// already carried (before this update) a migration state whose target is ReadWriteOnce, and it
 /// is not bound to a claim (no `claimRef.uid`), so no pod can be using it under the old mode.
 fn is_recorded_rollback(old: &PersistentVolume, new: &PersistentVolume) -> bool {
-    let target = old
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(MIGRATION_ANNOTATION))
-        .and_then(|state| serde_json::from_str::<serde_json::Value>(state).ok())
-        .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_owned));
+    let rollback = RecordedMigration::of(&old.metadata)
+        .is_some_and(|r| r.target == MigrationTarget::ReadWriteOnce);
     let unbound = new
         .spec
         .as_ref()
         .and_then(|s| s.claim_ref.as_ref())
         .is_none_or(|c| c.uid.as_deref().unwrap_or("").is_empty());
-    target.as_deref() == Some(AccessMode::ReadWriteOnce.as_str()) && unbound
+    rollback && unbound
 }
 
 /// V1 and V2 for a PersistentVolume, plus the W1 warnings on an allowed RWO -> RWOP change.
