@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rwop_guard::migrate::MigrateOptions;
 use rwop_guard::migrate::fleet::{self, FleetEvent, FleetOptions, Outcome};
-use rwop_guard::policy::MIGRATION_ANNOTATION;
+use rwop_guard::policy::{MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION};
 use serde_json::{Value, json};
 use support::seed::{self, Cluster, DEPLOYMENT, NS, RS_NAME};
 
@@ -77,17 +77,42 @@ async fn run_all(
     fleet_opts: &FleetOptions,
     after_step: &dyn Fn(&str, usize) -> bool,
 ) -> (Vec<(String, Outcome)>, Vec<FleetEvent>) {
+    run_with(c, &opts(), fleet_opts, after_step).await
+}
+
+/// Plans and runs (with `opts`: a migration or a rollback) every claim of the namespace.
+async fn run_with(
+    c: &Cluster,
+    opts: &MigrateOptions,
+    fleet_opts: &FleetOptions,
+    after_step: &dyn Fn(&str, usize) -> bool,
+) -> (Vec<(String, Outcome)>, Vec<FleetEvent>) {
     let client = c.fake.client();
     let events = Mutex::new(Vec::new());
     let report = |e: FleetEvent| events.lock().unwrap().push(e);
-    let claims = fleet::claims_of(&client, NS, None).await.unwrap();
-    let plan = fleet::plan(&client, NS, &claims, &opts(), &report).await;
-    let outcomes = fleet::execute(&client, plan, &opts(), fleet_opts, &report, after_step).await;
+    let claims: Vec<(String, String)> = fleet::claims_of(&client, NS, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (NS.to_owned(), c))
+        .collect();
+    let plan = fleet::plan(&client, &claims, opts, &report).await;
+    assert_eq!(plan.rollback, opts.rollback);
+    let outcomes = fleet::execute(&client, plan, opts, fleet_opts, &report, after_step).await;
     (outcomes, events.into_inner().unwrap())
 }
 
+fn rollback() -> MigrateOptions {
+    MigrateOptions {
+        rollback: true,
+        ..opts()
+    }
+}
+
+/// The outcome of `shop/CLAIM`.
 fn outcome<'a>(outcomes: &'a [(String, Outcome)], claim: &str) -> &'a Outcome {
-    &outcomes.iter().find(|(c, _)| c == claim).unwrap().1
+    let id = format!("{NS}/{claim}");
+    &outcomes.iter().find(|(c, _)| *c == id).unwrap().1
 }
 
 /// Claims, volumes and consumers as a finished migration leaves them.
@@ -117,12 +142,18 @@ fn end_state(c: &Cluster) -> Value {
 }
 
 fn expected_end() -> Value {
+    expected_with("ReadWriteOncePod")
+}
+
+/// Every claim but the refused one ends with `modes` (`ReadWriteOnce` after a rollback).
+fn expected_with(modes: &str) -> Value {
+    let moved = modes;
     let mut claims = Vec::new();
     for name in ["c1", "c2", "c3", "c4", "legacy", "orders-a", "orders-b"] {
         let modes = if name == REFUSED {
             "ReadWriteOnce"
         } else {
-            "ReadWriteOncePod"
+            moved
         };
         claims.push(json!([
             name,
@@ -148,7 +179,7 @@ async fn a_namespace_is_planned_once_and_migrated_with_bounded_concurrency() {
     for claim in SOLO.iter().chain(SHARED.iter()) {
         assert_eq!(
             outcome(&outcomes, claim),
-            &Outcome::Migrated,
+            &Outcome::Done,
             "{claim}: {outcomes:?}"
         );
     }
@@ -189,7 +220,7 @@ async fn the_first_failure_stops_new_starts_and_a_second_run_resumes_to_the_same
     };
     // A crash in the middle of the first claim (c1, after the claim was deleted).
     let (outcomes, _) = run_all(&c, &fleet_opts, &|claim, done| {
-        !(claim == "c1" && done == 4)
+        !(claim == "shop/c1" && done == 4)
     })
     .await;
     assert!(
@@ -212,7 +243,7 @@ async fn the_first_failure_stops_new_starts_and_a_second_run_resumes_to_the_same
         continue_on_error: false,
     };
     let (outcomes, _) = run_all(&c, &fleet_opts, &|_, _| true).await;
-    assert_eq!(outcome(&outcomes, "c1"), &Outcome::Migrated, "{outcomes:?}");
+    assert_eq!(outcome(&outcomes, "c1"), &Outcome::Done, "{outcomes:?}");
     assert_eq!(end_state(&c), expected_end());
     let v = c.violations.lock().unwrap();
     assert!(v.is_empty(), "{v:?}");
@@ -227,7 +258,7 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     };
     // orders-b stops after its scale-down: the Deployment stays at 0.
     let (outcomes, _) = run_all(&c, &fleet_opts, &|claim, done| {
-        !(claim == "orders-b" && done == 3)
+        !(claim == "shop/orders-b" && done == 3)
     })
     .await;
     assert!(
@@ -236,37 +267,64 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     );
     assert_eq!(
         outcome(&outcomes, "c4"),
-        &Outcome::Migrated,
+        &Outcome::Done,
         "continue on error: {outcomes:?}"
     );
     assert_eq!(c.fake.get(DEPLOYMENT).unwrap()["spec"]["replicas"], 0);
     let (outcomes, _) = run_all(&c, &fleet_opts, &|_, _| true).await;
     assert_eq!(
         outcome(&outcomes, "orders-a"),
-        &Outcome::Migrated,
+        &Outcome::Done,
         "{outcomes:?}"
     );
     assert_eq!(
         outcome(&outcomes, "orders-b"),
-        &Outcome::Migrated,
+        &Outcome::Done,
         "{outcomes:?}"
     );
     assert_eq!(end_state(&c), expected_end());
     assert_eq!(orders_scales(&c), vec![0, 1]);
 }
 
-async fn binary(args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .stdin(std::process::Stdio::null())
-            .output(),
+/// A kubeconfig in `dir` for the fake server, default namespace `shop`.
+fn kubeconfig(c: &Cluster, dir: &std::path::Path) -> String {
+    let config = dir.join("kubeconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\nusers:\n- name: u\n  user: {{token: t}}\n",
+            c.fake.url()
+        ),
     )
-    .await
-    .expect("the binary finishes")
     .unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
+async fn binary(args: &[&str]) -> (i32, String, String) {
+    binary_in(args, None).await
+}
+
+/// Runs the binary with `stdin` as its standard input (none: empty).
+async fn binary_in(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .await
+        .unwrap();
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the binary finishes")
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -278,16 +336,8 @@ async fn binary(args: &[&str]) -> (i32, String, String) {
 async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\nusers:\n- name: u\n  user: {{token: t}}\n",
-            c.fake.url()
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
+    let config = kubeconfig(&c, dir.path());
+    let config = config.as_str();
     let before = c.fake.resource_version();
     let (code, plan, err) =
         binary(&["--kubeconfig", config, "migrate", "--all", "--dry-run"]).await;
@@ -338,4 +388,371 @@ async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
         "{err}"
     );
     assert_eq!(end_state(&c), expected_end());
+}
+
+#[tokio::test]
+async fn a_fleet_rollback_returns_every_migrated_claim_and_restores_a_shared_consumer_once() {
+    let c = cluster().await;
+    let fleet_opts = FleetOptions::default();
+    run_all(&c, &fleet_opts, &|_, _| true).await;
+    assert_eq!(end_state(&c), expected_end());
+    let (outcomes, _) = run_with(&c, &rollback(), &fleet_opts, &|_, _| true).await;
+    for claim in SOLO.iter().chain(SHARED.iter()) {
+        assert_eq!(outcome(&outcomes, claim), &Outcome::Done, "{outcomes:?}");
+    }
+    // Never migrated: nothing to roll back, and no refusal.
+    assert!(
+        matches!(outcome(&outcomes, REFUSED), Outcome::NothingToDo(r) if r.contains("nothing to roll back")),
+        "{outcomes:?}"
+    );
+    assert_eq!(end_state(&c), expected_with("ReadWriteOnce"));
+    for pvc in c.fake.list(CLAIMS) {
+        assert!(
+            pvc["metadata"]["annotations"][MIGRATED_FROM_ANNOTATION].is_null(),
+            "{pvc:#}"
+        );
+    }
+    // The shared Deployment: down and up once for the migration, once for the rollback.
+    assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
+    // A second rollback finds nothing to do.
+    let (outcomes, _) = run_with(&c, &rollback(), &fleet_opts, &|_, _| true).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::NothingToDo(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
+    let v = c.violations.lock().unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[tokio::test]
+async fn a_crash_in_a_fleet_rollback_resumes_and_restores_the_shared_consumer_once() {
+    let c = cluster().await;
+    let fleet_opts = FleetOptions {
+        concurrency: 4,
+        continue_on_error: true,
+    };
+    run_all(&c, &fleet_opts, &|_, _| true).await;
+    assert_eq!(end_state(&c), expected_end());
+    // orders-b stops after its scale-down (the Deployment stays at 0), c1 after its claim was
+    // deleted.
+    let (outcomes, _) = run_with(&c, &rollback(), &fleet_opts, &|claim, done| {
+        !((claim == "shop/orders-b" && done == 3) || (claim == "shop/c1" && done == 4))
+    })
+    .await;
+    for claim in ["orders-b", "c1"] {
+        assert!(
+            matches!(outcome(&outcomes, claim), Outcome::Failed(_)),
+            "{claim}: {outcomes:?}"
+        );
+    }
+    assert!(
+        matches!(outcome(&outcomes, "orders-a"), Outcome::NotStarted(r) if r.contains("shares a consumer")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcome(&outcomes, "c2"), &Outcome::Done, "{outcomes:?}");
+    assert_eq!(c.fake.get(DEPLOYMENT).unwrap()["spec"]["replicas"], 0);
+    assert!(c.fake.get(&format!("{CLAIMS}/c1")).is_none());
+    let recorded: Value = serde_json::from_str(
+        c.fake.get("/api/v1/persistentvolumes/pv-orders-a").unwrap()["metadata"]["annotations"]
+            [MIGRATION_ANNOTATION]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded["target"], "ReadWriteOnce", "{recorded:#}");
+    // A forward plan refuses the claims whose rollback is under way.
+    let claims: Vec<(String, String)> = SHARED
+        .iter()
+        .map(|c| (NS.to_owned(), (*c).to_owned()))
+        .collect();
+    let plan = fleet::plan(&c.fake.client(), &claims, &opts(), &|_| {}).await;
+    for entry in &plan.entries {
+        assert!(
+            matches!(&entry.action, fleet::Action::Refused { reason } if reason.contains("a rollback of")),
+            "{entry:?}"
+        );
+    }
+    // The rollback again: resumed (c1 found through its volume), the rest have nothing to do.
+    let (outcomes, _) = run_with(&c, &rollback(), &fleet_opts, &|_, _| true).await;
+    for claim in ["orders-a", "orders-b", "c1"] {
+        assert_eq!(outcome(&outcomes, claim), &Outcome::Done, "{outcomes:?}");
+    }
+    assert!(
+        matches!(outcome(&outcomes, "c2"), Outcome::NothingToDo(_)),
+        "{outcomes:?}"
+    );
+    assert_eq!(end_state(&c), expected_with("ReadWriteOnce"));
+    assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
+    let v = c.violations.lock().unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}
+
+/// A claim without consumers in a second namespace, `billing`.
+fn add_billing(c: &Cluster) {
+    c.fake
+        .create(
+            "/api/v1/persistentvolumes",
+            seed::volume("pv-ledger", "billing", "ledger", true),
+        )
+        .unwrap();
+    c.fake
+        .create(
+            &seed::claims_path("billing"),
+            seed::claim("billing", "ledger", "pv-ledger"),
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_objects() {
+    let c = cluster().await;
+    add_billing(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(&c, dir.path());
+    let config = config.as_str();
+    let (code, scan, err) = binary(&["--kubeconfig", config, "scan", "-A", "-o", "json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let found = fleet::candidates_from_scan(&scan, "the scan", None).unwrap();
+    let ids: Vec<String> = found
+        .claims
+        .iter()
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .collect();
+    // The non-CSI claim is a note of the scan, not a candidate.
+    assert_eq!(
+        ids,
+        [
+            "billing/ledger",
+            "shop/c1",
+            "shop/c2",
+            "shop/c3",
+            "shop/c4",
+            "shop/orders-a",
+            "shop/orders-b"
+        ],
+        "{scan}"
+    );
+    assert_eq!(found.scanned_namespace, None);
+    let file = dir.path().join("scan.json");
+    std::fs::write(&file, &scan).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Since the scan, c2's StatefulSet went to 2 replicas: no longer a candidate.
+    c.fake
+        .patch(
+            "/apis/apps/v1/namespaces/shop/statefulsets/c2",
+            json!({"spec": {"replicas": 2}}),
+        )
+        .unwrap();
+    let before = c.fake.resource_version();
+    let (code, plan, err) = binary(&[
+        "--kubeconfig",
+        config,
+        "migrate",
+        "--from-scan",
+        file,
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    println!("{plan}");
+    assert_eq!(
+        c.fake.resource_version(),
+        before,
+        "the dry run wrote nothing"
+    );
+    assert!(
+        plan.starts_with(
+            "Migration of 7 claims in namespaces billing, shop to [ReadWriteOncePod]:\nNAMESPACE"
+        ),
+        "{plan}"
+    );
+    let row = |ns: &str, claim: &str| {
+        plan.lines()
+            .find(|l| {
+                let mut cells = l.split_whitespace();
+                cells.next() == Some(ns) && cells.next() == Some(claim)
+            })
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("billing", "ledger").ends_with("migrate to [ReadWriteOncePod]"),
+        "{plan}"
+    );
+    for claim in ["c1", "c3", "c4", "orders-a", "orders-b"] {
+        assert!(
+            row("shop", claim).ends_with("migrate to [ReadWriteOncePod]"),
+            "{plan}"
+        );
+    }
+    let stale = row("shop", "c2");
+    assert!(
+        stale.contains("refused:") && stale.contains("2 replicas"),
+        "{plan}"
+    );
+    assert!(!plan.contains("legacy"), "{plan}");
+    assert!(plan.contains("shop/orders-a + shop/orders-b"), "{plan}");
+
+    // With -n, the namespace's candidates only.
+    let (code, plan, err) = binary(&[
+        "--kubeconfig",
+        config,
+        "migrate",
+        "--from-scan",
+        file,
+        "-n",
+        "billing",
+        "--dry-run",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        plan.starts_with("Migration of namespace billing to [ReadWriteOncePod]:\nCLAIM"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("ledger") && !plan.contains("orders-a"),
+        "{plan}"
+    );
+
+    // From standard input, it cannot also ask: --yes is needed.
+    let (code, _, err) = binary_in(
+        &["--kubeconfig", config, "migrate", "--from-scan", "-"],
+        Some(&scan),
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("add --yes"), "{err}");
+    assert_eq!(c.fake.resource_version(), before);
+    let (code, _, err) = binary_in(
+        &[
+            "--kubeconfig",
+            config,
+            "migrate",
+            "--from-scan",
+            "-",
+            "--yes",
+        ],
+        Some(&scan),
+    )
+    .await;
+    assert_eq!(code, 1, "c2 is refused: {err}");
+    assert!(
+        err.contains("shop/c2: refused:")
+            && err.contains(
+                "summary: 6 migrated, 0 already done, 1 refused, 0 failed, 0 not started"
+            ),
+        "{err}"
+    );
+    let ledger = c
+        .fake
+        .get("/api/v1/namespaces/billing/persistentvolumeclaims/ledger")
+        .unwrap();
+    assert_eq!(ledger["spec"]["accessModes"], json!(["ReadWriteOncePod"]));
+    let c2 = c.fake.get(&format!("{CLAIMS}/c2")).unwrap();
+    assert_eq!(c2["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert_eq!(orders_scales(&c), vec![0, 1]);
+
+    // The same scan rolls the migrated claims back; c2 was never migrated.
+    let (code, _, err) = binary(&[
+        "--kubeconfig",
+        config,
+        "migrate",
+        "--from-scan",
+        file,
+        "--rollback",
+        "--yes",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("summary: 6 rolled back, 1 not migrated, 0 refused, 0 failed, 0 not started"),
+        "{err}"
+    );
+    let ledger = c
+        .fake
+        .get("/api/v1/namespaces/billing/persistentvolumeclaims/ledger")
+        .unwrap();
+    assert_eq!(ledger["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
+    let v = c.violations.lock().unwrap();
+    assert!(v.is_empty(), "{v:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespace() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(&c, dir.path());
+    let config = config.as_str();
+    let before = c.fake.resource_version();
+    let (code, policy_reports, err) =
+        binary(&["--kubeconfig", config, "scan", "-o", "policyreport"]).await;
+    assert_eq!(code, 0, "{err}");
+    let not_scans = [
+        ("list.json", r#"{"apiVersion": "v1", "kind": "List", "items": []}"#.to_owned()),
+        ("reports.yaml", policy_reports),
+        ("empty.json", String::new()),
+        (
+            "bad-finding.json",
+            r#"{"namespace": null, "scanned": {}, "summary": {}, "findings": [{"rule": "migration-candidate", "object": {"kind": "PersistentVolume", "name": "pv-1"}}], "notes": []}"#
+                .to_owned(),
+        ),
+    ];
+    for (name, text) in not_scans {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let (code, _, err) = binary(&[
+            "--kubeconfig",
+            config,
+            "migrate",
+            "--from-scan",
+            file.to_str().unwrap(),
+            "--yes",
+        ])
+        .await;
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(
+            err.contains("is not the output of `rwop-guard scan -o json`"),
+            "{name}: {err}"
+        );
+    }
+    // A scan of shop cannot be taken for one of billing.
+    let (code, scan, err) =
+        binary(&["--kubeconfig", config, "scan", "-n", "shop", "-o", "json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let file = dir.path().join("shop.json");
+    std::fs::write(&file, scan).unwrap();
+    let (code, _, err) = binary(&[
+        "--kubeconfig",
+        config,
+        "migrate",
+        "--from-scan",
+        file.to_str().unwrap(),
+        "-n",
+        "billing",
+        "--yes",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("is a scan of namespace shop, not of billing"),
+        "{err}"
+    );
+    // --from-scan takes no claim, --all or selector as well.
+    let (code, _, err) = binary(&[
+        "--kubeconfig",
+        config,
+        "migrate",
+        "--from-scan",
+        file.to_str().unwrap(),
+        "--all",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(c.fake.resource_version(), before, "nothing was written");
 }

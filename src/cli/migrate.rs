@@ -39,7 +39,7 @@ use crate::migrate::{
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The claim, as NAMESPACE/NAME (or NAME with -n).
-    #[arg(value_name = "NAMESPACE/CLAIM", required_unless_present_any = ["all", "selector"], conflicts_with_all = ["all", "selector"])]
+    #[arg(value_name = "NAMESPACE/CLAIM", required_unless_present_any = ["all", "selector", "from_scan"], conflicts_with_all = ["all", "selector", "from_scan"])]
     pub claim: Option<String>,
     /// Every claim of the namespace: planned first (one table), confirmed once, then run with
     /// --concurrency. Claims sharing a consumer run together, as one group (scaled down once,
@@ -49,10 +49,15 @@ pub struct MigrateArgs {
     /// The claims of the namespace matching this label selector (as --all).
     #[arg(short = 'l', long, value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// With --all or --selector: how many groups of claims run at the same time.
+    /// The migration candidates of `rwop-guard scan -o json` output in FILE (- for standard
+    /// input, which then needs --yes or --dry-run), in every namespace the scan covered (with
+    /// -n, only that one). Planned as --all: each claim judged again on the live objects.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["all", "selector"])]
+    pub from_scan: Option<std::path::PathBuf>,
+    /// With --all, --selector or --from-scan: how many groups of claims run at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
-    /// With --all or --selector: keep starting claims after one failed.
+    /// With --all, --selector or --from-scan: keep starting claims after one failed.
     #[arg(long)]
     pub continue_on_error: bool,
     /// Namespace of the claim when CLAIM has none (default: the context's namespace).
@@ -68,7 +73,8 @@ pub struct MigrateArgs {
     #[arg(long, value_parser = super::parse_duration, default_value = "5m")]
     pub timeout: Duration,
     /// Undo a migration, interrupted, failed or complete: back to [ReadWriteOnce], claim bound,
-    /// consumers, their strategies and the reclaim policy restored.
+    /// consumers, their strategies and the reclaim policy restored. With --all, --selector or
+    /// --from-scan: every claim with a recorded or finished migration.
     #[arg(long)]
     pub rollback: bool,
     /// Switch Deployments whose rollouts would surge (RollingUpdate with maxSurge > 0, the

@@ -1,6 +1,8 @@
-//! `migrate --all` / `--selector`: many claims of one namespace. Every claim is planned first
-//! with the single-claim [`prepare`] (the same judgement, the same recorded state), then the
-//! accepted ones run with bounded concurrency.
+//! `migrate --all` / `--selector` / `--from-scan`: many claims, of one namespace or (from a scan
+//! of all namespaces) several. Every claim is planned first with the single-claim [`prepare`]
+//! (the same judgement on the live objects, the same recorded state), then the accepted ones run
+//! with bounded concurrency. With `--rollback` the same flow rolls back every claim with a
+//! recorded or finished migration.
 //!
 //! Claims that share a consumer (a Deployment, StatefulSet, ReplicaSet, or a bare pod mounting
 //! several of them) form a group. A group is one unit of concurrency and its claims advance in
@@ -20,10 +22,15 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
 use super::{
-    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, STEPS, api_err, prepare,
-    steps,
+    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, STEPS, api_err, locate,
+    prepare, steps,
 };
+use crate::policy::{AccessMode, MIGRATED_FROM_ANNOTATION};
+use crate::scan::ScanRule;
 
 /// How the fleet runs.
 #[derive(Clone, Debug)]
@@ -43,27 +50,42 @@ impl Default for FleetOptions {
     }
 }
 
-/// One claim of the plan.
+/// One claim of the plan: where it is and what happens to it.
 #[derive(Clone, Debug)]
-pub enum Entry {
-    Run { claim: String, plan: Box<RunPlan> },
-    AlreadyMigrated { claim: String, volume: String },
-    Refused { claim: String, reason: String },
+pub struct Entry {
+    pub namespace: String,
+    pub claim: String,
+    pub action: Action,
+}
+
+/// What the run does with a claim, as judged on the live objects when the plan is made.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Run(Box<RunPlan>),
+    /// Forward: claim and volume are already [ReadWriteOncePod] and bound.
+    AlreadyMigrated {
+        volume: String,
+    },
+    /// Rollback: no migration is recorded or marked on the claim's volume (or it has none).
+    NotMigrated {
+        volume: Option<String>,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 impl Entry {
-    pub fn claim(&self) -> &str {
-        match self {
-            Entry::Run { claim, .. }
-            | Entry::AlreadyMigrated { claim, .. }
-            | Entry::Refused { claim, .. } => claim,
-        }
+    /// `namespace/claim`: how events and outcomes name the claim.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.claim)
     }
 
     /// One line each: claim, volume, consumers, what happens or why not.
     pub fn row(&self) -> [String; 4] {
-        match self {
-            Entry::Run { claim, plan } => {
+        let claim = self.claim.clone();
+        match &self.action {
+            Action::Run(plan) => {
                 let mut consumers: Vec<String> =
                     plan.state.consumers.iter().map(|c| c.to_string()).collect();
                 consumers.extend(plan.state.deleted_pods.iter().map(|p| format!("Pod {p}")));
@@ -72,25 +94,37 @@ impl Entry {
                 } else {
                     consumers.join(", ")
                 };
+                let verb = if plan.state.is_rollback() {
+                    "roll back"
+                } else {
+                    "migrate"
+                };
                 let action = if plan.state.completed > 0 {
                     format!(
-                        "resume at step {} of {}",
+                        "resume ({verb} to [{}]) at step {} of {}",
+                        plan.state.target,
                         plan.state.completed + 1,
                         STEPS.len()
                     )
                 } else {
-                    format!("migrate to [{}]", plan.state.target)
+                    format!("{verb} to [{}]", plan.state.target)
                 };
-                [claim.clone(), plan.volume.clone(), consumers, action]
+                [claim, plan.volume.clone(), consumers, action]
             }
-            Entry::AlreadyMigrated { claim, volume } => [
-                claim.clone(),
+            Action::AlreadyMigrated { volume } => [
+                claim,
                 volume.clone(),
                 "-".to_owned(),
                 "already migrated; nothing to do".to_owned(),
             ],
-            Entry::Refused { claim, reason } => [
-                claim.clone(),
+            Action::NotMigrated { volume } => [
+                claim,
+                volume.clone().unwrap_or_else(|| "-".to_owned()),
+                "-".to_owned(),
+                "not migrated by rwop-guard; nothing to roll back".to_owned(),
+            ],
+            Action::Refused { reason } => [
+                claim,
                 "-".to_owned(),
                 "-".to_owned(),
                 format!("refused: {reason}"),
@@ -99,27 +133,69 @@ impl Entry {
     }
 }
 
-/// Every claim of the run, and the groups (indices into `entries`, only [`Entry::Run`]) that
+/// Every claim of the run, and the groups (indices into `entries`, only [`Action::Run`]) that
 /// share consumers.
 #[derive(Clone, Debug)]
 pub struct FleetPlan {
-    pub namespace: String,
+    /// A rollback to [ReadWriteOnce] (`--rollback`), not a migration.
+    pub rollback: bool,
     pub entries: Vec<Entry>,
     pub groups: Vec<Vec<usize>>,
+}
+
+impl FleetPlan {
+    /// The namespaces of the claims, sorted, once each.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let set: BTreeSet<&str> = self.entries.iter().map(|e| e.namespace.as_str()).collect();
+        set.into_iter().collect()
+    }
+
+    /// The outcome of every entry that does not run.
+    fn settled(&self) -> Vec<Option<Outcome>> {
+        self.entries
+            .iter()
+            .map(|e| match &e.action {
+                Action::Run(_) => None,
+                Action::AlreadyMigrated { .. } => Some(Outcome::NothingToDo(
+                    "already migrated; nothing to do".to_owned(),
+                )),
+                Action::NotMigrated { .. } => Some(Outcome::NothingToDo(
+                    "not migrated by rwop-guard; nothing to roll back".to_owned(),
+                )),
+                Action::Refused { reason } => Some(Outcome::Refused(reason.clone())),
+            })
+            .collect()
+    }
+
+    /// The outcomes when nothing runs (every entry settled at planning).
+    pub fn outcomes_without_run(&self) -> Vec<(String, Outcome)> {
+        self.entries
+            .iter()
+            .zip(self.settled())
+            .map(|(e, o)| {
+                (
+                    e.id(),
+                    o.unwrap_or_else(|| Outcome::NotStarted("not started".to_owned())),
+                )
+            })
+            .collect()
+    }
 }
 
 /// How a claim ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Migrated,
-    AlreadyMigrated,
+    /// Migrated, or rolled back for a rollback.
+    Done,
+    /// Already migrated (forward), or never migrated (rollback).
+    NothingToDo(String),
     Refused(String),
     Failed(String),
     /// Not started (or stopped between steps) because another claim failed.
     NotStarted(String),
 }
 
-/// What a fleet run reports.
+/// What a fleet run reports. `claim` is `namespace/claim`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FleetEvent {
     /// A claim's group starts.
@@ -139,20 +215,24 @@ pub enum FleetEvent {
 /// Counts for the summary.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub migrated: usize,
-    pub already_migrated: usize,
+    pub rollback: bool,
+    pub done: usize,
+    pub nothing_to_do: usize,
     pub refused: usize,
     pub failed: usize,
     pub not_started: usize,
 }
 
 impl Summary {
-    pub fn of(outcomes: &[(String, Outcome)]) -> Self {
-        let mut s = Summary::default();
+    pub fn of(rollback: bool, outcomes: &[(String, Outcome)]) -> Self {
+        let mut s = Summary {
+            rollback,
+            ..Summary::default()
+        };
         for (_, o) in outcomes {
             match o {
-                Outcome::Migrated => s.migrated += 1,
-                Outcome::AlreadyMigrated => s.already_migrated += 1,
+                Outcome::Done => s.done += 1,
+                Outcome::NothingToDo(_) => s.nothing_to_do += 1,
                 Outcome::Refused(_) => s.refused += 1,
                 Outcome::Failed(_) => s.failed += 1,
                 Outcome::NotStarted(_) => s.not_started += 1,
@@ -160,14 +240,24 @@ impl Summary {
         }
         s
     }
+
+    /// Whether every claim ended well (done or nothing to do).
+    pub fn all_ok(&self) -> bool {
+        self.refused == 0 && self.failed == 0 && self.not_started == 0
+    }
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (done, nothing) = if self.rollback {
+            ("rolled back", "not migrated")
+        } else {
+            ("migrated", "already done")
+        };
         write!(
             f,
-            "{} migrated, {} already done, {} refused, {} failed, {} not started",
-            self.migrated, self.already_migrated, self.refused, self.failed, self.not_started
+            "{} {done}, {} {nothing}, {} refused, {} failed, {} not started",
+            self.done, self.nothing_to_do, self.refused, self.failed, self.not_started
         )
     }
 }
@@ -211,41 +301,189 @@ pub async fn claims_of(
     Ok(names.into_iter().collect())
 }
 
-/// Plans every claim through [`prepare`] (read-only). Warnings are reported per claim.
-pub async fn plan(
+/// The part of `rwop-guard scan -o json` output `--from-scan` reads (the rest is ignored).
+#[derive(Debug, Deserialize)]
+struct ScanOutput {
+    /// The namespace scanned; null for all namespaces.
+    namespace: Option<String>,
+    // Present in every scan output: required, so that other JSON is not taken for a scan.
+    #[allow(dead_code)]
+    scanned: IgnoredAny,
+    #[allow(dead_code)]
+    summary: IgnoredAny,
+    findings: Vec<ScanFinding>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScanFinding {
+    rule: String,
+    object: ScanObject,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScanObject {
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// The migration candidates of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanCandidates {
+    /// The namespace the scan covered; `None` for all namespaces.
+    pub scanned_namespace: Option<String>,
+    /// (namespace, claim), in the scan's order.
+    pub claims: Vec<(String, String)>,
+}
+
+/// Why a `--from-scan` file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanFileError {
+    #[error(
+        "{source_name} is not the output of `rwop-guard scan -o json` ({reason}); run `rwop-guard scan -o json > FILE` and pass that file"
+    )]
+    NotScanOutput { source_name: String, reason: String },
+    #[error(
+        "{source_name} is a scan of namespace {scanned}, not of {wanted}: drop --namespace, or scan namespace {wanted}"
+    )]
+    OtherNamespace {
+        source_name: String,
+        scanned: String,
+        wanted: String,
+    },
+}
+
+/// Reads the migration candidates (rule `migration-candidate`, PersistentVolumeClaims) out of
+/// `scan -o json` output. `namespace`: only that namespace's candidates (a scan of another
+/// namespace is an error). `source_name` names the input in errors.
+pub fn candidates_from_scan(
+    text: &str,
+    source_name: &str,
+    namespace: Option<&str>,
+) -> Result<ScanCandidates, ScanFileError> {
+    let not_scan = |reason: String| ScanFileError::NotScanOutput {
+        source_name: source_name.to_owned(),
+        reason,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let scan: ScanOutput = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            not_scan(inner.to_string())
+        } else {
+            not_scan(format!("at {path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| not_scan(e.to_string()))?;
+    if let (Some(scanned), Some(wanted)) = (&scan.namespace, namespace)
+        && scanned != wanted
+    {
+        return Err(ScanFileError::OtherNamespace {
+            source_name: source_name.to_owned(),
+            scanned: scanned.clone(),
+            wanted: wanted.to_owned(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut claims = Vec::new();
+    for (i, f) in scan.findings.into_iter().enumerate() {
+        if f.rule != ScanRule::MigrationCandidate.as_str() {
+            continue;
+        }
+        let (Some("PersistentVolumeClaim"), Some(ns), Some(name)) = (
+            f.object.kind.as_deref(),
+            f.object.namespace.filter(|n| !n.is_empty()),
+            f.object.name.filter(|n| !n.is_empty()),
+        ) else {
+            return Err(not_scan(format!(
+                "findings[{i}] is a migration candidate but not a PersistentVolumeClaim with namespace and name"
+            )));
+        };
+        if namespace.is_some_and(|wanted| wanted != ns) {
+            continue;
+        }
+        if seen.insert((ns.clone(), name.clone())) {
+            claims.push((ns, name));
+        }
+    }
+    Ok(ScanCandidates {
+        scanned_namespace: scan.namespace,
+        claims,
+    })
+}
+
+/// Whether the volume carries the marker a finished migration leaves.
+fn marked(pv: &PersistentVolume) -> bool {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MIGRATED_FROM_ANNOTATION))
+        .is_some_and(|v| v == AccessMode::ReadWriteOnce.as_str())
+}
+
+/// What happens to one claim: the single-claim [`prepare`]; for a rollback, a claim with
+/// neither a recorded state nor the marker of a finished migration is not migrated.
+async fn plan_one(
     client: &Client,
     namespace: &str,
-    claims: &[String],
+    claim: &str,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Action {
+    if opts.rollback {
+        match locate(client, namespace, claim).await {
+            Ok(located) if located.state.is_none() && !marked(&located.volume) => {
+                return Action::NotMigrated {
+                    volume: located.volume.metadata.name,
+                };
+            }
+            Ok(_) => {}
+            // Not found or not bound, and no volume records a migration of it.
+            Err(MigrateError::Refused(_)) => return Action::NotMigrated { volume: None },
+            Err(e) => {
+                return Action::Refused {
+                    reason: e.to_string(),
+                };
+            }
+        }
+    }
+    match prepare(client, namespace, claim, opts, progress).await {
+        Ok(Plan::Run(plan)) => Action::Run(plan),
+        Ok(Plan::AlreadyMigrated { volume }) => Action::AlreadyMigrated { volume },
+        Err(e) => Action::Refused {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Plans every claim, (namespace, name), through [`prepare`] (read-only): the live objects are
+/// judged again, whatever listed the claims. Warnings are reported per claim.
+pub async fn plan(
+    client: &Client,
+    claims: &[(String, String)],
     opts: &MigrateOptions,
     report: &dyn Fn(FleetEvent),
 ) -> FleetPlan {
     let mut entries = Vec::new();
-    for claim in claims {
+    for (namespace, claim) in claims {
+        let id = format!("{namespace}/{claim}");
         let mut progress = |p| {
             report(FleetEvent::Step {
-                claim: claim.clone(),
+                claim: id.clone(),
                 progress: p,
             })
         };
-        let entry = match prepare(client, namespace, claim, opts, &mut progress).await {
-            Ok(Plan::Run(plan)) => Entry::Run {
-                claim: claim.clone(),
-                plan,
-            },
-            Ok(Plan::AlreadyMigrated { volume }) => Entry::AlreadyMigrated {
-                claim: claim.clone(),
-                volume,
-            },
-            Err(e) => Entry::Refused {
-                claim: claim.clone(),
-                reason: e.to_string(),
-            },
-        };
-        entries.push(entry);
+        let action = plan_one(client, namespace, claim, opts, &mut progress).await;
+        entries.push(Entry {
+            namespace: namespace.clone(),
+            claim: claim.clone(),
+            action,
+        });
     }
     let groups = group(&mut entries);
     FleetPlan {
-        namespace: namespace.to_owned(),
+        rollback: opts.rollback,
         entries,
         groups,
     }
@@ -253,8 +491,13 @@ pub async fn plan(
 
 /// What ties claims together: their scalable consumers and the bare pods they delete.
 fn consumer_keys(state: &MigrationState) -> Vec<String> {
-    let mut keys: Vec<String> = state.consumers.iter().map(|c| c.to_string()).collect();
-    keys.extend(state.deleted_pods.iter().map(|p| format!("Pod {p}")));
+    let ns = &state.namespace;
+    let mut keys: Vec<String> = state
+        .consumers
+        .iter()
+        .map(|c| format!("{ns}/{c}"))
+        .collect();
+    keys.extend(state.deleted_pods.iter().map(|p| format!("{ns}/Pod {p}")));
     keys
 }
 
@@ -265,7 +508,7 @@ fn group(entries: &mut [Entry]) -> Vec<Vec<usize>> {
     let runnable: Vec<usize> = entries
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| matches!(e, Entry::Run { .. }).then_some(i))
+        .filter_map(|(i, e)| matches!(e.action, Action::Run(_)).then_some(i))
         .collect();
     let mut parent: BTreeMap<usize, usize> = runnable.iter().map(|&i| (i, i)).collect();
     fn root(parent: &BTreeMap<usize, usize>, mut i: usize) -> usize {
@@ -279,7 +522,7 @@ fn group(entries: &mut [Entry]) -> Vec<Vec<usize>> {
     }
     let mut owner: BTreeMap<String, usize> = BTreeMap::new();
     for &i in &runnable {
-        let Entry::Run { plan, .. } = &entries[i] else {
+        let Action::Run(plan) = &entries[i].action else {
             continue;
         };
         for key in consumer_keys(&plan.state) {
@@ -303,7 +546,7 @@ fn group(entries: &mut [Entry]) -> Vec<Vec<usize>> {
     for members in groups.values() {
         let mut replicas: BTreeMap<String, (bool, i32)> = BTreeMap::new();
         for &i in members {
-            if let Entry::Run { plan, .. } = &entries[i] {
+            if let Action::Run(plan) = &entries[i].action {
                 let recorded = plan.state.completed > 0;
                 for c in &plan.state.consumers {
                     let e = replicas
@@ -316,7 +559,7 @@ fn group(entries: &mut [Entry]) -> Vec<Vec<usize>> {
             }
         }
         for &i in members {
-            if let Entry::Run { plan, .. } = &mut entries[i]
+            if let Action::Run(plan) = &mut entries[i].action
                 && plan.state.completed == 0
             {
                 for c in &mut plan.state.consumers {
@@ -345,19 +588,12 @@ pub async fn execute(
     after_step: &dyn Fn(&str, usize) -> bool,
 ) -> Vec<(String, Outcome)> {
     let stop = Cell::new(false);
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; plan.entries.len()];
-    for (i, e) in plan.entries.iter().enumerate() {
-        match e {
-            Entry::AlreadyMigrated { .. } => outcomes[i] = Some(Outcome::AlreadyMigrated),
-            Entry::Refused { reason, .. } => outcomes[i] = Some(Outcome::Refused(reason.clone())),
-            Entry::Run { .. } => {}
-        }
-    }
+    let mut outcomes = plan.settled();
     let mut runs: Vec<Option<(String, RunPlan)>> = plan
         .entries
         .iter()
-        .map(|e| match e {
-            Entry::Run { claim, plan } => Some((claim.clone(), (**plan).clone())),
+        .map(|e| match &e.action {
+            Action::Run(p) => Some((e.id(), (**p).clone())),
             _ => None,
         })
         .collect();
@@ -404,7 +640,7 @@ pub async fn execute(
         .zip(outcomes)
         .map(|(e, o)| {
             (
-                e.claim().to_owned(),
+                e.id(),
                 o.unwrap_or_else(|| Outcome::NotStarted("not started".to_owned())),
             )
         })
@@ -412,7 +648,7 @@ pub async fn execute(
 }
 
 fn o_is_ok(o: &Outcome) -> bool {
-    matches!(o, Outcome::Migrated | Outcome::AlreadyMigrated)
+    matches!(o, Outcome::Done | Outcome::NothingToDo(_))
 }
 
 /// The claims of one group, phase by phase; the first failure stops the group (its progress is
@@ -478,7 +714,7 @@ async fn run_group(
                 Some(other) => Outcome::NotStarted(format!(
                     "stopped: {other}, which shares a consumer with it, failed"
                 )),
-                None => Outcome::Migrated,
+                None => Outcome::Done,
             });
             report(FleetEvent::Finished {
                 claim,
