@@ -11,6 +11,7 @@
 
 mod admission;
 mod failsafe;
+mod fleet;
 mod harness;
 mod migrate;
 mod scan;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         failsafe::cases(),
         scan::cases(),
         migrate::cases(),
+        fleet::cases(),
         serve::cases(),
     ]
     .into_iter()
