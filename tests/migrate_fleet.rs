@@ -207,8 +207,7 @@ async fn a_namespace_is_planned_once_and_migrated_with_bounded_concurrency() {
     // The shared pair counts as one group: it starts and finishes both claims.
     assert!(most <= 3, "{most}");
     assert!(most >= 2, "{most}");
-    let v = c.violations.lock().unwrap();
-    assert!(v.is_empty(), "{v:?}");
+    c.assert_safe();
 }
 
 #[tokio::test]
@@ -245,8 +244,7 @@ async fn the_first_failure_stops_new_starts_and_a_second_run_resumes_to_the_same
     let (outcomes, _) = run_all(&c, &fleet_opts, &|_, _| true).await;
     assert_eq!(outcome(&outcomes, "c1"), &Outcome::Done, "{outcomes:?}");
     assert_eq!(end_state(&c), expected_end());
-    let v = c.violations.lock().unwrap();
-    assert!(v.is_empty(), "{v:?}");
+    c.assert_safe();
 }
 
 #[tokio::test]
@@ -423,8 +421,7 @@ async fn a_fleet_rollback_returns_every_migrated_claim_and_restores_a_shared_con
         "{outcomes:?}"
     );
     assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
-    let v = c.violations.lock().unwrap();
-    assert!(v.is_empty(), "{v:?}");
+    c.assert_safe();
 }
 
 #[tokio::test]
@@ -486,8 +483,7 @@ async fn a_crash_in_a_fleet_rollback_resumes_and_restores_the_shared_consumer_on
     );
     assert_eq!(end_state(&c), expected_with("ReadWriteOnce"));
     assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
-    let v = c.violations.lock().unwrap();
-    assert!(v.is_empty(), "{v:?}");
+    c.assert_safe();
 }
 
 /// A claim without consumers in a second namespace, `billing`.
@@ -679,8 +675,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
         .unwrap();
     assert_eq!(ledger["spec"]["accessModes"], json!(["ReadWriteOnce"]));
     assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
-    let v = c.violations.lock().unwrap();
-    assert!(v.is_empty(), "{v:?}");
+    c.assert_safe();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,4 +750,45 @@ async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespa
     .await;
     assert_eq!(code, 2, "{err}");
     assert_eq!(c.fake.resource_version(), before, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_selector_resumes_claims_deleted_mid_migration_but_not_recorded_claims_it_does_not_match()
+{
+    let c = cluster().await;
+    let fleet_opts = FleetOptions {
+        concurrency: 1,
+        continue_on_error: true,
+    };
+    // c1 stops after its reclaim policy (the claim still exists), c4 after its claim is deleted.
+    run_all(&c, &fleet_opts, &|claim, done| {
+        !((claim == "shop/c1" && done == 2) || (claim == "shop/c4" && done == 4))
+    })
+    .await;
+    c.fake
+        .patch(
+            &format!("{CLAIMS}/c1"),
+            json!({"metadata": {"labels": {"tier": "cache"}}}),
+        )
+        .unwrap();
+    c.fake
+        .patch(
+            &format!("{CLAIMS}/c2"),
+            json!({"metadata": {"labels": {"tier": "cache"}}}),
+        )
+        .unwrap();
+    let client = c.fake.client();
+    let db = fleet::claims_of(&client, NS, Some("tier=db"))
+        .await
+        .unwrap();
+    assert_eq!(db, ["c3", "c4", "legacy", "orders-a", "orders-b"]);
+    let cache = fleet::claims_of(&client, NS, Some("tier=cache"))
+        .await
+        .unwrap();
+    assert_eq!(cache, ["c1", "c2", "c4"]);
+    let all = fleet::claims_of(&client, NS, None).await.unwrap();
+    assert_eq!(
+        all,
+        ["c1", "c2", "c3", "c4", "legacy", "orders-a", "orders-b"]
+    );
 }

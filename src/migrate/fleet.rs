@@ -263,7 +263,9 @@ impl std::fmt::Display for Summary {
 }
 
 /// The claims of `namespace` (those matching `selector`, if given), plus every claim of the
-/// namespace whose migration is recorded on a volume (a claim deleted mid-migration is resumed).
+/// namespace whose migration is recorded on a volume and that is gone (deleted mid-migration:
+/// it is resumed, or rolled back). Without a selector, every recorded claim is one of them anyway;
+/// with one, a recorded claim that exists and does not match stays out.
 pub async fn claims_of(
     client: &Client,
     namespace: &str,
@@ -292,9 +294,22 @@ pub async fn claims_of(
     }
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     for pv in super::list_all(&volumes, "persistentvolumes").await? {
-        if let Some(state) = MigrationState::read(&pv)?
-            && state.namespace == namespace
-        {
+        let Some(state) = MigrationState::read(&pv)? else {
+            continue;
+        };
+        if state.namespace != namespace || names.contains(&state.claim) {
+            continue;
+        }
+        let take = selector.is_none()
+            || claims
+                .get_opt(&state.claim)
+                .await
+                .map_err(api_err(format!(
+                    "cannot read claim {namespace}/{}",
+                    state.claim
+                )))?
+                .is_none();
+        if take {
             names.insert(state.claim);
         }
     }

@@ -87,6 +87,14 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// No safety invariant or webhook rule was broken by any write so far.
+    pub fn assert_safe(&self) {
+        let v = self.violations.lock().unwrap();
+        assert!(v.is_empty(), "{v:#?}");
+    }
+}
+
 pub fn pods_path(ns: &str) -> String {
     format!("/api/v1/namespaces/{ns}/pods")
 }
