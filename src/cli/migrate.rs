@@ -60,7 +60,9 @@ pub struct MigrateArgs {
     /// With --all, --selector or --from-scan: keep starting claims after one failed.
     #[arg(long)]
     pub continue_on_error: bool,
-    /// Namespace of the claim when CLAIM has none (default: the context's namespace).
+    /// Namespace of the claim when CLAIM has none, and of --all and --selector (default: the
+    /// context's namespace). With --from-scan: only that namespace's candidates (default: every
+    /// namespace the scan covered).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
     /// Print the plan (every step and the exact object changes) and change nothing.
