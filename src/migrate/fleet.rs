@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, STEPS, api_err, locate,
-    prepare, steps,
+    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, STEPS, Step, api_err,
+    locate, prepare, steps,
 };
 use crate::policy::{AccessMode, MIGRATED_FROM_ANNOTATION};
 use crate::scan::ScanRule;
@@ -589,8 +589,21 @@ fn group(entries: &mut [Entry]) -> Vec<Vec<usize>> {
 }
 
 /// Where the claims of a group wait for each other: after recording, after scaling down, after
-/// being bound, and at the end.
-const PHASES: [usize; 4] = [1, 3, 8, STEPS.len()];
+/// being bound, and at the end (numbers of steps done).
+fn phases() -> [usize; 4] {
+    let after = |step: Step| {
+        STEPS
+            .iter()
+            .position(|s| *s == step)
+            .map_or(STEPS.len(), |i| i + 1)
+    };
+    [
+        after(Step::RecordState),
+        after(Step::ScaleDown),
+        after(Step::WaitBound),
+        STEPS.len(),
+    ]
+}
 
 /// Runs `plan`. `after_step(claim, done)` is called after each recorded step; false stops that
 /// claim there (tests use it to inject crashes). Returns every claim's outcome, in plan order.
@@ -685,7 +698,7 @@ async fn run_group(
         })
         .collect();
     let mut failed: Option<String> = None;
-    'phases: for until in PHASES {
+    'phases: for until in phases() {
         for (_, claim, plan, outcome) in members.iter_mut() {
             if outcome.is_some() || plan.state.completed >= until {
                 continue;
