@@ -5,9 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::kube_args::KubeArgs;
-use crate::migrate::{
-    self, MigrateOptions, Plan, Progress, RunPlan, STEPS, StepStatus, claim_to_create,
-};
+use crate::migrate::{self, MigrateOptions, Plan, Progress, RunPlan, StepStatus, claim_to_create};
 
 /// Changes the access mode of a claim's PersistentVolume from [ReadWriteOnce] to
 /// [ReadWriteOncePod]: the upstream manual task, automated, resumable and reversible.
@@ -39,8 +37,15 @@ use crate::migrate::{
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// The claim, as NAMESPACE/NAME (or NAME with -n).
-    #[arg(value_name = "NAMESPACE/CLAIM", required_unless_present_any = ["all", "selector", "from_scan"], conflicts_with_all = ["all", "selector", "from_scan"])]
+    #[arg(value_name = "NAMESPACE/CLAIM", required_unless_present_any = ["all", "selector", "from_scan", "statefulset"], conflicts_with_all = ["all", "selector", "from_scan", "statefulset"])]
     pub claim: Option<String>,
+    /// Every claim of this StatefulSet's replicas (TEMPLATE-NAME-ORDINAL), as NAMESPACE/NAME (or
+    /// NAME with -n), with one scale-down and one scale-up, and its volumeClaimTemplates:
+    /// the StatefulSet is deleted with propagationPolicy Orphan (pods and claims are kept) and
+    /// created again from its recorded manifest with [ReadWriteOncePod] templates. --rollback
+    /// puts the original templates back the same way.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with_all = ["all", "selector", "from_scan"])]
+    pub statefulset: Option<String>,
     /// Every claim of the namespace: planned first (one table), confirmed once, then run with
     /// --concurrency. Claims sharing a consumer run together, as one group (scaled down once,
     /// restored once).
@@ -116,20 +121,20 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
     };
+    if let Some(arg) = args.statefulset.as_deref() {
+        let Some((namespace, name)) = namespaced(arg, args, &context_ns) else {
+            eprintln!("rwop-guard migrate: {arg:?} is not NAMESPACE/NAME");
+            return ExitCode::from(super::EXIT_UNUSABLE);
+        };
+        return super::migrate_statefulset::run(args, &client, &namespace, &name).await;
+    }
     let Some(claim_arg) = args.claim.as_deref() else {
         let namespace = args.namespace.clone().unwrap_or(context_ns);
         return super::migrate_fleet::run(args, &client, &namespace).await;
     };
-    let (namespace, claim) = match claim_arg.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => (ns.to_owned(), name.to_owned()),
-        Some(_) => {
-            eprintln!("rwop-guard migrate: {claim_arg:?} is not NAMESPACE/CLAIM");
-            return ExitCode::from(super::EXIT_UNUSABLE);
-        }
-        None => (
-            args.namespace.clone().unwrap_or(context_ns),
-            claim_arg.to_owned(),
-        ),
+    let Some((namespace, claim)) = namespaced(claim_arg, args, &context_ns) else {
+        eprintln!("rwop-guard migrate: {claim_arg:?} is not NAMESPACE/CLAIM");
+        return ExitCode::from(super::EXIT_UNUSABLE);
     };
     let opts = options(args);
     let mut report = |p: Progress| print_progress(&p);
@@ -151,6 +156,11 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
         }
     };
     print_plan(&plan);
+    match migrate::statefulset::template_warning(&client, &plan.state).await {
+        Ok(Some(w)) => print_progress(&Progress::Warning(w)),
+        Ok(None) => {}
+        Err(e) => eprintln!("rwop-guard migrate: {e}"),
+    }
     if args.dry_run {
         return ExitCode::SUCCESS;
     }
@@ -199,7 +209,8 @@ fn print_plan(plan: &RunPlan) {
         "{direction} of PersistentVolumeClaim {}/{} (PersistentVolume {volume}) to [{}]:",
         state.namespace, state.claim, state.target
     );
-    for (i, step) in STEPS.iter().enumerate() {
+    let steps = state.steps();
+    for (i, step) in steps.iter().enumerate() {
         let mark = match status.get(i) {
             Some(StepStatus::Done) => " (done)".to_owned(),
             Some(StepStatus::InPlace(why)) => format!(" (already in place: {why})"),
@@ -208,7 +219,7 @@ fn print_plan(plan: &RunPlan) {
         println!(
             "  [{}/{}] {}{mark}",
             i + 1,
-            STEPS.len(),
+            steps.len(),
             step.describe(state, volume)
         );
     }
@@ -216,6 +227,22 @@ fn print_plan(plan: &RunPlan) {
         && let Ok(yaml) = serde_saphyr::to_string(&claim)
     {
         println!("The claim is recreated as:\n---\n{}", yaml.trim_end());
+    }
+}
+
+/// `NAMESPACE/NAME`, or `NAME` in -n's namespace or the context's.
+fn namespaced(arg: &str, args: &MigrateArgs, context_ns: &str) -> Option<(String, String)> {
+    match arg.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+            Some((ns.to_owned(), name.to_owned()))
+        }
+        Some(_) => None,
+        None => Some((
+            args.namespace
+                .clone()
+                .unwrap_or_else(|| context_ns.to_owned()),
+            arg.to_owned(),
+        )),
     }
 }
 
@@ -240,7 +267,7 @@ pub(super) fn confirm() -> bool {
     }
 }
 
-fn print_progress(p: &Progress) {
+pub(super) fn print_progress(p: &Progress) {
     match p {
         Progress::Warning(w) => eprintln!("warning: {w}"),
         Progress::Started {

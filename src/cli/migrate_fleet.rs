@@ -99,7 +99,7 @@ fn from_scan(path: &std::path::Path, args: &MigrateArgs) -> anyhow::Result<Vec<(
     Ok(found.claims)
 }
 
-fn finish(rollback: bool, outcomes: &[(String, Outcome)], single: bool) -> ExitCode {
+pub(super) fn finish(rollback: bool, outcomes: &[(String, Outcome)], single: bool) -> ExitCode {
     for (claim, outcome) in outcomes {
         let claim = label(claim, single);
         match outcome {
@@ -126,7 +126,7 @@ fn label(id: &str, single: bool) -> &str {
     }
 }
 
-fn print_plan(plan: &FleetPlan) {
+pub(super) fn print_plan(plan: &FleetPlan) {
     let namespaces = plan.namespaces();
     let single = namespaces.len() == 1;
     let mut header = vec!["CLAIM", "VOLUME", "CONSUMERS", "PLAN"];
@@ -195,7 +195,7 @@ fn print_plan(plan: &FleetPlan) {
     }
 }
 
-fn print_event(e: FleetEvent, single: bool, rollback: bool) {
+pub(super) fn print_event(e: FleetEvent, single: bool, rollback: bool) {
     match e {
         FleetEvent::Started { claim } => eprintln!("{}: started", label(&claim, single)),
         FleetEvent::Step { claim, progress } => {

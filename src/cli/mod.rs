@@ -5,6 +5,7 @@ mod check;
 mod kube_args;
 mod migrate;
 mod migrate_fleet;
+mod migrate_statefulset;
 mod review;
 mod scan;
 mod serve;

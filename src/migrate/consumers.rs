@@ -173,6 +173,15 @@ pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found
     let mut workloads = Vec::new();
     for (kind, name) in owners {
         let replicas = get_replicas(client, namespace, kind, &name).await?;
+        // A claim of a StatefulSet's volumeClaimTemplates is mounted by one of its pods only.
+        let mut per_pod = false;
+        if kind == ConsumerKind::StatefulSet {
+            let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+            let sts = api.get_opt(&name).await.map_err(api_err(format!(
+                "cannot read StatefulSet {namespace}/{name}"
+            )))?;
+            per_pod = sts.is_some_and(|s| super::statefulset::ordinal_of(&s, claim).is_some());
+        }
         let strategy = deployments
             .iter()
             .filter(|_| kind == ConsumerKind::Deployment)
@@ -181,7 +190,7 @@ pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found
         workloads.push(Workload {
             kind,
             name: name.clone(),
-            replicas,
+            replicas: if per_pod { 1 } else { replicas },
             strategy,
         });
         scalable.insert(Consumer {
@@ -230,9 +239,13 @@ async fn get_replicas(
                 .get_scale(name)
                 .await
         }
+    };
+    match scale {
+        Ok(scale) => Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0)),
+        // Gone (a StatefulSet between its delete and its create again): nothing runs.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(0),
+        Err(e) => Err(api_err(what)(e)),
     }
-    .map_err(api_err(what))?;
-    Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
 }
 
 /// Sets a consumer's replicas through its `/scale` subresource (when they differ).

@@ -19,7 +19,8 @@ use crate::policy::{AccessMode, AccessModes, HasAccessModes};
 pub struct Workload {
     pub kind: ConsumerKind,
     pub name: String,
-    /// `spec.replicas` (the API server defaults it to 1).
+    /// `spec.replicas` (the API server defaults it to 1); 1 for a StatefulSet whose
+    /// `volumeClaimTemplates` make the claim (one claim per pod).
     pub replicas: i32,
     /// Deployments only: `spec.strategy` as stored.
     pub strategy: Option<DeploymentStrategy>,

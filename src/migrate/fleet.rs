@@ -26,8 +26,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{
-    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, STEPS, Step, api_err,
-    locate, prepare, steps,
+    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, api_err, locate,
+    prepare, steps,
 };
 use crate::policy::{AccessMode, MIGRATED_FROM_ANNOTATION};
 use crate::scan::ScanRule;
@@ -104,7 +104,7 @@ impl Entry {
                         "resume ({verb} to [{}]) at step {} of {}",
                         plan.state.target,
                         plan.state.completed + 1,
-                        STEPS.len()
+                        plan.state.steps().len()
                     )
                 } else {
                     format!("{verb} to [{}]", plan.state.target)
@@ -588,23 +588,6 @@ fn group(entries: &mut [Entry]) -> Vec<Vec<usize>> {
     groups.into_values().collect()
 }
 
-/// Where the claims of a group wait for each other: after recording, after scaling down, after
-/// being bound, and at the end (numbers of steps done).
-fn phases() -> [usize; 4] {
-    let after = |step: Step| {
-        STEPS
-            .iter()
-            .position(|s| *s == step)
-            .map_or(STEPS.len(), |i| i + 1)
-    };
-    [
-        after(Step::RecordState),
-        after(Step::ScaleDown),
-        after(Step::WaitBound),
-        STEPS.len(),
-    ]
-}
-
 /// Runs `plan`. `after_step(claim, done)` is called after each recorded step; false stops that
 /// claim there (tests use it to inject crashes). Returns every claim's outcome, in plan order.
 pub async fn execute(
@@ -698,8 +681,10 @@ async fn run_group(
         })
         .collect();
     let mut failed: Option<String> = None;
-    'phases: for until in phases() {
+    // Where the claims wait for each other: [`steps::phase_end`].
+    'phases: for phase in 0..steps::PHASES {
         for (_, claim, plan, outcome) in members.iter_mut() {
+            let until = steps::phase_end(plan.state.steps(), phase);
             if outcome.is_some() || plan.state.completed >= until {
                 continue;
             }

@@ -14,6 +14,7 @@ mod autoscalers;
 mod consumers;
 pub mod eligibility;
 pub mod fleet;
+pub mod statefulset;
 mod steps;
 
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub use consumers::{Consumer, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
 pub use eligibility::{
     Allowances, ClaimInfo, StrategySwitch, Verdict, VolumeInfo, Workload, judge,
 };
-pub use steps::{STEPS, Step, StepStatus};
+pub use steps::{STATEFULSET_STEPS, STEPS, Step, StepStatus};
 
 use crate::policy::{
     AccessMode, MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, MigrationTarget, OPT_OUT_ANNOTATION,
@@ -54,11 +55,23 @@ pub struct MigrationState {
     /// rolling back, those whose recorded strategy is restored before the scale-up.
     #[serde(default)]
     pub switches: Vec<StrategySwitch>,
+    /// Migrated with its StatefulSet (`migrate --statefulset`): the StatefulSet to recreate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statefulset: Option<statefulset::StatefulSetRecord>,
     /// Steps of the current direction already done.
     pub completed: usize,
 }
 
 impl MigrationState {
+    /// The steps of this migration: [`STEPS`], or [`STATEFULSET_STEPS`] with a StatefulSet.
+    pub fn steps(&self) -> &'static [Step] {
+        if self.statefulset.is_some() {
+            &STATEFULSET_STEPS
+        } else {
+            &STEPS
+        }
+    }
+
     pub fn is_rollback(&self) -> bool {
         self.target == MigrationTarget::ReadWriteOnce
     }
@@ -335,6 +348,7 @@ fn new_state(
         consumers: found.scalable,
         deleted_pods: found.bare_pods,
         switches,
+        statefulset: None,
         completed: 0,
     }
 }
@@ -530,7 +544,7 @@ pub async fn prepare(
             return Err(MigrateError::Refused(format!(
                 "a rollback of {namespace}/{claim} is under way (step {} of {}); finish it with --rollback first",
                 s.completed,
-                STEPS.len()
+                s.steps().len()
             )));
         }
         (Some(s), false) => s,
@@ -567,7 +581,7 @@ pub async fn execute(
         opts,
         progress,
         after_step,
-        STEPS.len(),
+        usize::MAX,
     )
     .await
 }

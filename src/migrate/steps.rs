@@ -9,6 +9,7 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 
 use super::consumers::{self, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
+use super::statefulset;
 use super::{
     MigrateError, MigrateOptions, MigrationState, Progress, api_err, claim_to_create, record,
 };
@@ -24,6 +25,8 @@ pub enum Step {
     SetVolumeModes,
     CreateClaim,
     WaitBound,
+    DeleteStatefulSet,
+    CreateStatefulSet,
     ScaleUp,
     RestoreReclaimPolicy,
     ClearState,
@@ -42,6 +45,47 @@ pub const STEPS: [Step; 11] = [
     Step::RestoreReclaimPolicy,
     Step::ClearState,
 ];
+
+/// The steps of a claim migrated with its StatefulSet: the StatefulSet is recreated with the
+/// target in its `volumeClaimTemplates` once the claims are bound, before it is scaled back.
+pub const STATEFULSET_STEPS: [Step; 13] = [
+    Step::RecordState,
+    Step::RetainVolume,
+    Step::ScaleDown,
+    Step::DeleteClaim,
+    Step::ReleaseVolume,
+    Step::SetVolumeModes,
+    Step::CreateClaim,
+    Step::WaitBound,
+    Step::DeleteStatefulSet,
+    Step::CreateStatefulSet,
+    Step::ScaleUp,
+    Step::RestoreReclaimPolicy,
+    Step::ClearState,
+];
+
+/// Steps done once the claim is bound again (the same in both lists).
+pub(crate) const BOUND: usize = 8;
+
+/// Where the claims of a lockstep group wait for each other: after recording, after scaling
+/// down, after being bound, after the StatefulSet is recreated, and at the end. The end of phase
+/// `phase` in `steps` (a list without a phase's last step ends it where the one before ends).
+pub(crate) const PHASES: usize = 5;
+
+pub(crate) fn phase_end(steps: &[Step], phase: usize) -> usize {
+    let ends = [
+        Step::RecordState,
+        Step::ScaleDown,
+        Step::WaitBound,
+        Step::CreateStatefulSet,
+        Step::ClearState,
+    ];
+    ends[..=phase.min(PHASES - 1)]
+        .iter()
+        .filter_map(|end| steps.iter().position(|s| s == end))
+        .max()
+        .map_or(0, |i| i + 1)
+}
 
 impl Step {
     /// The steps that swap the claim: nothing to do once it is [target] and bound to the volume.
@@ -164,6 +208,20 @@ impl Step {
             Step::ClearState => {
                 format!("remove the migration state from PersistentVolume {volume}")
             }
+            Step::DeleteStatefulSet => {
+                let name = state.statefulset.as_ref().map_or("", |s| s.name.as_str());
+                format!(
+                    "delete StatefulSet {}/{name} with propagationPolicy: Orphan (its pods, claims and revisions are kept), wait until it is gone (its manifest is in the migration state)",
+                    state.namespace
+                )
+            }
+            Step::CreateStatefulSet => {
+                let name = state.statefulset.as_ref().map_or("", |s| s.name.as_str());
+                format!(
+                    "create StatefulSet {}/{name} again from the recorded manifest, volumeClaimTemplates accessModes [{target}], replicas 0 (restored next)",
+                    state.namespace
+                )
+            }
         }
     }
 }
@@ -204,7 +262,7 @@ pub(crate) async fn update_volume(
 }
 
 /// Re-checks `done` until it holds or the timeout passes.
-async fn wait_until<F, Fut>(
+pub(super) async fn wait_until<F, Fut>(
     opts: &MigrateOptions,
     what: &str,
     mut done: F,
@@ -246,8 +304,9 @@ pub(crate) async fn execute(
     after_step: &mut dyn FnMut(usize) -> bool,
     until: usize,
 ) -> Result<(), MigrateError> {
-    let total = STEPS.len();
-    for (i, step) in STEPS.iter().copied().enumerate() {
+    let steps = state.steps();
+    let total = steps.len();
+    for (i, step) in steps.iter().copied().enumerate() {
         if i < state.completed {
             continue;
         }
@@ -364,6 +423,18 @@ impl<'a> Ctx<'a> {
             Step::ClearState => {
                 record(&self.volumes, self.volume, None).await?;
                 Ok(None)
+            }
+            Step::DeleteStatefulSet | Step::CreateStatefulSet => {
+                let ns = &self.state.namespace;
+                let Some(sts) = &self.state.statefulset else {
+                    return Ok(Some("no StatefulSet recorded".to_owned()));
+                };
+                let target = self.state.target;
+                if step == Step::DeleteStatefulSet {
+                    statefulset::delete(self.client, ns, sts, target, self.opts).await
+                } else {
+                    statefulset::create(self.client, ns, sts, target).await
+                }
             }
         }
     }
@@ -632,7 +703,8 @@ pub fn statuses(
         .iter()
         .zip(replicas)
         .all(|(c, live)| c.replicas == *live);
-    STEPS
+    state
+        .steps()
         .iter()
         .enumerate()
         .map(|(i, step)| {
@@ -670,7 +742,12 @@ pub fn statuses(
                 Step::RestoreReclaimPolicy => (swapped
                     && policy == Some(state.reclaim_policy.as_str()))
                 .then(|| format!("reclaim policy is already {}", state.reclaim_policy)),
-                Step::RecordState | Step::ScaleDown | Step::WaitBound | Step::ClearState => None,
+                Step::RecordState
+                | Step::ScaleDown
+                | Step::WaitBound
+                | Step::DeleteStatefulSet
+                | Step::CreateStatefulSet
+                | Step::ClearState => None,
             };
             why.map_or(StepStatus::ToDo, StepStatus::InPlace)
         })

@@ -118,7 +118,8 @@
 //!   maintained.
 //! * Server-side apply (415). Strategic merge patch semantics (see above).
 //! * Controllers: no garbage collector (`propagationPolicy` is accepted but dependents are never
-//!   deleted nor orphaned, no `orphan`/`foregroundDeletion` finalizers are added), no namespace
+//!   deleted, no `orphan`/`foregroundDeletion` finalizers are added; `Orphan` removes the owner
+//!   reference from the objects of the namespace at once, as the collector would), no namespace
 //!   controller (deleting a namespace is an ordinary delete: no `Terminating` phase, contents stay),
 //!   no graceful pod deletion (pods go at once, as an unscheduled pod does), no PV binder, no
 //!   scheduler. Emulate controllers with [`FakeApiServer::on_write`].
@@ -1379,6 +1380,8 @@ struct DeleteOpts {
     uid: Option<String>,
     resource_version: Option<String>,
     dry_run: bool,
+    /// `propagationPolicy: Orphan`.
+    orphan: bool,
 }
 
 /// The fake's storage: objects, history, open watches. Hooks get `&mut Store`.
@@ -1540,6 +1543,36 @@ impl Store {
             meta_str(obj, "namespace"),
             meta_str(obj, "name").unwrap_or(""),
         )
+    }
+
+    /// What the garbage collector does for `propagationPolicy: Orphan`: the owner reference to
+    /// `uid` is removed from every object of the namespace (before the owner goes).
+    fn orphan_dependents(&mut self, namespace: Option<&str>, uid: &str) {
+        for res in 0..self.objects.len() {
+            let owned: Vec<(String, Value)> = self.objects[res]
+                .iter()
+                .filter(|(_, o)| namespace.is_none() || meta_str(o, "namespace") == namespace)
+                .filter(|(_, o)| {
+                    meta_value(o, "ownerReferences").is_some_and(|refs| {
+                        refs.as_array()
+                            .is_some_and(|r| r.iter().any(|r| r["uid"] == uid))
+                    })
+                })
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect();
+            for (key, old) in owned {
+                let mut obj = old.clone();
+                let refs: Vec<Value> = meta_value(&obj, "ownerReferences")
+                    .and_then(|refs| refs.as_array().cloned())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r["uid"] != uid)
+                    .collect();
+                let refs = (!refs.is_empty()).then(|| Value::from(refs));
+                set_meta(&mut obj, "ownerReferences", refs);
+                self.commit(res, key, EventType::Modified, obj, Some(old));
+            }
+        }
     }
 
     // ---- commits and watch fan-out ----
@@ -2285,6 +2318,9 @@ impl Store {
         }
         if opts.dry_run {
             return Ok(Deletion::Deleted(render(&def, &existing)));
+        }
+        if opts.orphan {
+            self.orphan_dependents(t.namespace.as_deref(), &uid);
         }
         let gone = self.commit(
             t.res,
@@ -3267,6 +3303,7 @@ fn delete_opts(q: &Query, body: &Bytes) -> Result<DeleteOpts, ApiError> {
             .and_then(Value::as_str)
             .map(String::from),
         dry_run,
+        orphan: policy == Some("Orphan"),
     })
 }
 

@@ -1,0 +1,90 @@
+//! `migrate --statefulset`: the StatefulSet flow (see [`crate::migrate::statefulset`]).
+
+use std::process::ExitCode;
+
+use kube::Client;
+
+use super::migrate::{MigrateArgs, confirm, options};
+use super::migrate_fleet::{finish, print_event, print_plan as print_table};
+use crate::migrate::fleet::{Action, FleetEvent};
+use crate::migrate::statefulset::{self, Run, StatefulSetPlan};
+
+pub(super) async fn run(
+    args: &MigrateArgs,
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> ExitCode {
+    let opts = options(args);
+    let report = |e: FleetEvent| print_event(e, true, args.rollback);
+    let plan = match statefulset::plan(client, namespace, name, &opts, &report).await {
+        Ok(StatefulSetPlan::Run(plan)) => *plan,
+        Ok(StatefulSetPlan::AlreadyDone { claims }) => {
+            let what = if args.rollback {
+                "rolled back"
+            } else {
+                "migrated"
+            };
+            eprintln!(
+                "StatefulSet {namespace}/{name}: its volumeClaimTemplates and claims ({}) are already {what}; nothing to do",
+                claims.join(", ")
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("rwop-guard migrate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_plan(namespace, &plan);
+    if args.dry_run {
+        return ExitCode::SUCCESS;
+    }
+    if !args.yes && !confirm() {
+        eprintln!(
+            "rwop-guard migrate: not confirmed; nothing changed (use --yes to skip the question)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let keep_going = |_: &str, _: usize| true;
+    let run = statefulset::execute(client, plan, &opts, &report, &keep_going);
+    tokio::select! {
+        outcomes = run => finish(args.rollback, &outcomes, true),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted: the progress (and the StatefulSet's manifest) is recorded on each claim's PersistentVolume; run the same command again to resume, or add --rollback to undo");
+            ExitCode::from(130)
+        }
+    }
+}
+
+fn print_plan(namespace: &str, plan: &Run) {
+    let direction = if plan.target.source() == crate::policy::AccessMode::ReadWriteOnce {
+        "Migration"
+    } else {
+        "Rollback"
+    };
+    println!(
+        "{direction} of StatefulSet {namespace}/{} ({} replicas) to [{}], claims and volumeClaimTemplates:",
+        plan.name, plan.replicas, plan.target
+    );
+    print_table(&plan.fleet);
+    let Some((claim, first)) = plan.fleet.entries.iter().find_map(|e| match &e.action {
+        Action::Run(run) => Some((&e.claim, run)),
+        _ => None,
+    }) else {
+        return;
+    };
+    println!(
+        "Every claim runs these steps in lockstep (StatefulSet {} scaled down once and restored once; the StatefulSet recreated once); as for {claim}:",
+        plan.name
+    );
+    let steps = first.state.steps();
+    for (i, step) in steps.iter().enumerate() {
+        println!(
+            "  [{}/{}] {}",
+            i + 1,
+            steps.len(),
+            step.describe(&first.state, &first.volume)
+        );
+    }
+}
