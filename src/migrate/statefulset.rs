@@ -35,8 +35,10 @@ pub struct StatefulSetRecord {
     pub manifest: Value,
 }
 
-/// Metadata the API server sets; a recreated StatefulSet must not carry it.
+/// Metadata the API server sets, and the finalizers of the old object's deletion: a recreated
+/// StatefulSet must not carry them.
 const SERVER_SET: &[&str] = &[
+    "finalizers",
     "uid",
     "resourceVersion",
     "creationTimestamp",

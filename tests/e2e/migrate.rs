@@ -86,7 +86,233 @@ pub fn cases() -> Vec<Case> {
             "migrate::all_twenty_claims_of_a_namespace_with_concurrency_4_sigkilled_then_resumed",
             fleet_sigkill_and_resume,
         ),
+        Case::shared(
+            "migrate::statefulset_of_3_replicas_sigkilled_between_delete_and_create_resumed_then_rolled_back",
+            statefulset_sigkill_resume_rollback,
+        ),
     ]
+}
+
+/// A finalizer of the test's: holds the StatefulSet after migrate's orphaning delete, so the
+/// run can be killed while it waits for the StatefulSet to go (after the delete, before the
+/// create), at a point that does not depend on timing.
+const HOLD: &str = "e2e.rwop-guard.dev/hold";
+
+/// `migrate --statefulset` of a 3-replica StatefulSet (Parallel pods, which stay Pending: there
+/// is no scheduler) whose template claims bind to volumes reserved for them: SIGKILLed after
+/// the StatefulSet's delete, resumed from the manifest recorded on the volumes, then
+/// `--rollback` back to the original templates.
+fn statefulset_sigkill_resume_rollback(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-mig-sts";
+    env.namespace(ns)?;
+    let claims: Vec<String> = (0..3).map(|i| format!("data-web-{i}")).collect();
+    for name in &claims {
+        let pv = format!("{ns}-{name}");
+        let volume = reserved(delete_policy(csi_volume(&pv, &[RWO])), ns, name);
+        env.kubectl_stdin(&["create", "-f", "-"], &volume.to_string())
+            .success()?;
+    }
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "web", "namespace": ns, "labels": {"app": "web"},
+                     "annotations": {"team": "payments"}},
+        "spec": {
+            "replicas": 3, "serviceName": "web", "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "web"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
+                "name": "db", "image": "registry.k8s.io/pause:3.10",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            // Opted out of the mutating webhook, which would make the claims [ReadWriteOncePod]
+            // (they could not bind to the [ReadWriteOnce] volumes reserved for them).
+            "volumeClaimTemplates": [{"metadata": {"name": "data", "annotations": {OPT_OUT: "false"}}, "spec": {
+                "accessModes": [RWO], "storageClassName": CSI_CLASS,
+                "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    });
+    env.kubectl_stdin(&["create", "-f", "-"], &sts.to_string())
+        .success()?;
+    for name in &claims {
+        wait_bound_nudging(env, ns, name)?;
+    }
+    let pods_of = |uid: &str| -> anyhow::Result<Option<()>> {
+        let out = env
+            .kubectl(&["get", "pods", "-n", ns, "-l", "app=web", "-o", "json"])
+            .success()?;
+        let pods: Value = serde_json::from_str(&out.stdout)?;
+        let owned = pods["items"].as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+                .count()
+        });
+        Ok((owned == 3).then_some(()))
+    };
+    let original = env.get("statefulset", Some(ns), "web")?;
+    let original_uid = text(&original["metadata"]["uid"]).to_owned();
+    wait_until("3 pods of StatefulSet web", Duration::from_secs(60), || {
+        pods_of(&original_uid)
+    })?;
+    env.kubectl(&[
+        "patch",
+        "statefulset",
+        "web",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        &json!({"metadata": {"finalizers": [HOLD]}}).to_string(),
+    ])
+    .success()?;
+
+    let target = format!("{ns}/web");
+    let args = [
+        "migrate",
+        "--statefulset",
+        target.as_str(),
+        "--yes",
+        TIMEOUT,
+    ];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+    command
+        .args(args)
+        .env("KUBECONFIG", &env.plane.kubeconfig)
+        .env_remove("RWOP_GUARD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    die_with_parent(&mut command);
+    let mut run = Running::spawn(command)?;
+    run.wait_for("[9/13] delete StatefulSet", STEP_LIMIT)?;
+    // The delete is issued (deletionTimestamp set), the run waits for the StatefulSet to go.
+    wait_until(
+        "the orphaning delete of StatefulSet web",
+        STEP_LIMIT,
+        || {
+            let s = env.get("statefulset", Some(ns), "web")?;
+            Ok(s["metadata"]["deletionTimestamp"].is_string().then_some(()))
+        },
+    )?;
+    let status = run.sigkill()?;
+    let first = run.stderr();
+    anyhow::ensure!(
+        status.signal() == Some(libc::SIGKILL),
+        "migrate ended on its own ({status}):\n{first}"
+    );
+    // Let the StatefulSet go (the garbage collector orphans its dependents first).
+    env.kubectl(&[
+        "patch",
+        "statefulset",
+        "web",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        &json!([{"op": "test", "path": "/metadata/finalizers/0", "value": HOLD},
+                          {"op": "remove", "path": "/metadata/finalizers/0"}])
+        .to_string(),
+    ])
+    .success()?;
+    wait_until(
+        "StatefulSet web to be gone",
+        Duration::from_secs(60),
+        || Ok((!env.kubectl(&["get", "statefulset", "web", "-n", ns]).ok()).then_some(())),
+    )?;
+    // Between the delete and the create: the manifest is on every volume, the claims swapped.
+    for name in &claims {
+        let pv = env.get("pv", None, &format!("{ns}-{name}"))?;
+        let state = recorded_state(&pv)?
+            .with_context(|| format!("no state on the volume of {name}:\n{first}"))?;
+        anyhow::ensure!(
+            state["statefulset"]["manifest"]["spec"]["replicas"] == 3
+                && pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain",
+            "{name}: {state:#}\n{first}"
+        );
+    }
+
+    let out = env.rwop(&args, "");
+    anyhow::ensure!(out.code == 0, "the resume failed: {out:#?}");
+    let migrated = env.get("statefulset", Some(ns), "web")?;
+    let new_uid = text(&migrated["metadata"]["uid"]).to_owned();
+    anyhow::ensure!(new_uid != original_uid, "not recreated: {migrated:#}");
+    let templates = |s: &Value| s["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"].clone();
+    anyhow::ensure!(
+        templates(&migrated) == json!([RWOP]),
+        "template: {migrated:#}"
+    );
+    let kept = |s: &Value| {
+        let mut spec = s["spec"].clone();
+        spec["volumeClaimTemplates"][0]["spec"]["accessModes"] = Value::Null;
+        json!([
+            s["metadata"]["labels"],
+            s["metadata"]["annotations"],
+            s["metadata"]["finalizers"],
+            spec
+        ])
+    };
+    let mut want = kept(&original);
+    want[2] = Value::Null;
+    anyhow::ensure!(
+        kept(&migrated) == want,
+        "changed:\n{:#}\nwas\n{want:#}",
+        kept(&migrated)
+    );
+    // The controller's pods now belong to the new StatefulSet.
+    wait_until(
+        "3 pods of the new StatefulSet",
+        Duration::from_secs(60),
+        || pods_of(&new_uid),
+    )?;
+    for name in &claims {
+        let c = env.get("pvc", Some(ns), name)?;
+        let pv = env.get("pv", None, &format!("{ns}-{name}"))?;
+        anyhow::ensure!(
+            c["spec"]["accessModes"] == json!([RWOP])
+                && c["status"]["phase"] == "Bound"
+                && pv["spec"]["accessModes"] == json!([RWOP])
+                && pv["spec"]["claimRef"]["uid"] == c["metadata"]["uid"]
+                && pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+                && pv["metadata"]["annotations"][ANNOTATION].is_null(),
+            "{name} did not end [ReadWriteOncePod]:\nclaim {c:#}\nvolume {pv:#}"
+        );
+    }
+    // A second run changes nothing.
+    let again = env.rwop(&args, "");
+    anyhow::ensure!(
+        again.code == 0 && again.stderr.contains("already migrated; nothing to do"),
+        "{again:#?}"
+    );
+    anyhow::ensure!(
+        env.get("statefulset", Some(ns), "web")?["metadata"]["uid"] == new_uid.as_str()
+    );
+
+    // And back, the same way.
+    let back = env.rwop(
+        &[
+            "migrate",
+            "--statefulset",
+            target.as_str(),
+            "--rollback",
+            "--yes",
+            TIMEOUT,
+        ],
+        "",
+    );
+    anyhow::ensure!(back.code == 0, "the rollback failed: {back:#?}");
+    let rolled = env.get("statefulset", Some(ns), "web")?;
+    anyhow::ensure!(
+        templates(&rolled) == json!([RWO]) && kept(&rolled) == want,
+        "rollback: {rolled:#}"
+    );
+    for name in &claims {
+        let c = env.get("pvc", Some(ns), name)?;
+        anyhow::ensure!(
+            c["spec"]["accessModes"] == json!([RWO]) && c["status"]["phase"] == "Bound",
+            "{c:#}"
+        );
+    }
+    Ok(())
 }
 
 /// `migrate --all` on 20 claims, 4 at a time: SIGKILLed once one claim reports step 4, then a
