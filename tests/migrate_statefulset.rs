@@ -429,7 +429,7 @@ async fn the_cli_plans_a_statefulset_and_warns_about_a_claim_migrated_alone() {
     assert_eq!(code, 0, "{err}");
     println!("{out}");
     assert!(
-        out.contains("Migration of StatefulSet shop/web (3 replicas) to [ReadWriteOncePod]"),
+        out.contains("StatefulSet shop/web (3 replicas), volumeClaimTemplates [ReadWriteOnce] -> [ReadWriteOncePod]: its claims run these steps in lockstep"),
         "{out}"
     );
     for i in 0..REPLICAS {

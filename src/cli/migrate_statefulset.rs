@@ -58,15 +58,6 @@ pub(super) async fn run(
 }
 
 fn print_plan(namespace: &str, plan: &Run) {
-    let direction = if plan.target.source() == crate::policy::AccessMode::ReadWriteOnce {
-        "Migration"
-    } else {
-        "Rollback"
-    };
-    println!(
-        "{direction} of StatefulSet {namespace}/{} ({} replicas) to [{}], claims and volumeClaimTemplates:",
-        plan.name, plan.replicas, plan.target
-    );
     print_table(&plan.fleet);
     let Some((claim, first)) = plan.fleet.entries.iter().find_map(|e| match &e.action {
         Action::Run(run) => Some((&e.claim, run)),
@@ -75,8 +66,12 @@ fn print_plan(namespace: &str, plan: &Run) {
         return;
     };
     println!(
-        "Every claim runs these steps in lockstep (StatefulSet {} scaled down once and restored once; the StatefulSet recreated once); as for {claim}:",
-        plan.name
+        "StatefulSet {namespace}/{} ({} replicas), volumeClaimTemplates [{}] -> [{}]: its claims run these steps in lockstep \
+         (the StatefulSet scaled down once, recreated once, restored once), shown for {claim}:",
+        plan.name,
+        plan.replicas,
+        plan.target.source(),
+        plan.target
     );
     let steps = first.state.steps();
     for (i, step) in steps.iter().enumerate() {
