@@ -614,25 +614,6 @@ fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     path
 }
 
-async fn binary(program: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(program)
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .stdin(std::process::Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("the binary finishes")
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     let c = cluster().await;
@@ -642,14 +623,14 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     let plugin = dir.path().join("kubectl-rwop");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rwop-guard"), &plugin).unwrap();
 
-    let (code, _, err) = binary(&plugin, &["--help"]).await;
+    let (code, _, err) = support::cli::run(&plugin, &["--help"]).await;
     assert_eq!(code, 0, "{err}");
-    let (_, help, _) = binary(&plugin, &["--help"]).await;
+    let (_, help, _) = support::cli::run(&plugin, &["--help"]).await;
     assert!(help.contains("kubectl rwop"), "{help}");
 
     // Dry run, namespace from -n, context chosen with --context: the plan, and no write.
     let before = c.fake.resource_version();
-    let (code, plan, err) = binary(
+    let (code, plan, err) = support::cli::run(
         &plugin,
         &[
             "--kubeconfig",
@@ -696,7 +677,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     );
 
     // Without --context the kubeconfig's current context (a closed port) is used: a clear error.
-    let (code, _, err) = binary(
+    let (code, _, err) = support::cli::run(
         &plugin,
         &[
             "--kubeconfig",
@@ -711,7 +692,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert!(err.contains("cannot read claim shop/orders-db"), "{err}");
 
     // Not confirmed (no terminal, no --yes): nothing changes.
-    let (code, _, err) = binary(
+    let (code, _, err) = support::cli::run(
         &plugin,
         &[
             "--kubeconfig",
@@ -728,7 +709,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert_eq!(c.fake.resource_version(), before);
 
     // The real thing, with progress lines.
-    let (code, _, err) = binary(
+    let (code, _, err) = support::cli::run(
         &plugin,
         &[
             "--kubeconfig",

@@ -403,22 +403,8 @@ async fn binary(c: &Cluster, args: &[&str]) -> (i32, String, String) {
     .unwrap();
     let mut all = vec!["--kubeconfig", config.to_str().unwrap()];
     all.extend_from_slice(args);
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-            .args(&all)
-            .env_remove("KUBECONFIG")
-            .stdin(std::process::Stdio::null())
-            .output(),
-    )
-    .await
-    .expect("the binary finishes")
-    .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let program = std::path::Path::new(env!("CARGO_BIN_EXE_rwop-guard"));
+    support::cli::run(program, &all).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,14 +161,8 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
         Ok(None) => {}
         Err(e) => eprintln!("rwop-guard migrate: {e}"),
     }
-    if args.dry_run {
-        return ExitCode::SUCCESS;
-    }
-    if !args.yes && !confirm() {
-        eprintln!(
-            "rwop-guard migrate: not confirmed; nothing changed (use --yes to skip the question)"
-        );
-        return ExitCode::FAILURE;
+    if let Some(exit) = stop_before_run(args) {
+        return exit;
     }
 
     let volume = plan.volume.clone();
@@ -255,6 +249,20 @@ pub(super) fn options(args: &MigrateArgs) -> MigrateOptions {
         switch_to_recreate: args.switch_to_recreate,
         ..MigrateOptions::default()
     }
+}
+
+/// After the plan: how the command ends when the run stops there (`--dry-run`, or not confirmed).
+pub(super) fn stop_before_run(args: &MigrateArgs) -> Option<ExitCode> {
+    if args.dry_run {
+        return Some(ExitCode::SUCCESS);
+    }
+    if !args.yes && !confirm() {
+        eprintln!(
+            "rwop-guard migrate: not confirmed; nothing changed (use --yes to skip the question)"
+        );
+        return Some(ExitCode::FAILURE);
+    }
+    None
 }
 
 pub(super) fn confirm() -> bool {

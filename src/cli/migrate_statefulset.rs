@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use kube::Client;
 
-use super::migrate::{MigrateArgs, confirm, options};
+use super::migrate::{MigrateArgs, options, stop_before_run};
 use super::migrate_fleet::{finish, print_event, print_plan as print_table};
 use crate::migrate::fleet::{Action, FleetEvent};
 use crate::migrate::statefulset::{self, Run, StatefulSetPlan};
@@ -37,14 +37,8 @@ pub(super) async fn run(
         }
     };
     print_plan(namespace, &plan);
-    if args.dry_run {
-        return ExitCode::SUCCESS;
-    }
-    if !args.yes && !confirm() {
-        eprintln!(
-            "rwop-guard migrate: not confirmed; nothing changed (use --yes to skip the question)"
-        );
-        return ExitCode::FAILURE;
+    if let Some(exit) = stop_before_run(args) {
+        return exit;
     }
     let keep_going = |_: &str, _: usize| true;
     let run = statefulset::execute(client, plan, &opts, &report, &keep_going);

@@ -174,16 +174,7 @@ fn statefulset_sigkill_resume_rollback(env: &Env) -> anyhow::Result<()> {
         "--yes",
         TIMEOUT,
     ];
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
-    command
-        .args(args)
-        .env("KUBECONFIG", &env.plane.kubeconfig)
-        .env_remove("RWOP_GUARD_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    die_with_parent(&mut command);
-    let mut run = Running::spawn(command)?;
+    let mut run = Running::rwop(env, &args)?;
     run.wait_for("[9/13] delete StatefulSet", STEP_LIMIT)?;
     // The delete is issued (deletionTimestamp set), the run waits for the StatefulSet to go.
     wait_until(
@@ -345,16 +336,7 @@ fn fleet_sigkill_and_resume(env: &Env) -> anyhow::Result<()> {
         "4",
         TIMEOUT,
     ];
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
-    command
-        .args(args)
-        .env("KUBECONFIG", &env.plane.kubeconfig)
-        .env_remove("RWOP_GUARD_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    die_with_parent(&mut command);
-    let mut run = Running::spawn(command)?;
+    let mut run = Running::rwop(env, &args)?;
     // Killed once the sixth claim has its claim deleted: others are mid-way too.
     run.wait_for(&format!("d05: [5/{STEPS}] "), STEP_LIMIT)?;
     let status = run.sigkill()?;
@@ -1440,18 +1422,10 @@ impl Fixture {
 
     /// `migrate` as a child with stderr piped, to follow its progress and kill it.
     fn spawn_migrate(&self, env: &Env, args: &[&str]) -> anyhow::Result<Running> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
-        command
-            .arg("migrate")
-            .arg(self.target())
-            .args(args)
-            .env("KUBECONFIG", &env.plane.kubeconfig)
-            .env_remove("RWOP_GUARD_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut command);
-        Running::spawn(command)
+        let target = self.target();
+        let mut all = vec!["migrate", target.as_str()];
+        all.extend_from_slice(args);
+        Running::rwop(env, &all)
     }
 
     /// Runs `migrate` and SIGKILLs it as soon as it reports that step `step` starts. Returns
@@ -1749,6 +1723,21 @@ struct Running {
 }
 
 impl Running {
+    /// `rwop-guard ARGS` as a child with this cluster's kubeconfig and stderr piped, to follow
+    /// its progress and kill it.
+    fn rwop(env: &Env, args: &[&str]) -> anyhow::Result<Self> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+        command
+            .args(args)
+            .env("KUBECONFIG", &env.plane.kubeconfig)
+            .env_remove("RWOP_GUARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> anyhow::Result<Self> {
         let mut child = command.spawn().context("starting rwop-guard migrate")?;
         let mut pipe = child.stderr.take().context("stderr is not piped")?;
