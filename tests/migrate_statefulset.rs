@@ -447,6 +447,18 @@ async fn the_cli_plans_a_statefulset_and_warns_about_a_claim_migrated_alone() {
             && err.contains("rwop-guard migrate --statefulset shop/web"),
         "{err}"
     );
+    // Interrupted, a claim of it cannot go on alone (it would scale the StatefulSet up).
+    let c = e.c.fake.client();
+    if let StatefulSetPlan::Run(p) = plan(&e, false).await.unwrap() {
+        statefulset::execute(&c, *p, &opts(false), &|_| {}, &crash_at(1)).await;
+    }
+    let (code, _, err) = binary(&e.c, &["migrate", "shop/data-web-0", "--yes"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("is being migrated with StatefulSet web")
+            && err.contains("rwop-guard migrate --statefulset shop/web"),
+        "{err}"
+    );
     // Run, then a second run says so.
     let (code, _, err) = binary(&e.c, &["migrate", "--statefulset", "shop/web", "--yes"]).await;
     assert_eq!(code, 0, "{err}");

@@ -155,6 +155,16 @@ async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Its StatefulSet's steps scale the StatefulSet back up: only with all its claims swapped.
+    if let Some(sts) = &plan.state.statefulset {
+        eprintln!(
+            "rwop-guard migrate: claim {namespace}/{claim} is being migrated with StatefulSet {}, in lockstep with its other claims; resume with: rwop-guard migrate --statefulset {namespace}/{}{}",
+            sts.name,
+            sts.name,
+            if args.rollback { " --rollback" } else { "" }
+        );
+        return ExitCode::FAILURE;
+    }
     print_plan(&plan);
     match migrate::statefulset::template_warning(&client, &plan.state).await {
         Ok(Some(w)) => print_progress(&Progress::Warning(w)),
