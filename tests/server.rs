@@ -2,8 +2,11 @@
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/server.rs"]
+mod serving;
 
 use http::{HttpResponse, read_response};
+use serving::{Fixture, fixture, fixtures, new_certs, options, serve_with, write_pair};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,9 +16,9 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rwop_guard::admission::{Webhook, review};
-use rwop_guard::certs::{GeneratedCerts, generate};
+use rwop_guard::certs::GeneratedCerts;
 use rwop_guard::policy::{Facts, Policy};
-use rwop_guard::server::{Limits, ReloadEvent, RunningServer, ServeOptions, TlsSource, start};
+use rwop_guard::server::{Limits, ReloadEvent, RunningServer, ServeOptions, start};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,87 +29,12 @@ use tokio_rustls::client::TlsStream;
 /// Upper bound for anything a test waits for; reaching it fails the test.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join(name)).unwrap()
-}
-
-fn new_certs() -> GeneratedCerts {
-    generate(
-        "rwop-guard test",
-        &["localhost".to_owned()],
-        &["127.0.0.1".parse().unwrap()],
-        Duration::from_secs(86_400),
-    )
-    .unwrap()
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    server: RunningServer,
-    roots: Vec<String>,
-}
-
-fn write_pair(dir: &Path, certs: &GeneratedCerts) {
-    std::fs::write(dir.join("tls.crt"), &certs.cert_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &certs.key_pem).unwrap();
-}
-
-async fn serve_with(limits: Limits, policy: Option<&str>) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    write_pair(dir.path(), &certs);
-    let config = policy.map(|p| {
-        let path = dir.path().join("policy.yaml");
-        std::fs::write(&path, p).unwrap();
-        path
-    });
-    let server = start(ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsSource::Files {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-        },
-        config,
-        limits,
-        drain_timeout: Duration::from_secs(10),
-        shutdown_delay: Duration::ZERO,
-        reload_interval: Duration::from_secs(3600),
-        cluster: None,
-    })
-    .await
-    .unwrap();
-    Fixture {
-        dir,
-        server,
-        roots: vec![certs.ca_cert_pem],
-    }
-}
-
 async fn serve() -> Fixture {
     serve_with(Limits::default(), None).await
 }
 
-fn connector(roots_pem: &[String]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in roots_pem {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
+fn connector(roots: &[String]) -> TlsConnector {
+    serving::connector(roots, b"http/1.1")
 }
 
 async fn connect(addr: SocketAddr, roots: &[String]) -> TlsStream<TcpStream> {
@@ -560,20 +488,10 @@ async fn secret_volume_symlink_swap_is_picked_up() {
     let dir = tempfile::tempdir().unwrap();
     let first = new_certs();
     kubelet_swap(dir.path(), "..2026_11_21_10_00_00.1", &first);
-    let server = start(ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsSource::Files {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-        },
-        config: None,
-        limits: Limits::default(),
-        drain_timeout: Duration::from_secs(5),
-        shutdown_delay: Duration::ZERO,
-        reload_interval: Duration::from_secs(3600),
-        cluster: None,
-    })
+    let server = start(options(
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+    ))
     .await
     .unwrap();
     let mut events = server.reload_events();
@@ -830,18 +748,8 @@ async fn unusable_startup_configuration_is_a_clear_error() {
     let certs = new_certs();
     write_pair(dir.path(), &certs);
     let opts = |cert: &str, key: &str, config: Option<PathBuf>| ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsSource::Files {
-            cert: dir.path().join(cert),
-            key: dir.path().join(key),
-        },
         config,
-        limits: Limits::default(),
-        drain_timeout: Duration::from_secs(1),
-        shutdown_delay: Duration::ZERO,
-        reload_interval: Duration::from_secs(3600),
-        cluster: None,
+        ..options(dir.path().join(cert), dir.path().join(key))
     };
     let err = start(opts("missing.crt", "tls.key", None))
         .await
@@ -1031,22 +939,9 @@ async fn certs_command_writes_a_pair_the_server_serves_for_the_service_name() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert!(run(&["--force"]).status.success());
 
-    let server = start(ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsSource::Files {
-            cert: out.join("tls.crt"),
-            key: out.join("tls.key"),
-        },
-        config: None,
-        limits: Limits::default(),
-        drain_timeout: Duration::from_secs(1),
-        shutdown_delay: Duration::ZERO,
-        reload_interval: Duration::from_secs(3600),
-        cluster: None,
-    })
-    .await
-    .unwrap();
+    let server = start(options(out.join("tls.crt"), out.join("tls.key")))
+        .await
+        .unwrap();
     let ca = std::fs::read_to_string(out.join("ca.crt")).unwrap();
     // The API server connects to the Service by its DNS name; the chain must verify for it.
     for name in ["guard.storage.svc", "guard.storage.svc.cluster.local"] {

@@ -8,26 +8,26 @@
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/server.rs"]
+mod serving;
 
 use http::{HttpResponse, read_response};
+use serving::{fixture, serve_with};
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::Request;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rwop_guard::certs::{GeneratedCerts, generate};
-use rwop_guard::server::{Limits, RunningServer, ServeOptions, TlsSource, start};
+use rustls::pki_types::ServerName;
+use rwop_guard::server::Limits;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 /// Upper bound for anything a test waits for; reaching it fails the test.
@@ -37,79 +37,14 @@ const MARGIN: Duration = Duration::from_secs(3);
 /// The chart's memory limit.
 const CHART_MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 
-fn fixture(name: &str) -> Vec<u8> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
-    std::fs::read(dir.join(name)).unwrap()
-}
-
-fn new_certs() -> GeneratedCerts {
-    generate(
-        "rwop-guard test",
-        &["localhost".to_owned()],
-        &["127.0.0.1".parse().unwrap()],
-        Duration::from_secs(86_400),
-    )
-    .unwrap()
-}
-
-// ---- An in-process server --------------------------------------------------------------------
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    server: RunningServer,
-    roots: Vec<String>,
-}
-
-async fn serve_with(limits: Limits) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = new_certs();
-    std::fs::write(dir.path().join("tls.crt"), &certs.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &certs.key_pem).unwrap();
-    let server = start(ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsSource::Files {
-            cert: dir.path().join("tls.crt"),
-            key: dir.path().join("tls.key"),
-        },
-        config: None,
-        limits,
-        drain_timeout: Duration::from_secs(5),
-        shutdown_delay: Duration::ZERO,
-        reload_interval: Duration::from_secs(3600),
-        cluster: None,
-    })
-    .await
-    .unwrap();
-    Fixture {
-        _dir: dir,
-        server,
-        roots: vec![certs.ca_cert_pem],
-    }
-}
-
 // ---- Clients ---------------------------------------------------------------------------------
 
 const H1: &[u8] = b"http/1.1";
 const H2: &[u8] = b"h2";
 
 async fn connect(addr: SocketAddr, roots: &[String], alpn: &[u8]) -> TlsStream<TcpStream> {
-    let mut store = rustls::RootCertStore::empty();
-    for pem in roots {
-        store
-            .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
-            .unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = serving::connector(roots, alpn)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
@@ -389,10 +324,13 @@ fn mib(bytes: u64) -> f64 {
 #[tokio::test]
 async fn connections_that_send_nothing_are_closed_within_the_header_timeout() {
     let header_timeout = Duration::from_millis(500);
-    let f = serve_with(Limits {
-        header_timeout,
-        ..Limits::default()
-    })
+    let f = serve_with(
+        Limits {
+            header_timeout,
+            ..Limits::default()
+        },
+        None,
+    )
     .await;
     // Handshake done, then nothing: neither over HTTP/1.1 nor HTTP/2.
     for alpn in [H1, H2] {
@@ -424,11 +362,14 @@ async fn connections_that_send_nothing_are_closed_within_the_header_timeout() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout_but_busy_ones_are_not() {
     let idle_timeout = Duration::from_millis(800);
-    let f = serve_with(Limits {
-        idle_timeout,
-        request_timeout: Duration::from_secs(15),
-        ..Limits::default()
-    })
+    let f = serve_with(
+        Limits {
+            idle_timeout,
+            request_timeout: Duration::from_secs(15),
+            ..Limits::default()
+        },
+        None,
+    )
     .await;
     let review = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
 
@@ -473,11 +414,14 @@ async fn idle_connections_are_closed_after_the_idle_timeout_but_busy_ones_are_no
 #[tokio::test]
 async fn the_metrics_port_has_header_and_idle_timeouts() {
     let (header_timeout, idle_timeout) = (Duration::from_millis(500), Duration::from_millis(700));
-    let f = serve_with(Limits {
-        header_timeout,
-        idle_timeout,
-        ..Limits::default()
-    })
+    let f = serve_with(
+        Limits {
+            header_timeout,
+            idle_timeout,
+            ..Limits::default()
+        },
+        None,
+    )
     .await;
     let addr = f.server.metrics_addr;
     let mut half = TcpStream::connect(addr).await.unwrap();
@@ -774,11 +718,14 @@ async fn the_default_connection_limits_fit_the_memory_limit() {
 /// wait, over both protocols. Each HTTP/2 connection offers a bounded number of streams.
 #[tokio::test]
 async fn requests_without_their_body_do_not_starve_real_reviews() {
-    let f = serve_with(Limits {
-        max_concurrency: 4,
-        request_timeout: Duration::from_secs(60),
-        ..Limits::default()
-    })
+    let f = serve_with(
+        Limits {
+            max_concurrency: 4,
+            request_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+        None,
+    )
     .await;
     let review = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
 
