@@ -1,14 +1,12 @@
 //! Criterion benchmarks of one AdmissionReview answered in process: decode → decide → encode
 //! (`rwop_guard::admission::review`), no HTTP, no TLS.
 //!
-//! Bodies are the captured fixtures with the pretty-printing whitespace removed (key order kept),
-//! which is the form the API server sends on the wire. Each case checks its outcome once before
+//! Bodies are the captured fixtures re-serialized compact (key order kept), which is the form the
+//! API server sends on the wire. Each case checks its outcome once before
 //! measuring, so a policy change that moves a case onto another path fails loudly instead of
 //! silently benchmarking something else.
 //!
 //! Run: `cargo bench --bench review` (about a minute).
-
-mod support;
 
 use std::hint::black_box;
 use std::path::Path;
@@ -71,11 +69,8 @@ fn fixture(name: &str) -> Vec<u8> {
         .join("tests/fixtures/admission")
         .join(name);
     let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let body = support::minify(&raw);
-    let a: serde_json::Value = serde_json::from_slice(&raw).expect("fixture is JSON");
-    let b: serde_json::Value = serde_json::from_slice(&body).expect("minified fixture is JSON");
-    assert_eq!(a, b, "minify changed {name}");
-    body
+    let value: serde_json::Value = serde_json::from_slice(&raw).expect("fixture is JSON");
+    serde_json::to_vec(&value).expect("JSON")
 }
 
 fn bench_review(c: &mut Criterion) {
