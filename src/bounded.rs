@@ -47,11 +47,6 @@ impl<'a> Bounded<'a> {
         Self { text, max }
     }
 
-    /// A request field in a log line ([`LOG_FIELD_BYTES`]).
-    pub fn field(text: &'a str) -> Self {
-        Self::new(text, LOG_FIELD_BYTES)
-    }
-
     /// A message in a log line ([`MESSAGE_BYTES`]).
     pub fn message(text: &'a str) -> Self {
         Self::new(text, MESSAGE_BYTES)

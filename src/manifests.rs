@@ -13,9 +13,9 @@ use crate::policy::{
     Facts, HasAccessModes, Policy, Rule, Subject, Violation, exclusive_rwop_violation, mutate_claim,
 };
 
-/// One rule violation found in a document.
+/// One rule violation found in a manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub struct ManifestViolation {
     /// 1-based number of the document in its file (empty documents are not counted).
     pub document: usize,
     /// 1-based line of the object in its file: where its document starts, or where its item of
@@ -28,14 +28,20 @@ pub struct Finding {
     pub message: String,
 }
 
-impl Finding {
-    /// `KIND/NAMESPACE/NAME`; cluster-scoped kinds print `KIND/NAME`, an unset namespace `-`.
+impl ManifestViolation {
+    /// The object, as [`object_path`] prints it.
     pub fn object(&self) -> String {
-        match (&self.namespace, self.kind.as_str()) {
-            (_, "PersistentVolume") => format!("{}/{}", self.kind, self.name),
-            (Some(ns), _) => format!("{}/{}/{}", self.kind, ns, self.name),
-            (None, _) => format!("{}/-/{}", self.kind, self.name),
-        }
+        object_path(&self.kind, self.namespace.as_deref(), &self.name)
+    }
+}
+
+/// How `check` names an object: `KIND/NAMESPACE/NAME`; a PersistentVolume (cluster-scoped)
+/// `KIND/NAME`, an unset namespace `-`.
+pub fn object_path(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match (namespace, kind) {
+        (_, "PersistentVolume") => format!("{kind}/{name}"),
+        (Some(ns), _) => format!("{kind}/{ns}/{name}"),
+        (None, _) => format!("{kind}/-/{name}"),
     }
 }
 
@@ -183,13 +189,13 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 /// V1 over one document; findings and errors carry its number and their object's line.
-pub fn check_document(doc: &Document) -> Result<Vec<Finding>, DocumentError> {
+pub fn check_document(doc: &Document) -> Result<Vec<ManifestViolation>, DocumentError> {
     let mut findings = Vec::new();
     let document = doc.number;
     for (i, obj) in objects(&doc.value).into_iter().enumerate() {
         let line = doc.object_lines.get(i).copied().unwrap_or(doc.line);
         let kind = str_at(obj, "/kind").unwrap_or_default();
-        let finding = |rule: Rule, message: String, name: &str| Finding {
+        let finding = |rule: Rule, message: String, name: &str| ManifestViolation {
             document,
             line,
             kind: kind.to_owned(),
@@ -331,10 +337,10 @@ pub fn mutate_document(
         let kind = str_at(obj, "/kind").unwrap_or_default().to_owned();
         let namespace = str_at(obj, "/metadata/namespace").map(str::to_owned);
         let name = str_at(obj, "/metadata/name").unwrap_or_default().to_owned();
-        let ns = namespace.as_deref().unwrap_or("-");
+        let path = |kind: &str| object_path(kind, namespace.as_deref(), &name);
         let statefulset = kind == "StatefulSet";
         let targets: Vec<(&mut Value, String)> = match kind.as_str() {
-            "PersistentVolumeClaim" => vec![(obj, format!("PersistentVolumeClaim/{ns}/{name}"))],
+            "PersistentVolumeClaim" => vec![(obj, path("PersistentVolumeClaim"))],
             "StatefulSet" => obj
                 .pointer_mut("/spec/volumeClaimTemplates")
                 .and_then(Value::as_array_mut)
@@ -344,7 +350,7 @@ pub fn mutate_document(
                         .map(|(i, t)| {
                             (
                                 t,
-                                format!("StatefulSet/{ns}/{name} volumeClaimTemplates[{i}]"),
+                                format!("{} volumeClaimTemplates[{i}]", path("StatefulSet")),
                             )
                         })
                         .collect()
@@ -390,7 +396,7 @@ pub fn mutate_document(
         }
         if mutated_templates > 0 {
             notes.push(note(
-                &format!("StatefulSet/{ns}/{name}"),
+                &path("StatefulSet"),
                 NoteKind::Warning(
                     "volumeClaimTemplates cannot be changed on an existing StatefulSet (the API \
                      server refuses the update): use this for a new StatefulSet; for one that \

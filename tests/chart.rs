@@ -1281,7 +1281,7 @@ fn alerts_pass_promtool_check_and_unit_tests() {
 #[test]
 fn alerts_use_only_metrics_the_server_exports() {
     needs!("helm");
-    use rwop_guard::server::metrics::ResourceLabel;
+    use rwop_guard::cluster::ResourceLabel;
     // Families with labels are exposed once they have a sample: give every family one.
     let metrics = rwop_guard::server::Metrics::new();
     for family in [&metrics.tls_reloads, &metrics.policy_reloads] {

@@ -667,7 +667,7 @@ async fn memory_stays_bounded_under_stalled_large_bodies() {
 async fn the_default_connection_limits_fit_the_memory_limit() {
     let server = Binary::start(&["--request-timeout", "60s", "--header-timeout", "60s"]).await;
     let limits = Limits::default();
-    let streams = rwop_guard::server::connections::H2_MAX_STREAMS as usize;
+    let streams = rwop_guard::server::H2_MAX_STREAMS as usize;
     let idle_rss = server.memory("VmRSS");
     let mut metrics_held = Vec::new();
     // All but one, which the test reads the metrics through.
@@ -729,7 +729,7 @@ async fn requests_without_their_body_do_not_starve_real_reviews() {
     .await;
     let review = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
 
-    let streams = rwop_guard::server::connections::H2_MAX_STREAMS as usize;
+    let streams = rwop_guard::server::H2_MAX_STREAMS as usize;
     let mut clients = Vec::new();
     let mut pending = Vec::new();
     for _ in 0..6 {

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use self::prune::Keep;
 use crate::bounded::{LOG_FIELD_BYTES, MESSAGE_BYTES, NAME_BYTES, truncate, truncate_in_place};
 use crate::policy::{
-    ANNOTATION_PREFIX, Decision, Facts, Policy, Subject, keep_rwop_on_reapply, mutate_claim,
-    validate_claim, validate_volume,
+    ANNOTATION_PREFIX, Decision, Facts, Outcome, Policy, Subject, keep_rwop_on_reapply,
+    mutate_claim, validate_claim, validate_volume,
 };
 
 /// Which of the two webhooks is answering.
@@ -106,16 +106,9 @@ pub struct ReviewSummary {
     pub operation: &'static str,
     pub user: String,
     pub dry_run: bool,
-    /// `allowed`, `denied`, `warned`, `mutated`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub message: Option<String>,
     pub explanation: Option<String>,
-}
-
-impl ReviewSummary {
-    pub fn mutated(&self) -> bool {
-        self.outcome == "mutated"
-    }
 }
 
 /// The response AdmissionReview as JSON bytes, and what it decided.
@@ -186,7 +179,7 @@ pub fn review(
     match decode_pruned(body) {
         Some(mut request) => {
             request.bound_names();
-            answer(webhook, policy, facts, &request)
+            apply_policy(webhook, policy, facts, &request)
         }
         None => review_full_decode(webhook, policy, facts, body),
     }
@@ -202,7 +195,7 @@ pub fn review_full_decode(
 ) -> Result<Reviewed, ReviewError> {
     let mut request = decode_full(body)?;
     request.bound_names();
-    answer(webhook, policy, facts, &request)
+    apply_policy(webhook, policy, facts, &request)
 }
 
 impl Request {
@@ -240,7 +233,8 @@ fn bound_names<K: Resource>(req: &mut AdmissionRequest<K>) {
     }
 }
 
-fn answer(
+/// The policy's decision on a decoded request, as the response review.
+fn apply_policy(
     webhook: Webhook,
     policy: &Policy,
     facts: &Facts,

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::manifests::{self, DocumentError, Finding};
+use crate::manifests::{self, DocumentError, ManifestViolation};
 use crate::policy::{Facts, Policy};
 use crate::policy_file;
 
@@ -43,8 +43,9 @@ pub struct CheckArgs {
     pub mutate: bool,
 }
 
+/// An item of the report and the file it is about.
 #[derive(Debug, Serialize)]
-struct Located<T> {
+struct InFile<T> {
     path: String,
     #[serde(flatten)]
     item: T,
@@ -59,8 +60,8 @@ struct ErrorItem {
 
 #[derive(Debug, Default, Serialize)]
 struct Report {
-    findings: Vec<Located<Finding>>,
-    errors: Vec<Located<ErrorItem>>,
+    findings: Vec<InFile<ManifestViolation>>,
+    errors: Vec<InFile<ErrorItem>>,
 }
 
 pub fn run(args: &CheckArgs) -> ExitCode {
@@ -84,7 +85,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                     return ExitCode::from(super::EXIT_UNUSABLE);
                 }
             }
-            Err(e) => report.errors.push(Located {
+            Err(e) => report.errors.push(InFile {
                 path: "-".to_owned(),
                 item: ErrorItem {
                     document: None,
@@ -189,12 +190,10 @@ fn check_input(
             }
         };
         match manifests::check_document(&doc) {
-            Ok(findings) => report
-                .findings
-                .extend(findings.into_iter().map(|f| Located {
-                    path: input.path.clone(),
-                    item: f,
-                })),
+            Ok(findings) => report.findings.extend(findings.into_iter().map(|f| InFile {
+                path: input.path.clone(),
+                item: f,
+            })),
             Err(e) => push_doc_error(report, &input.path, e),
         }
         if args.mutate {
@@ -212,7 +211,7 @@ fn check_input(
 }
 
 fn push_doc_error(report: &mut Report, path: &str, e: DocumentError) {
-    report.errors.push(Located {
+    report.errors.push(InFile {
         path: path.to_owned(),
         item: ErrorItem {
             document: Some(e.document),
@@ -223,7 +222,7 @@ fn push_doc_error(report: &mut Report, path: &str, e: DocumentError) {
 }
 
 fn push_error(report: &mut Report, path: &str, document: Option<usize>, message: String) {
-    report.errors.push(Located {
+    report.errors.push(InFile {
         path: path.to_owned(),
         item: ErrorItem {
             document,

@@ -15,18 +15,18 @@ use std::process::ExitCode;
 use crate::logging;
 use clap::{Parser, Subcommand};
 
-pub use certs::CertsArgs;
-pub use check::{CheckArgs, OutputFormat};
-pub use kube_args::KubeArgs;
-pub use migrate::MigrateArgs;
-pub use review::ReviewArgs;
-pub use scan::{ScanArgs, ScanOutput};
-pub use serve::{LogFormat, ServeArgs, parse_duration};
+use certs::CertsArgs;
+use check::CheckArgs;
+use kube_args::KubeArgs;
+use migrate::MigrateArgs;
+use review::ReviewArgs;
+use scan::ScanArgs;
+use serve::{LogFormat, ServeArgs, parse_duration};
 
 /// An error and its causes on one line, each said once: a cause whose text the message already
 /// ends with (many errors print their source in their own message, as kube's and io's do) is
 /// not repeated.
-pub fn describe<E>(error: E) -> String
+pub(crate) fn describe<E>(error: E) -> String
 where
     E: AsRef<dyn std::error::Error + 'static>,
 {
@@ -44,7 +44,7 @@ where
 }
 
 /// Exit code for input that cannot be used (the reason goes to stderr).
-pub const EXIT_UNUSABLE: u8 = 2;
+pub(crate) const EXIT_UNUSABLE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +58,7 @@ pub const EXIT_UNUSABLE: u8 = 2;
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 impl Cli {
@@ -96,7 +96,7 @@ impl Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Run the admission webhook server.
     Serve(Box<ServeArgs>),
     /// Answer one AdmissionReview read from stdin (for debugging and scripts).

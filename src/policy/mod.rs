@@ -65,16 +65,52 @@ impl Decision {
         }
     }
 
-    /// A short label for logs and metrics: `denied`, `mutated`, `warned` or `allowed`.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         if !self.allowed {
-            "denied"
+            Outcome::Denied
         } else if self.patch.is_some() {
-            "mutated"
+            Outcome::Mutated
         } else if !self.warnings.is_empty() {
-            "warned"
+            Outcome::Warned
         } else {
-            "allowed"
+            Outcome::Allowed
         }
+    }
+}
+
+/// What a [`Decision`] comes to, as logs and metrics label it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    #[default]
+    Allowed,
+    /// Allowed with warnings.
+    Warned,
+    /// Allowed with a patch.
+    Mutated,
+    Denied,
+}
+
+impl Outcome {
+    /// The label: `allowed`, `warned`, `mutated` or `denied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Warned => "warned",
+            Outcome::Mutated => "mutated",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the label, as logs and dashboards spell it.
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, label: &&str) -> bool {
+        self.as_str() == *label
     }
 }

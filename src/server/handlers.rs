@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,8 +23,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use super::body::BufferBodyLayer;
 use super::metrics::{ErrorLabels, RequestLabels, WebhookLabel};
 use super::{AppState, Limits};
-use crate::admission::{self, Webhook};
+use crate::admission::{self, ReviewSummary, Webhook};
 use crate::bounded::{Bounded, MESSAGE_BYTES, truncate};
+use crate::policy::Outcome;
 
 /// `POST /validate`, `POST /mutate` and the probes, with every limit applied.
 pub fn webhook_router(state: Arc<AppState>, limits: &Limits) -> Router {
@@ -170,7 +171,7 @@ async fn validate(
     ContentType(content_type): ContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(Webhook::Validate, &state, content_type.as_ref(), body)
+    handle_review(Webhook::Validate, &state, content_type.as_ref(), body)
 }
 
 async fn mutate(
@@ -178,7 +179,7 @@ async fn mutate(
     ContentType(content_type): ContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer(Webhook::Mutate, &state, content_type.as_ref(), body)
+    handle_review(Webhook::Mutate, &state, content_type.as_ref(), body)
 }
 
 /// The request's `Content-Type`, taken without cloning the other headers.
@@ -199,7 +200,8 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn answer(
+/// One AdmissionReview request: checked, reviewed, counted, logged and answered.
+fn handle_review(
     webhook: Webhook,
     state: &AppState,
     content_type: Option<&HeaderValue>,
@@ -207,72 +209,15 @@ fn answer(
 ) -> Response {
     let started = Instant::now();
     let name = webhook.as_str();
-    if !is_json(content_type) {
-        let found = content_type.and_then(|v| v.to_str().ok()).unwrap_or("none");
-        return error_response(
-            state,
-            name,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type must be application/json (found {found})"),
-        );
-    }
-    let body = match body {
+    let body = match review_body(content_type, body) {
         Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "request body is larger than the limit (--max-body-bytes)".to_owned()
-            } else {
-                format!("cannot read the request body: {}", rejection.body_text())
-            };
-            return error_response(state, name, status, message);
-        }
+        Err((status, message)) => return error_response(state, name, status, message),
     };
     let policy = state.policy.load();
     let facts = state.facts();
     match admission::review(webhook, &policy, &facts, &body) {
         Ok(reviewed) => {
-            let elapsed = started.elapsed();
-            let s = &reviewed.summary;
-            state
-                .metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    webhook: name,
-                    kind: match s.kind.as_str() {
-                        "PersistentVolume" => "PersistentVolume",
-                        "PersistentVolumeClaim" => "PersistentVolumeClaim",
-                        _ => "other",
-                    },
-                    operation: s.operation,
-                    decision: s.outcome,
-                })
-                .inc();
-            state
-                .metrics
-                .latency
-                .get_or_create(&WebhookLabel { webhook: name })
-                .observe(elapsed.as_secs_f64());
-            if s.mutated() {
-                state.metrics.mutations.inc();
-            }
-            tracing::info!(
-                target: "rwop_guard::review",
-                uid = %s.uid,
-                webhook = name,
-                kind = %s.kind,
-                namespace = s.namespace.as_deref().unwrap_or(""),
-                name = %s.name,
-                operation = s.operation,
-                user = %s.user,
-                dry_run = s.dry_run,
-                decision = s.outcome,
-                mutated = s.mutated(),
-                latency_us = elapsed.as_micros() as u64,
-                denial = s.message.as_deref().unwrap_or(""),
-                reason = s.explanation.as_deref().unwrap_or(""),
-                "review"
-            );
+            record(state, name, &reviewed.summary, started.elapsed());
             (
                 StatusCode::OK,
                 [(
@@ -299,6 +244,73 @@ fn answer(
             error_response(state, name, status, error)
         }
     }
+}
+
+/// The body of a review request, or the error status and message to answer instead.
+fn review_body(
+    content_type: Option<&HeaderValue>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, (StatusCode, String)> {
+    if !is_json(content_type) {
+        let found = content_type.and_then(|v| v.to_str().ok()).unwrap_or("none");
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json (found {found})"),
+        ));
+    }
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is larger than the limit (--max-body-bytes)".to_owned()
+        } else {
+            format!("cannot read the request body: {}", rejection.body_text())
+        };
+        (status, message)
+    })
+}
+
+/// The metrics and the log line of one answered review.
+fn record(state: &AppState, webhook: &'static str, s: &ReviewSummary, elapsed: Duration) {
+    let mutated = s.outcome == Outcome::Mutated;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            webhook,
+            kind: match s.kind.as_str() {
+                "PersistentVolume" => "PersistentVolume",
+                "PersistentVolumeClaim" => "PersistentVolumeClaim",
+                _ => "other",
+            },
+            operation: s.operation,
+            decision: s.outcome.as_str(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&WebhookLabel { webhook })
+        .observe(elapsed.as_secs_f64());
+    if mutated {
+        state.metrics.mutations.inc();
+    }
+    tracing::info!(
+        target: "rwop_guard::review",
+        uid = %s.uid,
+        webhook,
+        kind = %s.kind,
+        namespace = s.namespace.as_deref().unwrap_or(""),
+        name = %s.name,
+        operation = s.operation,
+        user = %s.user,
+        dry_run = s.dry_run,
+        decision = s.outcome.as_str(),
+        mutated,
+        latency_us = elapsed.as_micros() as u64,
+        denial = s.message.as_deref().unwrap_or(""),
+        reason = s.explanation.as_deref().unwrap_or(""),
+        "review"
+    );
 }
 
 async fn healthz() -> &'static str {

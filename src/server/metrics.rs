@@ -36,8 +36,6 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-pub use crate::cluster::ResourceLabel;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabel {
     /// `webhook` (the TLS port) or `metrics`.

@@ -7,11 +7,11 @@
 //! time per request, and the size of what is logged or answered about a request (`bounded`).
 
 mod body;
-pub mod connections;
+mod connections;
 mod handlers;
-pub mod metrics;
+mod metrics;
 mod reload;
-pub mod tls;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +29,9 @@ use crate::cluster;
 use crate::policy::{Facts, Policy};
 use crate::policy_file;
 
-pub use handlers::{apply_layers, metrics_router, webhook_router};
+pub use connections::H2_MAX_STREAMS;
+pub use handlers::apply_layers;
+use handlers::{metrics_router, webhook_router};
 pub use metrics::Metrics;
 pub use reload::ReloadEvent;
 
@@ -279,13 +281,57 @@ impl RunningServer {
     }
 }
 
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    Ok(listener)
+/// Binds a listener; the address it got (port 0 picks one).
+fn listen(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let bound = |source| ServeError::Bind { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(bound)?;
+    listener.set_nonblocking(true).map_err(bound)?;
+    let local = listener.local_addr().map_err(bound)?;
+    Ok((
+        tokio::net::TcpListener::from_std(listener).map_err(bound)?,
+        local,
+    ))
+}
+
+/// The serving certificate, loaded once, behind the resolver that reloads swap; the fingerprint
+/// of the files served (None for an in-memory pair, which is never reloaded).
+fn load_certificate(
+    source: &TlsSource,
+    state: &AppState,
+) -> Result<(Arc<tls::CertReloader>, Option<Vec<u8>>), ServeError> {
+    let (pair, fingerprint) = match source {
+        TlsSource::Files { cert, key } => {
+            let (pair, fingerprint) = tls::load_pair(cert, key)?;
+            (pair, Some(fingerprint))
+        }
+        TlsSource::InMemory(g) => (
+            tls::parse_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes())?,
+            None,
+        ),
+    };
+    state.metrics.cert_not_after.set(pair.not_after);
+    Ok((Arc::new(tls::CertReloader::new(pair)), fingerprint))
+}
+
+/// Watches the certificate files (when they are files) and the policy file.
+fn watch_files(
+    opts: &ServeOptions,
+    resolver: &Arc<tls::CertReloader>,
+    fingerprint: Option<Vec<u8>>,
+    state: &Arc<AppState>,
+    events: &broadcast::Sender<ReloadEvent>,
+) -> Result<reload::Watcher, ServeError> {
+    let tls = match (&opts.tls, fingerprint) {
+        (TlsSource::Files { cert, key }, Some(fp)) => {
+            Some((cert.clone(), key.clone(), resolver.clone(), fp))
+        }
+        _ => None,
+    };
+    let sources = reload::Sources {
+        tls,
+        policy: opts.config.clone(),
+    };
+    reload::Watcher::start(sources, state.clone(), events.clone(), opts.reload_interval)
 }
 
 /// Loads the policy and certificate, binds both listeners and starts serving. Fails before
@@ -297,103 +343,38 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         Some(feed) => AppState::with_cluster(policy, feed),
         None => AppState::new(policy),
     });
-
-    let (pair, tls_fingerprint) = match &opts.tls {
-        TlsSource::Files { cert, key } => {
-            let (pair, fp) = tls::load_pair(cert, key)?;
-            (pair, Some(fp))
-        }
-        TlsSource::InMemory(g) => (
-            tls::parse_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes())?,
-            None,
-        ),
-    };
-    state.metrics.cert_not_after.set(pair.not_after);
-    let resolver = Arc::new(tls::CertReloader::new(pair));
+    let (resolver, fingerprint) = load_certificate(&opts.tls, &state)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
-
-    let listen = |addr: SocketAddr| {
-        let listener = bind(addr)?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        Ok::<_, ServeError>((listener, local))
-    };
     let (webhook_listener, addr) = listen(opts.listen)?;
     let (metrics_listener, metrics_addr) = listen(opts.metrics_listen)?;
-
     let (reload_events, _) = broadcast::channel(64);
-    let watcher = reload::Watcher::start(
-        reload::Sources {
-            tls: match (&opts.tls, tls_fingerprint) {
-                (TlsSource::Files { cert, key }, Some(fp)) => {
-                    Some((cert.clone(), key.clone(), resolver.clone(), fp))
-                }
-                _ => None,
-            },
-            policy: opts.config.clone(),
-        },
-        state.clone(),
-        reload_events.clone(),
-        opts.reload_interval,
-    )?;
+    let watcher = watch_files(&opts, &resolver, fingerprint, &state, &reload_events)?;
 
     let limits = &opts.limits;
-    let webhook = connections::Endpoint {
-        name: "webhook",
-        listener: webhook_listener,
-        tls: Some(acceptor),
-        limits: limits.connections(limits.max_connections),
+    let ports = Ports {
+        webhook: connections::Endpoint {
+            name: "webhook",
+            listener: webhook_listener,
+            tls: Some(acceptor),
+            limits: limits.connections(limits.max_connections),
+        },
+        webhook_app: webhook_router(state.clone(), limits),
+        metrics: connections::Endpoint {
+            name: "metrics",
+            listener: metrics_listener,
+            tls: None,
+            limits: limits.connections(limits.metrics_max_connections),
+        },
+        metrics_app: metrics_router(state.clone()),
     };
-    let metrics = connections::Endpoint {
-        name: "metrics",
-        listener: metrics_listener,
-        tls: None,
-        limits: limits.connections(limits.metrics_max_connections),
-    };
-    let webhook_app = webhook_router(state.clone(), limits);
-    let metrics_app = metrics_router(state.clone());
-
     let shutdown = Arc::new(Notify::new());
-    let task = {
-        let shutdown = shutdown.clone();
-        let state = state.clone();
-        let (drain, delay) = (opts.drain_timeout, opts.shutdown_delay);
-        tokio::spawn(async move {
-            let (webhook_drain, webhook_drained) = watch::channel(None);
-            let (metrics_drain, metrics_drained) = watch::channel(None);
-            let metrics_server = tokio::spawn(connections::serve(
-                metrics,
-                metrics_app,
-                state.clone(),
-                metrics_drained,
-            ));
-            tokio::spawn(async move {
-                shutdown.notified().await;
-                tracing::info!(
-                    delay_ms = delay.as_millis() as u64,
-                    drain_ms = drain.as_millis() as u64,
-                    "shutting down: readiness now fails; draining connections"
-                );
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                let _ = webhook_drain.send(Some(Instant::now() + drain));
-            });
-            connections::serve(webhook, webhook_app, state.clone(), webhook_drained).await;
-            drop(watcher);
-            // The metrics port outlives the webhook port, so the failing readiness stays visible.
-            let _ = metrics_drain.send(Some(Instant::now() + METRICS_DRAIN));
-            metrics_server.await.map_err(|e| ServeError::Serve {
-                listener: "metrics",
-                source: std::io::Error::other(e),
-            })?;
-            state.update_ready_metric();
-            Ok(())
-        })
-    };
+    let task = tokio::spawn(run(
+        ports,
+        state.clone(),
+        watcher,
+        shutdown.clone(),
+        (opts.shutdown_delay, opts.drain_timeout),
+    ));
     state.update_ready_metric();
     tracing::info!(%addr, %metrics_addr, "rwop-guard serving");
     Ok(RunningServer {
@@ -404,4 +385,58 @@ pub async fn start(opts: ServeOptions) -> Result<RunningServer, ServeError> {
         shutdown,
         task,
     })
+}
+
+/// Both listeners and what they serve.
+struct Ports {
+    webhook: connections::Endpoint,
+    webhook_app: axum::Router,
+    metrics: connections::Endpoint,
+    metrics_app: axum::Router,
+}
+
+/// Serves both ports until a shutdown is asked for and the webhook port has drained; the
+/// metrics port closes last, so the failing readiness stays visible while draining.
+async fn run(
+    ports: Ports,
+    state: Arc<AppState>,
+    watcher: reload::Watcher,
+    shutdown: Arc<Notify>,
+    (delay, drain): (Duration, Duration),
+) -> Result<(), ServeError> {
+    let (webhook_drain, webhook_drained) = watch::channel(None);
+    let (metrics_drain, metrics_drained) = watch::channel(None);
+    let metrics_server = tokio::spawn(connections::serve(
+        ports.metrics,
+        ports.metrics_app,
+        state.clone(),
+        metrics_drained,
+    ));
+    tokio::spawn(async move {
+        shutdown.notified().await;
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: readiness now fails; draining connections"
+        );
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let _ = webhook_drain.send(Some(Instant::now() + drain));
+    });
+    connections::serve(
+        ports.webhook,
+        ports.webhook_app,
+        state.clone(),
+        webhook_drained,
+    )
+    .await;
+    drop(watcher);
+    let _ = metrics_drain.send(Some(Instant::now() + METRICS_DRAIN));
+    metrics_server.await.map_err(|e| ServeError::Serve {
+        listener: "metrics",
+        source: std::io::Error::other(e),
+    })?;
+    state.update_ready_metric();
+    Ok(())
 }

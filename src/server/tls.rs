@@ -4,7 +4,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -88,25 +87,17 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<(KeyPairPem, Vec<u8>), TlsEr
 #[derive(Debug)]
 pub struct CertReloader {
     current: ArcSwap<CertifiedKey>,
-    not_after: AtomicI64,
 }
 
 impl CertReloader {
     pub fn new(pair: KeyPairPem) -> Self {
         Self {
             current: ArcSwap::from_pointee(pair.certified),
-            not_after: AtomicI64::new(pair.not_after),
         }
     }
 
     pub fn store(&self, pair: KeyPairPem) {
         self.current.store(Arc::new(pair.certified));
-        self.not_after.store(pair.not_after, Ordering::Relaxed);
-    }
-
-    /// notAfter of the served certificate, Unix seconds.
-    pub fn not_after(&self) -> i64 {
-        self.not_after.load(Ordering::Relaxed)
     }
 }
 
