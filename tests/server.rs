@@ -139,20 +139,8 @@ async fn every_fixture_gets_the_same_answer_as_review() {
 #[tokio::test]
 async fn http2_is_negotiated_and_answers() {
     let f = serve().await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(f.roots[0].as_bytes()).unwrap())
-        .unwrap();
     let tcp = TcpStream::connect(f.server.addr).await.unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = TlsConnector::from(Arc::new(config))
+    let tls = serving::connector(&f.roots, b"h2")
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
