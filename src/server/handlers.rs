@@ -55,8 +55,7 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 /// `--max-concurrency` slots, so that requests still sending their body hold none. Unknown paths
 /// and methods get JSON errors.
 ///
-/// Stock layers (tower, tower-http) where they exist: a hand-written service in their place
-/// measured no faster per request (BENCHMARKS.md), and the webhook's cost is the API server's
+/// Stock layers (tower, tower-http) where they exist: the webhook's cost is the API server's
 /// call, not this stack.
 pub fn apply_layers(router: Router, state: Arc<AppState>, limits: &Limits) -> Router {
     let timeout = limits.request_timeout;
