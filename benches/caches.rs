@@ -24,7 +24,7 @@
 //! judges no target.
 
 #[allow(dead_code, clippy::all)]
-#[path = "../tests/support/fake_apiserver.rs"]
+#[path = "../tests/support/fake_apiserver/mod.rs"]
 mod fake_apiserver;
 
 use std::fs::File;

@@ -1,0 +1,381 @@
+//! The resource table: what the fake serves under which path.
+
+use super::*;
+
+/// What the fake knows about one resource (one row of the API server's REST storage).
+#[derive(Clone, Debug)]
+pub struct ResourceDef {
+    /// API group, `""` for the core group.
+    pub group: String,
+    pub version: String,
+    /// Plural resource name as in URLs.
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+    /// Has a `status` subresource: the main resource ignores status changes and vice versa.
+    pub status_subresource: bool,
+    /// Has an `autoscaling/v1` `scale` subresource mapped to `spec.replicas`.
+    pub scale_subresource: bool,
+    /// The registry maintains `metadata.generation` (1 on create, +1 on spec change).
+    pub generation: bool,
+    /// DELETE answers the deleted object (`ReturnDeletedObject`), else a `Success` Status.
+    pub return_deleted_object: bool,
+    /// `status` the create strategy leaves (`None`: kept as sent; `Some(Null)`: removed).
+    pub initial_status: Option<Value>,
+    /// Top-level fields a BOOKMARK object carries as `{}` (Go zero-value structs).
+    pub bookmark_fields: Vec<String>,
+    /// List items carry `kind`/`apiVersion` (true for custom resources).
+    pub items_carry_type_meta: bool,
+    /// etcd key prefix under `/registry/` (appears in storage error messages).
+    pub storage_prefix: String,
+}
+
+impl ResourceDef {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn row(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        status: Option<Value>,
+        generation: bool,
+        return_deleted_object: bool,
+        storage_prefix: &str,
+    ) -> Self {
+        let status_subresource = status.is_some();
+        ResourceDef {
+            group: group.into(),
+            version: version.into(),
+            plural: plural.into(),
+            kind: kind.into(),
+            namespaced,
+            status_subresource,
+            scale_subresource: false,
+            generation,
+            return_deleted_object,
+            initial_status: status,
+            bookmark_fields: if status_subresource {
+                vec!["spec".into(), "status".into()]
+            } else {
+                Vec::new()
+            },
+            items_carry_type_meta: false,
+            storage_prefix: storage_prefix.into(),
+        }
+    }
+
+    /// The built-in table.
+    pub fn builtin() -> Vec<ResourceDef> {
+        let mut defs = vec![
+            Self::row(
+                "",
+                "v1",
+                "persistentvolumes",
+                "PersistentVolume",
+                false,
+                Some(json!({"phase": "Pending"})),
+                false,
+                true,
+                "persistentvolumes",
+            ),
+            Self::row(
+                "",
+                "v1",
+                "persistentvolumeclaims",
+                "PersistentVolumeClaim",
+                true,
+                Some(json!({"phase": "Pending"})),
+                false,
+                true,
+                "persistentvolumeclaims",
+            ),
+            Self::row(
+                "",
+                "v1",
+                "pods",
+                "Pod",
+                true,
+                Some(json!({"phase": "Pending"})),
+                true,
+                true,
+                "pods",
+            ),
+            Self::row(
+                "",
+                "v1",
+                "namespaces",
+                "Namespace",
+                false,
+                Some(json!({"phase": "Active"})),
+                false,
+                true,
+                "namespaces",
+            ),
+            Self::row(
+                "",
+                "v1",
+                "services",
+                "Service",
+                true,
+                Some(json!({"loadBalancer": {}})),
+                false,
+                true,
+                "services/specs",
+            ),
+            Self::row(
+                "",
+                "v1",
+                "configmaps",
+                "ConfigMap",
+                true,
+                None,
+                false,
+                false,
+                "configmaps",
+            ),
+            Self::row(
+                "", "v1", "secrets", "Secret", true, None, false, false, "secrets",
+            ),
+            Self::row(
+                "",
+                "v1",
+                "serviceaccounts",
+                "ServiceAccount",
+                true,
+                None,
+                false,
+                false,
+                "serviceaccounts",
+            ),
+            Self::row(
+                "apps",
+                "v1",
+                "deployments",
+                "Deployment",
+                true,
+                Some(json!({})),
+                true,
+                false,
+                "deployments",
+            ),
+            Self::row(
+                "apps",
+                "v1",
+                "statefulsets",
+                "StatefulSet",
+                true,
+                Some(json!({"replicas": 0, "availableReplicas": 0})),
+                true,
+                false,
+                "statefulsets",
+            ),
+            Self::row(
+                "apps",
+                "v1",
+                "replicasets",
+                "ReplicaSet",
+                true,
+                Some(json!({"replicas": 0})),
+                true,
+                false,
+                "replicasets",
+            ),
+            Self::row(
+                "apps",
+                "v1",
+                "daemonsets",
+                "DaemonSet",
+                true,
+                Some(json!({
+                    "currentNumberScheduled": 0,
+                    "numberMisscheduled": 0,
+                    "desiredNumberScheduled": 0,
+                    "numberReady": 0
+                })),
+                true,
+                false,
+                "daemonsets",
+            ),
+            Self::row(
+                "policy",
+                "v1",
+                "poddisruptionbudgets",
+                "PodDisruptionBudget",
+                true,
+                Some(json!({
+                    "currentHealthy": 0,
+                    "desiredHealthy": 0,
+                    "disruptionsAllowed": 0,
+                    "expectedPods": 0
+                })),
+                true,
+                false,
+                "poddisruptionbudgets",
+            ),
+            Self::row(
+                "networking.k8s.io",
+                "v1",
+                "networkpolicies",
+                "NetworkPolicy",
+                true,
+                None,
+                true,
+                false,
+                "networkpolicies",
+            ),
+            Self::row(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "clusterroles",
+                "ClusterRole",
+                false,
+                None,
+                false,
+                false,
+                "clusterroles",
+            ),
+            Self::row(
+                "rbac.authorization.k8s.io",
+                "v1",
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                None,
+                false,
+                false,
+                "clusterrolebindings",
+            ),
+            Self::row(
+                "admissionregistration.k8s.io",
+                "v1",
+                "validatingwebhookconfigurations",
+                "ValidatingWebhookConfiguration",
+                false,
+                None,
+                true,
+                false,
+                "validatingwebhookconfigurations",
+            ),
+            Self::row(
+                "admissionregistration.k8s.io",
+                "v1",
+                "mutatingwebhookconfigurations",
+                "MutatingWebhookConfiguration",
+                false,
+                None,
+                true,
+                false,
+                "mutatingwebhookconfigurations",
+            ),
+            Self::row(
+                "autoscaling",
+                "v2",
+                "horizontalpodautoscalers",
+                "HorizontalPodAutoscaler",
+                true,
+                Some(json!({"desiredReplicas": 0})),
+                true,
+                false,
+                "horizontalpodautoscalers",
+            ),
+            Self::row(
+                "storage.k8s.io",
+                "v1",
+                "storageclasses",
+                "StorageClass",
+                false,
+                None,
+                false,
+                true,
+                "storageclasses",
+            ),
+        ];
+        // Nodes register with their status (the create strategy keeps it).
+        let mut nodes = Self::row(
+            "",
+            "v1",
+            "nodes",
+            "Node",
+            false,
+            Some(json!({})),
+            false,
+            false,
+            "minions",
+        );
+        nodes.initial_status = None;
+        defs.push(nodes);
+        for d in &mut defs {
+            if d.group == "apps" && d.plural != "daemonsets" {
+                d.scale_subresource = true;
+            }
+        }
+        defs
+    }
+
+    /// A custom resource (as served for a CRD with `status` subresource).
+    pub fn custom(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool) -> Self {
+        let mut def = Self::row(
+            group,
+            version,
+            plural,
+            kind,
+            namespaced,
+            Some(json!({})),
+            true,
+            true,
+            &format!("{group}/{plural}"),
+        );
+        def.initial_status = Some(Value::Null);
+        def.bookmark_fields = Vec::new();
+        def.items_carry_type_meta = true;
+        def
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `persistentvolumeclaims`, `deployments.apps`.
+    pub(super) fn qualified_resource(&self) -> String {
+        qualify(&self.plural, &self.group)
+    }
+
+    /// `PersistentVolumeClaim`, `Deployment.apps`.
+    pub(super) fn qualified_kind(&self) -> String {
+        qualify(&self.kind, &self.group)
+    }
+
+    pub(super) fn path_prefix(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Path of a collection (`ns` ignored for cluster-scoped resources).
+    pub fn collection_path(&self, ns: Option<&str>) -> String {
+        match ns.filter(|_| self.namespaced) {
+            Some(ns) => format!("{}/namespaces/{ns}/{}", self.path_prefix(), self.plural),
+            None => format!("{}/{}", self.path_prefix(), self.plural),
+        }
+    }
+
+    /// Path of an object.
+    pub fn object_path(&self, ns: Option<&str>, name: &str) -> String {
+        format!("{}/{name}", self.collection_path(ns))
+    }
+}
+
+pub(super) fn qualify(name: &str, group: &str) -> String {
+    if group.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}.{group}")
+    }
+}
