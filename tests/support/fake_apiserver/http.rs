@@ -75,9 +75,6 @@ pub(super) async fn handle(
     }
 }
 
-/// Applies a patch document to the current object.
-pub(super) type PatchFn = Box<dyn Fn(&mut Value) -> Result<(), ApiError>>;
-
 pub(super) enum Reply {
     Json(u16, Value),
     Watch(u64, mpsc::UnboundedReceiver<WatchMsg>, Duration),
@@ -117,7 +114,7 @@ pub(super) fn discovery(defs: &[Arc<ResourceDef>], path: &str) -> Option<Value> 
             list.push(json!({
                 "name": d.plural, "singularName": d.kind.to_lowercase(), "namespaced": d.namespaced,
                 "kind": d.kind,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
             }));
             if d.status_subresource {
                 list.push(json!({"name": format!("{}/status", d.plural), "singularName": "",
@@ -213,44 +210,25 @@ pub(super) fn serve(
                 .unwrap_or("")
                 .trim()
                 .to_ascii_lowercase();
-            let apply: PatchFn = match content_type.as_str() {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    let patch = parse_body(body)?;
-                    Box::new(move |doc| {
-                        json_patch::merge(doc, &patch);
-                        Ok(())
-                    })
-                }
-                "application/json-patch+json" => {
-                    let patch: json_patch::Patch = serde_json::from_slice(body)
-                        .map_err(|e| ApiError::bad_request(&e.to_string()))?;
-                    Box::new(move |doc| {
-                        json_patch::patch(doc, &patch).map_err(|e| {
-                            ApiError::new(
-                                422,
-                                "Invalid",
-                                "the server rejected our request due to an error in our request",
-                                Some(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": e.to_string()}]})),
-                            )
-                        })
-                    })
-                }
-                other => {
-                    return Err(ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        &format!(
-                            "the body of the request was in an unknown format - accepted media types include: \
-                             application/json-patch+json, application/merge-patch+json, \
-                             application/strategic-merge-patch+json (the fake apiserver does not implement {other:?})"
-                        ),
-                        None,
-                    ));
-                }
-            };
+            if !matches!(
+                content_type.as_str(),
+                "application/merge-patch+json" | "application/strategic-merge-patch+json"
+            ) {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!(
+                        "the body of the request was in an unknown format - accepted media types include: \
+                         application/merge-patch+json, application/strategic-merge-patch+json \
+                         (the fake apiserver does not implement {content_type:?})"
+                    ),
+                    None,
+                ));
+            }
+            let patch = parse_body(body)?;
             let updated = shared.with_store(|s| {
                 s.update_at(&t, Mode::Http, dry_run, false, &mut |mut current| {
-                    apply(&mut current)?;
+                    json_patch::merge(&mut current, &patch);
                     Ok(current)
                 })
             })?;
@@ -272,42 +250,6 @@ pub(super) fn serve(
                     ))
                 }
             }
-        }
-        ("DELETE", false, false) => {
-            if t.namespace.is_none() && lock(&shared.store).defs[t.res].namespaced {
-                return Err(ApiError::method_not_allowed());
-            }
-            let opts = delete_opts(q, body)?;
-            let list = shared.with_store(|s| -> Result<Value, ApiError> {
-                let list = s.list_at(&t, &Query(HashMap::new()))?;
-                let filter = Filter::from_query(t.namespace.as_deref(), None, q)?;
-                let def = s.defs[t.res].clone();
-                let mut items = Vec::new();
-                let keys: Vec<String> = s.objects[t.res]
-                    .iter()
-                    .filter(|(_, o)| filter.matches(o))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in keys {
-                    let obj = s.objects[t.res][&key].clone();
-                    let target = Target {
-                        res: t.res,
-                        namespace: meta_str(&obj, "namespace").map(String::from),
-                        name: meta_str(&obj, "name").map(String::from),
-                        sub: None,
-                    };
-                    let per_object = DeleteOpts {
-                        dry_run: opts.dry_run,
-                        ..DeleteOpts::default()
-                    };
-                    s.delete_at(&target, &per_object)?;
-                    items.push(render_item(&def, &obj));
-                }
-                let mut list = list;
-                list["items"] = Value::Array(items);
-                Ok(list)
-            })?;
-            Ok(Reply::Json(200, list))
         }
         _ => Err(ApiError::method_not_allowed()),
     }

@@ -15,12 +15,12 @@
 //!
 //! * [`FakeApiServer::seed_list_fixture`] loads a real list response as is (uids and
 //!   resourceVersions kept, global counter moved past them, history compacted, no events).
-//! * Direct helpers `get`/`list`/`create`/`put`/`patch`/`delete` (on [`FakeApiServer`], and on
+//! * Direct helpers `get`/`list`/`create`/`patch`/`delete` (on [`FakeApiServer`], and on
 //!   [`Store`] for hooks) take API paths (`/api/v1/namespaces/ns/persistentvolumeclaims/x`,
 //!   optionally `/status` or `/scale`) and skip HTTP (no request log, no injected failures), but
 //!   are real writes: new resourceVersion, watch events, hooks. Unlike POST they keep `status`,
-//!   `uid` and `creationTimestamp` as given; `put`/`patch` also change `status` on the main path.
-//!   `metadata.resourceVersion` in a `put` body or a `patch` is a precondition as over HTTP.
+//!   `uid` and `creationTimestamp` as given; `patch` also changes `status` on the main path.
+//!   `metadata.resourceVersion` in a `patch` is a precondition as over HTTP.
 //! * [`FakeApiServer::on_write`] hooks run after every write (also writes made by hooks, in
 //!   order) under the store lock with `&mut Store`; calling `FakeApiServer` methods from a hook
 //!   deadlocks. [`FakeApiServer::subscribe`] (every write), [`FakeApiServer::resource_version_rx`]
@@ -29,7 +29,16 @@
 //! * [`FakeApiServer::compact`], [`FakeApiServer::bookmark`], [`FakeApiServer::break_watches`]
 //!   (the connection is cut mid-stream; kube's watcher resumes from its last resourceVersion),
 //!   [`FakeApiServer::fail_next`] (note that kube 5's client itself retries 429/503/504),
+//!   [`FakeApiServer::forbid`] (403 under a path, as RBAC answers),
 //!   [`FakeApiServer::requests`] (`METHOD /path?decoded=query`).
+//!
+//! # Layout
+//!
+//! This file holds the [`FakeApiServer`] handle (start, test hooks); `resources.rs` the table of
+//! resources it serves, `errors.rs` the `Status` answers, `http.rs` discovery and the routing of
+//! a request to the [`Store`] (`store.rs`: objects, resourceVersions, history, watch dispatch),
+//! whose reads (get, list pages, watch) are in `reads.rs` and writes in `writes.rs`;
+//! `selectors.rs` and `json.rs` hold the small pieces they share.
 //!
 //! # Implemented
 //!
@@ -39,10 +48,8 @@
 //!   (`/api/v1/persistentvolumeclaims`) spans all namespaces.
 //! * One global resourceVersion counter (like etcd's revision): every write bumps it. A write that
 //!   changes nothing (same bytes) is not a write: no new resourceVersion, no watch event.
-//! * GET object; GET list with `labelSelector` (`k=v`, `k==v`, `k!=v`, `k in (a,b)`,
-//!   `k notin (a,b)`, `k`, `!k`, `k>n`, `k<n`), `fieldSelector` (`metadata.name`,
-//!   `metadata.namespace` with `=`, `==`, `!=`; other fields answer 400 like an unsupported field
-//!   label), `limit` + `continue`: the real token (unpadded URL-safe base64 of
+//! * GET object; GET list with `labelSelector` (`k=v`, `k in (a,b)`, `k`, `!k`: what the tests
+//!   and `migrate -l` send), `limit` + `continue`: the real token (unpadded URL-safe base64 of
 //!   `{"v":"meta.k8s.io/v1","rv":N,"start":"key\0"}`), etcd key order (`namespace/name`),
 //!   `remainingItemCount` when no selector is given, and consistent snapshots: every page is
 //!   served at the first page's resourceVersion, reconstructed from the history; an expired
@@ -55,11 +62,9 @@
 //!   as chunks. `resourceVersion` unset or `"0"`: current state as ADDED, then live events;
 //!   `N`: every event after `N` from the history, then live (kube's default `ListWatch`
 //!   watcher: list with `limit=500`, then watch from the list's resourceVersion, resume from the
-//!   last event or bookmark, relist after 410); `sendInitialEvents=true` (requires
-//!   `resourceVersionMatch=NotOlderThan` and `allowWatchBookmarks=true`, else 422 as on a real
-//!   server): current state as ADDED then a BOOKMARK annotated `k8s.io/initial-events-end: "true"`.
-//!   Label/field selectors behave like the watch cache: an object that stops matching is sent as
-//!   DELETED (its previous state with the new resourceVersion), one that starts matching as ADDED.
+//!   last event or bookmark, relist after 410). Label selectors behave like the watch cache: an
+//!   object that stops matching is sent as DELETED (its previous state with the new
+//!   resourceVersion), one that starts matching as ADDED.
 //!   `timeoutSeconds` ends the stream cleanly. A resourceVersion older than the compaction point
 //!   gives HTTP 200 with a single `ERROR` event (`Status` 410 `Expired`, "too old resource
 //!   version"); a resourceVersion in the future gives a single `ERROR` event 504 `Timeout`
@@ -81,10 +86,9 @@
 //!   `uid`/`creationTimestamp`/`deletionTimestamp` are kept; new finalizers on an object being
 //!   deleted answer 422; removing the last finalizer of an object being deleted deletes it
 //!   (DELETED event carries its last stored state).
-//! * PATCH: `application/merge-patch+json` (RFC 7386), `application/json-patch+json` (RFC 6902,
-//!   failed op = 422), `application/strategic-merge-patch+json` **treated as a merge patch**
-//!   (no list merge keys, no `$patch` directives: a strategic patch of a list replaces it).
-//!   `application/apply-patch+yaml` (server-side apply) answers 415. A patched
+//! * PATCH: `application/merge-patch+json` (RFC 7386) and
+//!   `application/strategic-merge-patch+json` **treated as a merge patch** (no list merge keys,
+//!   no `$patch` directives: a strategic patch of a list replaces it); other types answer 415. A patched
 //!   `metadata.resourceVersion` is a precondition (409 when stale); a patched different
 //!   `metadata.uid` is 422 "field is immutable" (as real PATCH has no uid precondition).
 //! * DELETE with `DeleteOptions` (body or query): `preconditions.uid` / `.resourceVersion` (409 with
@@ -93,7 +97,6 @@
 //!   (+ generation bump) and stay (MODIFIED) until an update removes the last finalizer; others
 //!   are removed at once (DELETED). The answer is the object for kinds whose registry returns it
 //!   (PV, PVC, Pod, Namespace, Service, StorageClass, custom resources), else a `Success` Status.
-//!   DELETE on a collection (deletecollection) with selectors.
 //! * `/scale` (deployments, statefulsets, replicasets): `autoscaling/v1` `Scale` mapped to
 //!   `spec.replicas`, `status.replicas` and the selector string; GET/PUT/PATCH with the same
 //!   precondition rules; negative replicas answer 422.
@@ -101,10 +104,6 @@
 //! * Legacy discovery built from the resource table: `/version` (1.35), `/api`, `/apis`,
 //!   `/api/v1`, `/apis/{group}/{version}` (resources with their `status`/`scale`
 //!   subresources), enough for client-go's RESTMapper (helm) and kube's `Discovery`.
-//! * Test hooks on [`FakeApiServer`]: seeding real list fixtures, direct store access (no HTTP),
-//!   `compact`, `bookmark`, `break_watches`, `fail_next`, `forbid` (403 under a path, as RBAC
-//!   answers), the request log, write hooks
-//!   (`on_write`) and channels to await writes / the resourceVersion / open watches.
 //!
 //! # Not implemented (differences from a real API server)
 //!
@@ -116,7 +115,10 @@
 //!   `fieldValidation`, validation and defaulting of specs (besides `spec.replicas` = 1 for apps
 //!   workloads and the status reset on create). `managedFields` are stored as sent and never
 //!   maintained.
-//! * Server-side apply (415). Strategic merge patch semantics (see above).
+//! * Field selectors, the label selector operators `==`, `!=`, `notin`, `>`, `<`, and
+//!   `sendInitialEvents` / `resourceVersionMatch` on a watch (streaming lists): the product sends
+//!   none of them; they answer 400. JSON patch and server-side apply (415), strategic merge
+//!   patch semantics (see above), DELETE of a collection (405).
 //! * Controllers: no garbage collector (`propagationPolicy` is accepted but dependents are never
 //!   deleted, no `orphan`/`foregroundDeletion` finalizers are added; `Orphan` removes the owner
 //!   reference from the objects of the namespace at once, as the collector would), no namespace
@@ -165,9 +167,6 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
-
-/// Annotation of the BOOKMARK that ends the initial events of a `sendInitialEvents` watch.
-pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
 /// How long a watch without `timeoutSeconds` stays open.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -380,11 +379,6 @@ impl FakeApiServer {
     /// See [`Store::create`].
     pub fn create(&self, collection_path: &str, obj: Value) -> Result<Value, ApiError> {
         self.with_store(|s| s.create(collection_path, obj))
-    }
-
-    /// See [`Store::put`].
-    pub fn put(&self, object_path: &str, obj: Value) -> Result<Value, ApiError> {
-        self.with_store(|s| s.put(object_path, obj))
     }
 
     /// See [`Store::patch`].

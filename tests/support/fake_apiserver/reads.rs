@@ -163,35 +163,14 @@ impl Store {
         let def = self.defs[t.res].clone();
         let filter = Filter::from_query(t.namespace.as_deref(), t.name.as_deref(), q)?;
         let rv_param = q.get("resourceVersion").unwrap_or("");
-        let rv_match = q.get("resourceVersionMatch").unwrap_or("");
         let bookmarks = q.flag("allowWatchBookmarks");
-        let send_initial = q
-            .get("sendInitialEvents")
-            .map(|v| parse_bool(v).unwrap_or(false));
-        let mut errs = Vec::new();
-        match send_initial {
-            Some(true) => {
-                if rv_match != "NotOlderThan" {
-                    errs.push(FieldError::forbidden(
-                        "resourceVersionMatch",
-                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                    ));
-                }
-                if !bookmarks {
-                    errs.push(FieldError::forbidden(
-                        "allowWatchBookmarks",
-                        "sendInitialEvents requires setting allowWatchBookmarks to true",
-                    ));
-                }
-            }
-            _ if !rv_match.is_empty() => errs.push(FieldError::forbidden(
-                "resourceVersionMatch",
-                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
-            )),
-            _ => {}
-        }
-        if !errs.is_empty() {
-            return Err(ApiError::invalid_list_options(&errs));
+        if ["sendInitialEvents", "resourceVersionMatch"]
+            .iter()
+            .any(|p| q.get(p).is_some())
+        {
+            return Err(ApiError::bad_request(
+                "sendInitialEvents and resourceVersionMatch on a watch are not implemented by the fake API server",
+            ));
         }
         let wanted: u64 = if rv_param.is_empty() {
             0
@@ -204,13 +183,12 @@ impl Store {
         let id = self.next_watch_id;
         self.next_watch_id += 1;
 
-        let initial_state = send_initial.unwrap_or(wanted == 0);
         if wanted > self.rv {
             let err = ApiError::too_large_resource_version(wanted, self.rv);
             let _ = tx.send(WatchMsg::Line(Self::line("ERROR", err.status)));
             return Ok((id, rx));
         }
-        if initial_state {
+        if wanted == 0 {
             let prefix = t
                 .namespace
                 .as_ref()
@@ -226,10 +204,7 @@ impl Store {
                 }
                 let _ = tx.send(WatchMsg::Line(Self::line("ADDED", render(&def, obj))));
             }
-            if send_initial == Some(true) {
-                let _ = tx.send(WatchMsg::Line(Self::bookmark_line(&def, self.rv, true)));
-            }
-        } else if wanted > 0 {
+        } else {
             if wanted < self.compacted {
                 let err = ApiError::expired(&format!(
                     "too old resource version: {wanted} ({})",

@@ -349,27 +349,6 @@ impl ResourceDef {
     pub(super) fn qualified_kind(&self) -> String {
         qualify(&self.kind, &self.group)
     }
-
-    pub(super) fn path_prefix(&self) -> String {
-        if self.group.is_empty() {
-            format!("/api/{}", self.version)
-        } else {
-            format!("/apis/{}/{}", self.group, self.version)
-        }
-    }
-
-    /// Path of a collection (`ns` ignored for cluster-scoped resources).
-    pub fn collection_path(&self, ns: Option<&str>) -> String {
-        match ns.filter(|_| self.namespaced) {
-            Some(ns) => format!("{}/namespaces/{ns}/{}", self.path_prefix(), self.plural),
-            None => format!("{}/{}", self.path_prefix(), self.plural),
-        }
-    }
-
-    /// Path of an object.
-    pub fn object_path(&self, ns: Option<&str>, name: &str) -> String {
-        format!("{}/{name}", self.collection_path(ns))
-    }
 }
 
 pub(super) fn qualify(name: &str, group: &str) -> String {

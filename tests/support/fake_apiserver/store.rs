@@ -165,11 +165,6 @@ impl Store {
         }
     }
 
-    /// The current (global) resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.rv
-    }
-
     pub(super) fn add_resource(&mut self, def: ResourceDef) {
         if let Some(i) = self.defs.iter().position(|d| {
             d.group == def.group && d.version == def.version && d.plural == def.plural
@@ -397,13 +392,9 @@ impl Store {
         Bytes::from(s)
     }
 
-    pub(super) fn bookmark_line(def: &ResourceDef, rv: u64, initial_events_end: bool) -> Bytes {
-        let mut metadata = json!({"resourceVersion": rv.to_string()});
-        if initial_events_end {
-            metadata["annotations"] = json!({INITIAL_EVENTS_END: "true"});
-        }
-        let mut object =
-            json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": metadata});
+    pub(super) fn bookmark_line(def: &ResourceDef, rv: u64) -> Bytes {
+        let mut object = json!({"kind": def.kind, "apiVersion": def.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}});
         for field in &def.bookmark_fields {
             object[field.as_str()] = json!({});
         }
@@ -445,7 +436,7 @@ impl Store {
         self.watchers.retain(|w| {
             !w.bookmarks
                 || w.tx
-                    .send(WatchMsg::Line(Self::bookmark_line(&defs[w.res], rv, false)))
+                    .send(WatchMsg::Line(Self::bookmark_line(&defs[w.res], rv)))
                     .is_ok()
         });
         self.publish_watch_count();

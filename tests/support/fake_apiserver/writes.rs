@@ -378,16 +378,6 @@ impl Store {
         self.create_at(&t, obj, Mode::Direct, false)
     }
 
-    /// Replaces an object (status included; `/status` path: status only); a
-    /// `metadata.resourceVersion` in `obj` must be current.
-    pub fn put(&mut self, object_path: &str, obj: Value) -> Result<Value, ApiError> {
-        let t = self.target(object_path);
-        let mut obj = Some(obj);
-        self.update_at(&t, Mode::Direct, false, true, &mut |_| {
-            Ok(obj.take().expect("called once"))
-        })
-    }
-
     /// Applies a JSON merge patch (RFC 7386) to an object, status included.
     pub fn patch(&mut self, object_path: &str, merge_patch: Value) -> Result<Value, ApiError> {
         let t = self.target(object_path);
