@@ -275,32 +275,28 @@ impl Store {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&def, &name))?;
         let uid = meta_str(&existing, "uid").unwrap_or("").to_string();
-        if let Some(wanted) = &opts.uid
-            && *wanted != uid
-        {
-            return Err(ApiError::delete_precondition(
-                &def,
-                &name,
-                &format!(
-                    "the UID in the precondition ({wanted}) does not match the UID in record ({uid}). \
-                     The object might have been deleted and then recreated"
-                ),
-            ));
-        }
-        let rv = meta_str(&existing, "resourceVersion")
-            .unwrap_or("")
-            .to_string();
-        if let Some(wanted) = &opts.resource_version
-            && *wanted != rv
-        {
-            return Err(ApiError::delete_precondition(
-                &def,
-                &name,
-                &format!(
-                    "the ResourceVersion in the precondition ({wanted}) does not match the ResourceVersion in \
-                     record ({rv}). The object might have been modified"
-                ),
-            ));
+        for (what, field, wanted, why) in [
+            ("UID", "uid", &opts.uid, "deleted and then recreated"),
+            (
+                "ResourceVersion",
+                "resourceVersion",
+                &opts.resource_version,
+                "modified",
+            ),
+        ] {
+            let actual = meta_str(&existing, field).unwrap_or("");
+            if let Some(wanted) = wanted
+                && wanted != actual
+            {
+                return Err(ApiError::delete_precondition(
+                    &def,
+                    &name,
+                    &format!(
+                        "the {what} in the precondition ({wanted}) does not match the {what} in record \
+                         ({actual}). The object might have been {why}"
+                    ),
+                ));
+            }
         }
         if !finalizers(&existing).is_empty() {
             let mut obj = existing.clone();
