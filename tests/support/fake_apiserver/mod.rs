@@ -145,10 +145,15 @@ pub use errors::ApiError;
 pub use resources::ResourceDef;
 pub use store::{Deletion, EventType, Store, WriteEvent};
 
+// The modules share one set of names: each starts with `use super::*`, which brings the imports
+// below and the `pub(super)` items of its siblings.
 use errors::*;
 use http::*;
 use json::*;
 use selectors::*;
+use store::*;
+use writes::*;
+
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -156,8 +161,6 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::*;
-use writes::*;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
