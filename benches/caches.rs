@@ -1,5 +1,5 @@
 //! The cluster caches of `rwop-guard serve` at cluster scale, through the real `kube::Client`
-//! against the in-process fake API server (tests/support/fake_apiserver.rs), on loopback.
+//! against the in-process fake API server (tests/support/fake_apiserver/), on loopback.
 //!
 //! The fake is seeded with N PersistentVolumes (as a CSI provisioner writes them, ~1.3 KiB of
 //! JSON each), 10,000 namespaces (two labels) and 100 StorageClasses. `rwop-guard serve` (the
