@@ -25,6 +25,7 @@ use kube::api::{WatchEvent, WatchParams};
 use serde_json::{Value, json};
 
 use crate::Case;
+use crate::harness::hold::{Hold, HoldSpec};
 use crate::harness::process::die_with_parent;
 use crate::harness::{CSI_CLASS, Env, INTREE_CLASS, Out, claim, csi_volume, docs, wait_until};
 
@@ -336,10 +337,28 @@ fn fleet_sigkill_and_resume(env: &Env) -> anyhow::Result<()> {
         "4",
         TIMEOUT,
     ];
+    // Killed once the sixth claim has its claim deleted and is creating it again (held: the run
+    // cannot finish before the kill): others are mid-way too.
+    let hold = Hold::start(
+        env,
+        "e2e-hold-fleet",
+        HoldSpec {
+            rule: json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                         "resources": ["persistentvolumeclaims"], "scope": "Namespaced"}),
+            namespace: Some(&ns),
+            condition: "object.metadata.name == 'd05'".to_owned(),
+            probe: ["create", "--dry-run=server", "-f", "-"]
+                .map(str::to_owned)
+                .to_vec(),
+            probe_stdin: claim("d05", &ns, &[RWO], Some(CSI_CLASS)).to_string(),
+        },
+    )?;
     let mut run = Running::rwop(env, &args)?;
-    // Killed once the sixth claim has its claim deleted: others are mid-way too.
     run.wait_for(&format!("d05: [5/{STEPS}] "), STEP_LIMIT)?;
+    hold.wait_held(STEP_LIMIT)
+        .with_context(|| format!("d05's claim create; stderr:\n{}", run.stderr()))?;
     let status = run.sigkill()?;
+    drop(hold);
     let first = run.stderr();
     anyhow::ensure!(
         status.signal() == Some(libc::SIGKILL),
@@ -1428,18 +1447,133 @@ impl Fixture {
         Running::rwop(env, &all)
     }
 
-    /// Runs `migrate` and SIGKILLs it as soon as it reports that step `step` starts. Returns
-    /// what it printed on stderr.
+    /// Runs `migrate` and SIGKILLs it inside step `step`, before that step changes anything:
+    /// a [`Hold`] keeps the step's first write waiting in the API server until the kill (and
+    /// refuses it then), so the run cannot get further whatever the machine's load. Returns what
+    /// it printed on stderr.
     fn kill_at(&self, env: &Env, args: &[&str], step: usize) -> anyhow::Result<String> {
+        let hold = self.hold(env, step)?;
         let mut run = self.spawn_migrate(env, args)?;
         run.wait_for(&format!("[{step}/{STEPS}] "), STEP_LIMIT)?;
+        hold.wait_held(STEP_LIMIT)
+            .with_context(|| format!("step {step}'s write; stderr:\n{}", run.stderr()))?;
         let status = run.sigkill()?;
+        drop(hold);
         anyhow::ensure!(
             status.signal() == Some(libc::SIGKILL),
             "migrate was to be killed at step {step} but ended on its own ({status}); stderr:\n{}",
             run.stderr()
         );
+        let recorded = self.completed(env)?;
+        anyhow::ensure!(
+            recorded == step - 1,
+            "killed inside step {step}, the volume records {recorded} steps done; stderr:\n{}",
+            run.stderr()
+        );
         Ok(run.stderr())
+    }
+
+    /// A hold on the first write of `step` (forward or rollback, whose steps write the same
+    /// objects in the same order).
+    fn hold(&self, env: &Env, step: usize) -> anyhow::Result<Hold> {
+        let (ns, pv) = (self.ns.as_str(), self.pv.as_str());
+        let volume_update = json!({"apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["UPDATE"], "resources": ["persistentvolumes"], "scope": "Cluster"});
+        let claims = |op: &str| {
+            json!({"apiGroups": [""], "apiVersions": ["v1"],
+            "operations": [op], "resources": ["persistentvolumeclaims"], "scope": "Namespaced"})
+        };
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (rule, namespace, condition, probe, probe_stdin) = match step {
+            // RetainVolume: the reclaim policy becomes Retain.
+            2 => (
+                volume_update,
+                None,
+                format!(
+                    "object.metadata.name == '{pv}' \
+                     && object.spec.persistentVolumeReclaimPolicy == 'Retain' \
+                     && oldObject.spec.persistentVolumeReclaimPolicy != 'Retain'"
+                ),
+                args(&[
+                    "patch",
+                    "pv",
+                    pv,
+                    "--dry-run=server",
+                    "--type=merge",
+                    "-p",
+                    r#"{"spec":{"persistentVolumeReclaimPolicy":"Retain"}}"#,
+                ]),
+                String::new(),
+            ),
+            // DeleteClaim.
+            4 => (
+                claims("DELETE"),
+                Some(ns),
+                format!("oldObject.metadata.name == '{CLAIM}'"),
+                args(&["delete", "pvc", CLAIM, "-n", ns, "--dry-run=server"]),
+                String::new(),
+            ),
+            // ReleaseVolume: claimRef.uid is cleared.
+            5 => (
+                volume_update,
+                None,
+                format!(
+                    "object.metadata.name == '{pv}' && has(oldObject.spec.claimRef) \
+                     && has(oldObject.spec.claimRef.uid) \
+                     && (!has(object.spec.claimRef) || !has(object.spec.claimRef.uid))"
+                ),
+                args(&[
+                    "patch",
+                    "pv",
+                    pv,
+                    "--dry-run=server",
+                    "--type=json",
+                    "-p",
+                    r#"[{"op":"remove","path":"/spec/claimRef/uid"}]"#,
+                ]),
+                String::new(),
+            ),
+            // CreateClaim.
+            7 => (
+                claims("CREATE"),
+                Some(ns),
+                format!("object.metadata.name == '{CLAIM}'"),
+                args(&["create", "--dry-run=server", "-f", "-"]),
+                claim(CLAIM, ns, &[RWO], Some(CSI_CLASS)).to_string(),
+            ),
+            // ScaleUp: the Deployment's scale to more than 0.
+            9 => (
+                json!({"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["UPDATE"],
+                       "resources": ["deployments/scale"], "scope": "Namespaced"}),
+                Some(ns),
+                format!(
+                    "object.metadata.name == '{APP}' && has(object.spec.replicas) \
+                     && object.spec.replicas > 0"
+                ),
+                args(&[
+                    "scale",
+                    "deployment",
+                    APP,
+                    "-n",
+                    ns,
+                    "--replicas=2",
+                    "--dry-run=server",
+                ]),
+                String::new(),
+            ),
+            _ => anyhow::bail!("no hold for the write of step {step}"),
+        };
+        Hold::start(
+            env,
+            &format!("e2e-hold-{}", self.case),
+            HoldSpec {
+                rule,
+                namespace,
+                condition,
+                probe,
+                probe_stdin,
+            },
+        )
     }
 
     /// The recorded state on the volume, if any.

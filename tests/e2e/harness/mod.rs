@@ -2,6 +2,7 @@
 //! chart's own webhook configurations registered against that server.
 
 pub mod control_plane;
+pub mod hold;
 pub mod pki;
 pub mod process;
 pub mod webhook;
