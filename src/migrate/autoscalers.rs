@@ -46,7 +46,7 @@ pub async fn check(
 
 /// A list the user may not read is a warning: the migration itself does not need it.
 fn forbidden(error: &MigrateError) -> bool {
-    matches!(error, MigrateError::Api { error: kube::Error::Api(status), .. } if status.code == 403)
+    matches!(error, MigrateError::Api { error: kube::Error::Api(status), .. } if status.is_forbidden())
 }
 
 async fn hpas(
@@ -106,6 +106,9 @@ async fn keda(
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
     let objects = match super::list_all(&api, "KEDA ScaledObjects").await {
         Ok(objects) => objects,
+        // KEDA is not installed. By code: for a resource it does not serve the API server
+        // answers a plain "404 page not found", not a NotFound Status, and is_not_found() reads
+        // the reason.
         Err(MigrateError::Api {
             error: kube::Error::Api(status),
             ..

@@ -243,7 +243,7 @@ async fn get_replicas(
     match scale {
         Ok(scale) => Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0)),
         // Gone (a StatefulSet between its delete and its create again): nothing runs.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(0),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(0),
         Err(e) => Err(api_err(what)(e)),
     }
 }

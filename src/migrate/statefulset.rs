@@ -549,7 +549,7 @@ pub(super) async fn delete(
         };
         match api.delete(name, &params).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(e) => {
                 return Err(api_err(format!(
                     "cannot delete StatefulSet {namespace}/{name}"
@@ -597,7 +597,7 @@ pub(super) async fn create(
                 )))?,
                 None,
             ),
-            Err(kube::Error::Api(s)) if s.code == 409 => (
+            Err(kube::Error::Api(s)) if s.is_already_exists() => (
                 api.get(name).await.map_err(api_err(format!(
                     "cannot read StatefulSet {namespace}/{name}"
                 )))?,

@@ -248,7 +248,9 @@ pub(crate) async fn update_volume(
         match volumes.replace(name, &PostParams::default(), &pv).await {
             Ok(_) => return Ok(true),
             // Someone else wrote in between: read again and re-apply the change.
-            Err(kube::Error::Api(status)) if status.code == 409 && attempts < CONFLICT_RETRIES => {
+            Err(kube::Error::Api(status))
+                if status.is_conflict() && attempts < CONFLICT_RETRIES =>
+            {
                 attempts += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(10 * attempts)).await;
             }
@@ -453,7 +455,7 @@ impl<'a> Ctx<'a> {
         for pod in &state.deleted_pods {
             match pods.delete(pod, &DeleteParams::default()).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
                 Err(e) => return Err(api_err(format!("cannot delete pod {pod}"))(e)),
             }
         }
@@ -502,7 +504,7 @@ impl<'a> Ctx<'a> {
             };
             match self.claims.delete(&self.state.claim, &params).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
                 Err(e) => return Err(api_err(format!("cannot delete claim {claim_name}"))(e)),
             }
         }
@@ -562,7 +564,7 @@ impl<'a> Ctx<'a> {
                 let claim = claim_to_create(self.state, volume)?;
                 match self.claims.create(&PostParams::default(), &claim).await {
                     Ok(c) => (c, None),
-                    Err(kube::Error::Api(s)) if s.code == 409 => (
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => (
                         self.claims
                             .get(&self.state.claim)
                             .await

@@ -197,7 +197,7 @@ where
             Ok(page) => page,
             // The continue token expired (the listing outlived the API server's history window).
             // Like client-go's pager, fall back to one unpaginated list rather than mixing two
-            // snapshots.
+            // snapshots. (410 Gone by its code: kube's `Status` has no helper for it.)
             Err(kube::Error::Api(status)) if status.code == 410 && token.is_some() => {
                 progress(&format!(
                     "the {resource} list expired after {} objects; listing them again in one request…",
