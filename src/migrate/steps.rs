@@ -46,23 +46,26 @@ pub const STEPS: [Step; 11] = [
     Step::ClearState,
 ];
 
-/// The steps of a claim migrated with its StatefulSet: the StatefulSet is recreated with the
-/// target in its `volumeClaimTemplates` once the claims are bound, before it is scaled back.
-pub const STATEFULSET_STEPS: [Step; 13] = [
-    Step::RecordState,
-    Step::RetainVolume,
-    Step::ScaleDown,
-    Step::DeleteClaim,
-    Step::ReleaseVolume,
-    Step::SetVolumeModes,
-    Step::CreateClaim,
-    Step::WaitBound,
-    Step::DeleteStatefulSet,
-    Step::CreateStatefulSet,
-    Step::ScaleUp,
-    Step::RestoreReclaimPolicy,
-    Step::ClearState,
-];
+/// The steps of a claim migrated with its StatefulSet: [`STEPS`] with the StatefulSet recreated
+/// (with the target in its `volumeClaimTemplates`) once the claims are bound, before it is
+/// scaled back. A recorded state counts completed steps of its list, so the order is fixed.
+pub const STATEFULSET_STEPS: [Step; 13] = with_statefulset(STEPS);
+
+const fn with_statefulset(steps: [Step; 11]) -> [Step; 13] {
+    let mut out = [Step::RecordState; 13];
+    let (mut i, mut j) = (0, 0);
+    while i < steps.len() {
+        if matches!(steps[i], Step::ScaleUp) {
+            out[j] = Step::DeleteStatefulSet;
+            out[j + 1] = Step::CreateStatefulSet;
+            j += 2;
+        }
+        out[j] = steps[i];
+        i += 1;
+        j += 1;
+    }
+    out
+}
 
 /// Steps done once the claim is bound again (the same in both lists).
 pub(crate) const BOUND: usize = 8;
@@ -754,4 +757,23 @@ pub fn statuses(
             why.map_or(StepStatus::ToDo, StepStatus::InPlace)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state recorded by a StatefulSet run counts steps of this list: they are the claim's
+    /// steps with the StatefulSet's two as steps 9 and 10.
+    #[test]
+    fn statefulset_steps_are_the_claim_steps_with_two_before_scale_up() {
+        assert_eq!(
+            STATEFULSET_STEPS[8..10],
+            [Step::DeleteStatefulSet, Step::CreateStatefulSet]
+        );
+        let mut rest = STATEFULSET_STEPS.to_vec();
+        rest.drain(8..10);
+        assert_eq!(rest, STEPS);
+        assert_eq!(STATEFULSET_STEPS[BOUND - 1], Step::WaitBound);
+    }
 }
