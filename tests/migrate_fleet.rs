@@ -298,36 +298,10 @@ fn kubeconfig(c: &Cluster, dir: &std::path::Path) -> String {
     config.to_str().unwrap().to_owned()
 }
 
-async fn binary(args: &[&str]) -> (i32, String, String) {
-    binary_in(args, None).await
-}
+const BINARY: &str = env!("CARGO_BIN_EXE_rwop-guard");
 
-/// Runs the binary with `stdin` as its standard input (none: empty).
-async fn binary_in(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .await
-        .unwrap();
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the binary finishes")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+async fn binary(args: &[&str]) -> (i32, String, String) {
+    support::cli::run(BINARY.as_ref(), args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,15 +590,17 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     );
 
     // From standard input, it cannot also ask: --yes is needed.
-    let (code, _, err) = binary_in(
+    let (code, _, err) = support::cli::run_with_stdin(
+        BINARY.as_ref(),
         &["--kubeconfig", config, "migrate", "--from-scan", "-"],
-        Some(&scan),
+        &scan,
     )
     .await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("add --yes"), "{err}");
     assert_eq!(c.fake.resource_version(), before);
-    let (code, _, err) = binary_in(
+    let (code, _, err) = support::cli::run_with_stdin(
+        BINARY.as_ref(),
         &[
             "--kubeconfig",
             config,
@@ -633,7 +609,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
             "-",
             "--yes",
         ],
-        Some(&scan),
+        &scan,
     )
     .await;
     assert_eq!(code, 1, "c2 is refused: {err}");
