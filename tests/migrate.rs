@@ -74,7 +74,6 @@ async fn cluster() -> Cluster {
 
 fn opts() -> MigrateOptions {
     MigrateOptions {
-        poll_interval: Duration::from_millis(5),
         timeout: Duration::from_secs(20),
         ..MigrateOptions::default()
     }

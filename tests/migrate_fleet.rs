@@ -65,7 +65,6 @@ fn orders_scales(c: &Cluster) -> Vec<i64> {
 
 fn opts() -> MigrateOptions {
     MigrateOptions {
-        poll_interval: Duration::from_millis(5),
         timeout: Duration::from_secs(20),
         ..MigrateOptions::default()
     }

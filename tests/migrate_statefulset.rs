@@ -119,7 +119,6 @@ async fn env_with(change: impl FnOnce(&mut Value)) -> Env {
 fn opts(rollback: bool) -> MigrateOptions {
     MigrateOptions {
         rollback,
-        poll_interval: Duration::from_millis(5),
         timeout: Duration::from_secs(20),
         ..MigrateOptions::default()
     }

@@ -257,7 +257,6 @@ pub(super) fn options(args: &MigrateArgs) -> MigrateOptions {
         allow_non_csi: args.allow_non_csi,
         allow_delete_pods: args.allow_delete_pods,
         switch_to_recreate: args.switch_to_recreate,
-        ..MigrateOptions::default()
     }
 }
 

@@ -74,7 +74,8 @@ async fn pods_mounting(
         .collect())
 }
 
-fn mounts(pod: &Pod, claim: &str) -> bool {
+/// Whether a pod that has not finished mounts `claim`.
+pub(super) fn mounts(pod: &Pod, claim: &str) -> bool {
     let finished = matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
@@ -91,19 +92,6 @@ fn mounts(pod: &Pod, claim: &str) -> bool {
                         .is_some_and(|c| c.claim_name == claim)
                 })
             })
-}
-
-/// Names of the pods that still mount the claim.
-pub async fn mounting_pods(
-    client: &Client,
-    namespace: &str,
-    claim: &str,
-) -> Result<Vec<String>, MigrateError> {
-    Ok(pods_mounting(client, namespace, claim)
-        .await?
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect())
 }
 
 /// Whether a Deployment's pod template mounts `claim`.

@@ -102,6 +102,12 @@ pub enum MigrateError {
     #[error("{what}: {error}")]
     /// The cause is in the message, so it is not also a `source()`.
     Api { what: String, error: kube::Error },
+    #[error("{what}: {error}")]
+    /// A watch that a wait relies on failed (list or watch refused, or the stream broke).
+    Watch {
+        what: String,
+        error: kube::runtime::watcher::Error,
+    },
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout { what: String, timeout: Duration },
     #[error(
@@ -136,8 +142,6 @@ pub struct MigrateOptions {
     pub rollback: bool,
     /// Limit for each wait (pods gone, claim gone, claim bound).
     pub timeout: Duration,
-    /// How often waits re-check.
-    pub poll_interval: Duration,
     /// Continue with a volume that is not CSI (ReadWriteOncePod needs CSI).
     pub allow_non_csi: bool,
     /// Delete pods that mount the claim without a controller (they are not recreated).
@@ -151,7 +155,6 @@ impl Default for MigrateOptions {
         Self {
             rollback: false,
             timeout: Duration::from_secs(300),
-            poll_interval: Duration::from_millis(500),
             allow_non_csi: false,
             allow_delete_pods: false,
             switch_to_recreate: false,

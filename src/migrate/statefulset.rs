@@ -559,10 +559,8 @@ pub(super) async fn delete(
     }
     let uid = live.metadata.uid;
     let what = format!("StatefulSet {namespace}/{name} to be gone (its dependents orphaned)");
-    super::steps::wait_until(opts, &what, || async {
-        Ok(read().await?.is_none_or(|s| s.metadata.uid != uid))
-    })
-    .await?;
+    let gone = kube::runtime::wait::conditions::is_deleted(uid.as_deref().unwrap_or_default());
+    super::steps::await_object(&api, name, gone, opts, &what).await?;
     Ok(None)
 }
 

@@ -1,12 +1,18 @@
 //! The steps, in order. Each one looks at the live objects first and does only what is missing,
 //! so running a step twice, or after a crash in its middle, is safe.
 
-use std::future::Future;
+use std::fmt::Debug;
+use std::pin::pin;
+use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::TryStreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::{Api, Client};
+use kube::runtime::wait::Condition;
+use kube::runtime::{reflector, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 
 use super::consumers::{self, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
 use super::statefulset;
@@ -266,28 +272,64 @@ pub(crate) async fn update_volume(
     }
 }
 
-/// Re-checks `done` until it holds or the timeout passes.
-pub(super) async fn wait_until<F, Fut>(
+/// Watches object `name` of `api` until `condition` holds (`None`: the object is absent), for at
+/// most the run's timeout. (Not `await_condition`: that watches with the field selector
+/// `metadata.name`, which the fake API server of the tests does not serve; the namespace's
+/// objects are watched instead, judged by name.)
+pub(super) async fn await_object<K>(
+    api: &Api<K>,
+    name: &str,
+    condition: impl Condition<K>,
     opts: &MigrateOptions,
     what: &str,
-    mut done: F,
 ) -> Result<(), MigrateError>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool, MigrateError>>,
+    K: Clone + Debug + Send + Sync + DeserializeOwned + Resource<DynamicType = ()> + 'static,
 {
-    let deadline = Instant::now() + opts.timeout;
-    loop {
-        if done().await? {
-            return Ok(());
+    await_listed(api, opts, what, |objects| {
+        let named = objects
+            .iter()
+            .find(|o| o.meta().name.as_deref() == Some(name));
+        condition.matches_object(named.map(|o| o.as_ref()))
+    })
+    .await
+}
+
+/// Watches the objects of `api` until `done` holds of all of them (judged on complete lists
+/// only, after each change), for at most the run's timeout.
+pub(super) async fn await_listed<K>(
+    api: &Api<K>,
+    opts: &MigrateOptions,
+    what: &str,
+    done: impl Fn(&[Arc<K>]) -> bool,
+) -> Result<(), MigrateError>
+where
+    K: Clone + Debug + Send + Sync + DeserializeOwned + Resource<DynamicType = ()> + 'static,
+{
+    let (store, writer) = reflector::store();
+    let wait = async {
+        let mut events = pin!(reflector(
+            writer,
+            watcher(api.clone(), watcher::Config::default())
+        ));
+        while let Some(event) = events.try_next().await? {
+            let listing = matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
+            if !listing && done(&store.state()) {
+                break;
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(MigrateError::Timeout {
-                what: what.to_owned(),
-                timeout: opts.timeout,
-            });
-        }
-        tokio::time::sleep(opts.poll_interval).await;
+        Ok(())
+    };
+    match tokio::time::timeout(opts.timeout, wait).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(MigrateError::Watch {
+            what: format!("cannot watch for {what}"),
+            error,
+        }),
+        Err(_) => Err(MigrateError::Timeout {
+            what: what.to_owned(),
+            timeout: opts.timeout,
+        }),
     }
 }
 
@@ -463,9 +505,9 @@ impl<'a> Ctx<'a> {
             }
         }
         let what = format!("no pod to mount {}", self.claim_name);
-        wait_until(self.opts, &what, || async {
-            let pods = consumers::mounting_pods(client, &state.namespace, &state.claim).await?;
-            Ok(pods.is_empty())
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &state.namespace);
+        await_listed(&pods, self.opts, &what, |pods| {
+            !pods.iter().any(|p| consumers::mounts(p, &state.claim))
         })
         .await?;
         Ok(None)
@@ -512,10 +554,8 @@ impl<'a> Ctx<'a> {
             }
         }
         let what = format!("claim {claim_name} to be gone");
-        wait_until(self.opts, &what, || async {
-            Ok(self.claim().await?.is_none())
-        })
-        .await?;
+        let gone = |c: Option<&PersistentVolumeClaim>| c.is_none();
+        await_object(&self.claims, &self.state.claim, gone, self.opts, &what).await?;
         Ok(None)
     }
 
@@ -594,13 +634,8 @@ impl<'a> Ctx<'a> {
 
     async fn wait_bound(&self) -> Outcome {
         let what = format!("claim {} to be Bound to {}", self.claim_name, self.volume);
-        wait_until(self.opts, &what, || async {
-            Ok(self
-                .claim()
-                .await?
-                .is_some_and(|c| bound_to(&c, self.volume)))
-        })
-        .await?;
+        let bound = |c: Option<&PersistentVolumeClaim>| c.is_some_and(|c| bound_to(c, self.volume));
+        await_object(&self.claims, &self.state.claim, bound, self.opts, &what).await?;
         Ok(None)
     }
 
