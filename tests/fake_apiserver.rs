@@ -335,9 +335,16 @@ async fn get_and_list_serve_the_seeded_fixture_as_the_real_server_did() {
             .len(),
         1
     );
+    // The one field selector the product sends (await_condition's).
+    let one = namespaces
+        .list(&ListParams::default().fields("metadata.name=kube-public"))
+        .await
+        .unwrap();
+    let names: Vec<_> = one.items.iter().map(|n| n.metadata.name.clone()).collect();
+    assert_eq!(names, [Some("kube-public".to_owned())]);
     // What the fake does not implement answers 400 instead of selecting something else.
     for unimplemented in [
-        ListParams::default().fields("metadata.name=kube-public"),
+        ListParams::default().fields("status.phase=Active"),
         ListParams::default().labels("rwop-guard.dev/mutate!=enabled"),
         ListParams::default().labels("kubernetes.io/metadata.name notin (shop)"),
     ] {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures_util::TryStreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::runtime::wait::Condition;
+use kube::runtime::wait::{Condition, await_condition};
 use kube::runtime::{reflector, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -273,9 +273,7 @@ pub(crate) async fn update_volume(
 }
 
 /// Watches object `name` of `api` until `condition` holds (`None`: the object is absent), for at
-/// most the run's timeout. (Not `await_condition`: that watches with the field selector
-/// `metadata.name`, which the fake API server of the tests does not serve; the namespace's
-/// objects are watched instead, judged by name.)
+/// most the run's timeout.
 pub(super) async fn await_object<K>(
     api: &Api<K>,
     name: &str,
@@ -286,13 +284,18 @@ pub(super) async fn await_object<K>(
 where
     K: Clone + Debug + Send + Sync + DeserializeOwned + Resource<DynamicType = ()> + 'static,
 {
-    await_listed(api, opts, what, |objects| {
-        let named = objects
-            .iter()
-            .find(|o| o.meta().name.as_deref() == Some(name));
-        condition.matches_object(named.map(|o| o.as_ref()))
-    })
-    .await
+    let wait = await_condition(api.clone(), name, condition);
+    match tokio::time::timeout(opts.timeout, wait).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::runtime::wait::Error::ProbeFailed(error))) => Err(MigrateError::Watch {
+            what: format!("cannot watch for {what}"),
+            error,
+        }),
+        Err(_) => Err(MigrateError::Timeout {
+            what: what.to_owned(),
+            timeout: opts.timeout,
+        }),
+    }
 }
 
 /// Watches the objects of `api` until `done` holds of all of them (judged on complete lists

@@ -99,31 +99,41 @@ pub(super) fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, ApiError> {
 pub(super) struct Filter {
     pub(super) namespace: Option<String>,
     pub(super) name: Option<String>,
+    /// `fieldSelector=metadata.name=NAME`, what `kube::runtime::wait::await_condition` sends.
+    pub(super) field_name: Option<String>,
     pub(super) labels: Vec<LabelReq>,
 }
 
 impl Filter {
-    /// Field selectors are not implemented (the product sends none): they answer 400.
+    /// Of field selectors only `metadata.name=NAME` is implemented (the one the product sends,
+    /// through `await_condition`); any other answers 400.
     pub(super) fn from_query(
         namespace: Option<&str>,
         name: Option<&str>,
         q: &Query,
     ) -> Result<Self, ApiError> {
-        if q.get("fieldSelector").is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::bad_request(
-                "fieldSelector is not implemented by the fake API server",
-            ));
-        }
+        let field_name = match q.get("fieldSelector").unwrap_or("") {
+            "" => None,
+            s => match s.strip_prefix("metadata.name=") {
+                Some(n) if !n.contains(',') => Some(n.to_owned()),
+                _ => {
+                    return Err(ApiError::bad_request(&format!(
+                        "fieldSelector {s:?} is not implemented by the fake API server (only metadata.name=NAME)"
+                    )));
+                }
+            },
+        };
         Ok(Filter {
             namespace: namespace.map(String::from),
             name: name.map(String::from),
+            field_name,
             labels: parse_label_selector(q.get("labelSelector").unwrap_or(""))?,
         })
     }
 
-    /// No label selector (the namespace of the URL does not count).
+    /// No label or field selector (the namespace of the URL does not count).
     pub(super) fn selects_everything(&self) -> bool {
-        self.labels.is_empty()
+        self.labels.is_empty() && self.field_name.is_none()
     }
 
     pub(super) fn matches(&self, obj: &Value) -> bool {
@@ -134,6 +144,7 @@ impl Filter {
         let labels = labels(obj);
         is(&self.namespace, "namespace")
             && is(&self.name, "name")
+            && is(&self.field_name, "name")
             && self.labels.iter().all(|r| r.matches(&labels))
     }
 }
