@@ -303,6 +303,13 @@ async fn binary(args: &[&str]) -> (i32, String, String) {
     support::cli::run(BINARY.as_ref(), args).await
 }
 
+/// `rwop-guard --kubeconfig CONFIG migrate ARGS…`: (exit code, stdout, stderr).
+async fn migrate(config: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--kubeconfig", config, "migrate"];
+    all.extend_from_slice(args);
+    binary(&all).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
     let c = cluster().await;
@@ -310,8 +317,7 @@ async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
     let config = kubeconfig(&c, dir.path());
     let config = config.as_str();
     let before = c.fake.resource_version();
-    let (code, plan, err) =
-        binary(&["--kubeconfig", config, "migrate", "--all", "--dry-run"]).await;
+    let (code, plan, err) = migrate(config, &["--all", "--dry-run"]).await;
     assert_eq!(code, 0, "{err}");
     println!("{plan}");
     assert_eq!(
@@ -334,20 +340,10 @@ async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
     assert!(legacy.contains("refused:"), "{plan}");
     assert!(plan.contains("orders-a + orders-b"), "{plan}");
     // Not confirmed (stdin is empty): nothing changes.
-    let (code, _, err) = binary(&["--kubeconfig", config, "migrate", "--all"]).await;
+    let (code, _, err) = migrate(config, &["--all"]).await;
     assert_eq!(code, 1, "{err}");
     assert_eq!(c.fake.resource_version(), before, "{err}");
-    let (code, _, err) = binary(&[
-        "--kubeconfig",
-        config,
-        "migrate",
-        "-l",
-        "tier=db",
-        "--yes",
-        "--concurrency",
-        "3",
-    ])
-    .await;
+    let (code, _, err) = migrate(config, &["-l", "tier=db", "--yes", "--concurrency", "3"]).await;
     eprintln!("{err}");
     assert_eq!(code, 1, "one claim is refused: {err}");
     assert!(
@@ -517,15 +513,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
         )
         .unwrap();
     let before = c.fake.resource_version();
-    let (code, plan, err) = binary(&[
-        "--kubeconfig",
-        config,
-        "migrate",
-        "--from-scan",
-        file,
-        "--dry-run",
-    ])
-    .await;
+    let (code, plan, err) = migrate(config, &["--from-scan", file, "--dry-run"]).await;
     assert_eq!(code, 0, "{err}");
     println!("{plan}");
     assert_eq!(
@@ -567,17 +555,8 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     assert!(plan.contains("shop/orders-a + shop/orders-b"), "{plan}");
 
     // With -n, the namespace's candidates only.
-    let (code, plan, err) = binary(&[
-        "--kubeconfig",
-        config,
-        "migrate",
-        "--from-scan",
-        file,
-        "-n",
-        "billing",
-        "--dry-run",
-    ])
-    .await;
+    let (code, plan, err) =
+        migrate(config, &["--from-scan", file, "-n", "billing", "--dry-run"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         plan.starts_with("Migration of namespace billing to [ReadWriteOncePod]:\nCLAIM"),
@@ -629,16 +608,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     assert_eq!(orders_scales(&c), vec![0, 1]);
 
     // The same scan rolls the migrated claims back; c2 was never migrated.
-    let (code, _, err) = binary(&[
-        "--kubeconfig",
-        config,
-        "migrate",
-        "--from-scan",
-        file,
-        "--rollback",
-        "--yes",
-    ])
-    .await;
+    let (code, _, err) = migrate(config, &["--from-scan", file, "--rollback", "--yes"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("summary: 6 rolled back, 1 not migrated, 0 refused, 0 failed, 0 not started"),
@@ -676,15 +646,8 @@ async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespa
     for (name, text) in not_scans {
         let file = dir.path().join(name);
         std::fs::write(&file, text).unwrap();
-        let (code, _, err) = binary(&[
-            "--kubeconfig",
-            config,
-            "migrate",
-            "--from-scan",
-            file.to_str().unwrap(),
-            "--yes",
-        ])
-        .await;
+        let (code, _, err) =
+            migrate(config, &["--from-scan", file.to_str().unwrap(), "--yes"]).await;
         assert_eq!(code, 2, "{name}: {err}");
         assert!(
             err.contains("is not the output of `rwop-guard scan -o json`"),
@@ -697,16 +660,16 @@ async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespa
     assert_eq!(code, 0, "{err}");
     let file = dir.path().join("shop.json");
     std::fs::write(&file, scan).unwrap();
-    let (code, _, err) = binary(&[
-        "--kubeconfig",
+    let (code, _, err) = migrate(
         config,
-        "migrate",
-        "--from-scan",
-        file.to_str().unwrap(),
-        "-n",
-        "billing",
-        "--yes",
-    ])
+        &[
+            "--from-scan",
+            file.to_str().unwrap(),
+            "-n",
+            "billing",
+            "--yes",
+        ],
+    )
     .await;
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -714,15 +677,7 @@ async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespa
         "{err}"
     );
     // --from-scan takes no claim, --all or selector as well.
-    let (code, _, err) = binary(&[
-        "--kubeconfig",
-        config,
-        "migrate",
-        "--from-scan",
-        file.to_str().unwrap(),
-        "--all",
-    ])
-    .await;
+    let (code, _, err) = migrate(config, &["--from-scan", file.to_str().unwrap(), "--all"]).await;
     assert_eq!(code, 2, "{err}");
     assert_eq!(c.fake.resource_version(), before, "nothing was written");
 }
