@@ -126,15 +126,9 @@ fn end_state(c: &Cluster) -> Value {
                 .fake
                 .get(&format!("/api/v1/persistentvolumes/pv-{name}"))
                 .unwrap();
-            json!([
-                name,
-                pvc["spec"]["accessModes"],
-                pvc["status"]["phase"],
-                pv["spec"]["accessModes"],
-                pv["spec"]["persistentVolumeReclaimPolicy"],
-                pv["metadata"]["annotations"][MIGRATION_ANNOTATION],
-                pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
-            ])
+            let mut row = vec![json!(name)];
+            row.extend(seed::pair_state(pvc, &pv));
+            Value::Array(row)
         })
         .collect();
     json!({"claims": claims, "orders": c.fake.get(DEPLOYMENT).unwrap()["spec"]["replicas"], "pods": c.fake.list(PODS).len()})

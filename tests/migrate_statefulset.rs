@@ -13,7 +13,6 @@ use std::time::Duration;
 use rwop_guard::migrate::MigrateOptions;
 use rwop_guard::migrate::fleet::{FleetEvent, Outcome};
 use rwop_guard::migrate::statefulset::{self, StatefulSetPlan};
-use rwop_guard::policy::MIGRATION_ANNOTATION;
 use serde_json::{Value, json};
 use support::fake_apiserver::EventType;
 use support::seed::{self, Cluster, NS};
@@ -157,14 +156,7 @@ fn end_state(e: &Env) -> Value {
                 e.c.fake
                     .get(&format!("/api/v1/persistentvolumes/pv-web-{i}"))
                     .unwrap();
-            json!([
-                pvc["spec"]["accessModes"],
-                pvc["status"]["phase"],
-                pv["spec"]["accessModes"],
-                pv["spec"]["persistentVolumeReclaimPolicy"],
-                pv["metadata"]["annotations"][MIGRATION_ANNOTATION],
-                pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]
-            ])
+            Value::Array(seed::pair_state(&pvc, &pv))
         })
         .collect();
     let sts = e.c.fake.get(STS).unwrap();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::core::admission::Operation;
-use rwop_guard::policy::{Policy, validate_volume};
+use rwop_guard::policy::{MIGRATION_ANNOTATION, Policy, validate_volume};
 use serde_json::{Value, json};
 
 use super::fake_apiserver::{EventType, FakeApiServer, Store, WriteEvent, api_fixture};
@@ -93,6 +93,20 @@ impl Cluster {
         let v = self.violations.lock().unwrap();
         assert!(v.is_empty(), "{v:#?}");
     }
+}
+
+/// What the migrate tests compare of a claim and its volume at the end of a run: the claim's
+/// modes and phase, the volume's modes, reclaim policy and recorded state, and whether the
+/// volume is bound to this very claim (its uid).
+pub fn pair_state(pvc: &Value, pv: &Value) -> Vec<Value> {
+    vec![
+        pvc["spec"]["accessModes"].clone(),
+        pvc["status"]["phase"].clone(),
+        pv["spec"]["accessModes"].clone(),
+        pv["spec"]["persistentVolumeReclaimPolicy"].clone(),
+        pv["metadata"]["annotations"][MIGRATION_ANNOTATION].clone(),
+        json!(pv["spec"]["claimRef"]["uid"] == pvc["metadata"]["uid"]),
+    ]
 }
 
 pub fn pods_path(ns: &str) -> String {
