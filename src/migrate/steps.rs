@@ -19,7 +19,7 @@ use super::statefulset;
 use super::{
     MigrateError, MigrateOptions, MigrationState, Progress, api_err, claim_to_create, record,
 };
-use crate::policy::{AccessMode, AccessModes, MIGRATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION};
+use crate::policy::{AccessMode, HasAccessModes, MIGRATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -336,10 +336,6 @@ where
     }
 }
 
-fn modes_of(pvc: &PersistentVolumeClaim) -> AccessModes {
-    AccessModes::from_optional(pvc.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-}
-
 fn bound_to(pvc: &PersistentVolumeClaim, volume: &str) -> bool {
     pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(volume)
         && pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
@@ -584,8 +580,8 @@ impl<'a> Ctx<'a> {
         // The marker goes in the same update as the modes: a volume is never [ReadWriteOncePod]
         // by migrate's hand without it, nor [ReadWriteOnce] again with it.
         let changed = update_volume(&self.volumes, self.volume, "set its access modes", |pv| {
+            let modes_ok = pv.access_modes().is_only(target);
             let spec = pv.spec.get_or_insert_with(Default::default);
-            let modes_ok = AccessModes::from_optional(spec.access_modes.as_ref()).is_only(target);
             spec.access_modes = Some(vec![target.as_str().to_owned()]);
             let annotations = pv.metadata.annotations.get_or_insert_with(Default::default);
             let marker_ok = if target == AccessMode::ReadWriteOnce {
@@ -623,7 +619,7 @@ impl<'a> Ctx<'a> {
         };
         // A claim with other modes never binds to the volume: say so now rather than time
         // out waiting (a mutating webhook rewrote it, or someone else created it).
-        let modes = modes_of(&created);
+        let modes = created.access_modes();
         if !modes.is_only(self.target()) {
             return Err(MigrateError::Refused(format!(
                 "claim {claim_name} is {modes}, not [{}], and cannot bind to PersistentVolume {volume}; \
@@ -684,10 +680,9 @@ fn swap_done(
     volume: &str,
     target: AccessMode,
 ) -> bool {
-    let pv_ok = AccessModes::from_optional(pv.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-        .is_only(target);
+    let pv_ok = pv.access_modes().is_only(target);
     let claim_ok = claim.is_some_and(|c| {
-        modes_of(c).is_only(target)
+        c.access_modes().is_only(target)
             && bound_to(c, volume)
             && c.metadata.deletion_timestamp.is_none()
     });
@@ -760,7 +755,7 @@ pub fn statuses(
             let claim_uid = spec
                 .and_then(|s| s.claim_ref.as_ref())
                 .and_then(|c| c.uid.as_deref());
-            let modes = AccessModes::from_optional(spec.and_then(|s| s.access_modes.as_ref()));
+            let modes = pv.access_modes();
             let why = match step {
                 Step::RetainVolume => (policy == Some("Retain"))
                     .then(|| "reclaim policy is already Retain".to_owned()),
@@ -775,7 +770,7 @@ pub fn statuses(
                     .then(|| format!("the volume is already [{}]", target.as_str())),
                 Step::CreateClaim => claim
                     .filter(|c| {
-                        modes_of(c).is_only(target) && c.metadata.deletion_timestamp.is_none()
+                        c.access_modes().is_only(target) && c.metadata.deletion_timestamp.is_none()
                     })
                     .map(|_| "the claim exists".to_owned()),
                 Step::ScaleUp => {
