@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::core::admission::Operation;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::policy::{
-    Facts, HasAccessModes, Policy, Rule, Subject, Violation, exclusive_rwop_violation, mutate_claim,
+    Claim, Facts, HasAccessModes, Policy, Rule, Subject, Violation, Volume,
+    exclusive_rwop_violation, mutate_claim,
 };
 
 /// One rule violation found in a manifest.
@@ -211,8 +211,8 @@ pub fn check_document(doc: &Document) -> Result<Vec<ManifestViolation>, Document
         };
         match kind {
             "PersistentVolume" => {
-                let pv: PersistentVolume = serde_json::from_value(obj.clone())
-                    .map_err(|e| undecodable("PersistentVolume", e))?;
+                let pv =
+                    Volume::deserialize(obj).map_err(|e| undecodable("PersistentVolume", e))?;
                 let modes = pv.access_modes();
                 if let Some(v) = exclusive_rwop_violation(Subject::volume(&pv.metadata), &modes) {
                     let name = Subject::volume(&pv.metadata).name;
@@ -220,7 +220,8 @@ pub fn check_document(doc: &Document) -> Result<Vec<ManifestViolation>, Document
                 }
             }
             "PersistentVolumeClaim" => {
-                let pvc = decode_claim(obj).map_err(|e| undecodable("PersistentVolumeClaim", e))?;
+                let pvc =
+                    Claim::deserialize(obj).map_err(|e| undecodable("PersistentVolumeClaim", e))?;
                 if let Some(v) = claim_violation(&pvc, Subject::claim(&pvc.metadata)) {
                     let name = Subject::claim(&pvc.metadata).name;
                     findings.push(finding(v.rule, v.detail, name));
@@ -229,7 +230,7 @@ pub fn check_document(doc: &Document) -> Result<Vec<ManifestViolation>, Document
             "StatefulSet" => {
                 let name = str_at(obj, "/metadata/name").unwrap_or_default();
                 for (i, template) in claim_templates(obj).iter().enumerate() {
-                    let pvc = decode_claim(template).map_err(|e| {
+                    let pvc = Claim::deserialize(template).map_err(|e| {
                         undecodable(
                             &format!("StatefulSet {name:?} volumeClaimTemplates[{i}]"),
                             e,
@@ -259,18 +260,7 @@ fn claim_templates(statefulset: &Value) -> &[Value] {
         .unwrap_or_default()
 }
 
-/// Claims and claim templates may omit apiVersion/kind; k8s-openapi insists on them.
-fn decode_claim(v: &Value) -> Result<PersistentVolumeClaim, serde_json::Error> {
-    let mut v = v.clone();
-    if let Some(map) = v.as_object_mut() {
-        map.entry("apiVersion").or_insert_with(|| Value::from("v1"));
-        map.entry("kind")
-            .or_insert_with(|| Value::from("PersistentVolumeClaim"));
-    }
-    serde_json::from_value(v)
-}
-
-fn claim_violation(pvc: &PersistentVolumeClaim, subject: Subject<'_>) -> Option<Violation> {
+fn claim_violation(pvc: &Claim, subject: Subject<'_>) -> Option<Violation> {
     exclusive_rwop_violation(subject, &pvc.access_modes())
 }
 
@@ -360,7 +350,7 @@ pub fn mutate_document(
         };
         let mut mutated_templates = 0;
         for (target, label) in targets {
-            let pvc = decode_claim(target).map_err(|e| DocumentError {
+            let pvc = Claim::deserialize(&*target).map_err(|e| DocumentError {
                 document,
                 line,
                 message: format!("{label} does not decode: {e}"),

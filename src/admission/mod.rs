@@ -1,29 +1,24 @@
 //! `admission.k8s.io/v1` AdmissionReview in, policy, AdmissionReview out.
 //!
-//! Decoding produces `kube::core::admission` and `k8s_openapi` types, in one pass that skips
-//! what no rule reads (see [`review`] and the `prune` module). The only hand-written wire detail
-//! of the answer is the `patch` field: kube-core serializes it as an array of numbers, while the
-//! API documents a base64 string, which is what we send.
-
-mod prune;
+//! Decoding produces `kube::core::admission` types around the policy's [`Claim`] and [`Volume`],
+//! which hold what the rules read and nothing else. The only hand-written wire detail of the
+//! answer is the `patch` field: kube-core serializes it as an array of numbers, while the API
+//! documents a base64 string, which is what we send.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
+    AdmissionRequest, AdmissionResponse, META_API_VERSION_V1, META_KIND, Operation,
 };
-use kube::core::{DynamicObject, GroupVersionKind, Resource, Status};
-use serde::de::DeserializeSeed as _;
+use kube::core::{GroupVersionKind, Resource, Status, TypeMeta};
 use serde::{Deserialize, Serialize};
 
-use self::prune::Keep;
 use crate::bounded::{LOG_FIELD_BYTES, MESSAGE_BYTES, NAME_BYTES, truncate, truncate_in_place};
 use crate::policy::{
-    ANNOTATION_PREFIX, Decision, Facts, Outcome, Policy, Subject, keep_rwop_on_reapply,
+    Claim, Decision, Facts, Outcome, Policy, Subject, Unread, Volume, keep_rwop_on_reapply,
     mutate_claim, validate_claim, validate_volume,
 };
 
@@ -130,7 +125,7 @@ struct Envelope<R> {
     request: Option<R>,
 }
 
-/// What the full decode reads first, to choose the object type.
+/// What the decode reads first, to choose the object type.
 #[derive(Deserialize)]
 struct EnvelopeRequest {
     kind: GroupVersionKind,
@@ -140,75 +135,19 @@ struct EnvelopeRequest {
 
 /// A decoded request, by the kind of object it is about.
 enum Request {
-    // Boxed: a PersistentVolume request is over 7 KiB, too big to move around.
-    Volume(Box<AdmissionRequest<PersistentVolume>>),
-    Claim(Box<AdmissionRequest<PersistentVolumeClaim>>),
-    Other(Box<AdmissionRequest<DynamicObject>>),
-}
-
-#[derive(Clone, Copy)]
-enum ObjectKind {
-    Volume,
-    Claim,
-    Other,
-}
-
-impl ObjectKind {
-    fn of(gvk: &GroupVersionKind) -> Self {
-        let core_v1 = gvk.group.is_empty() && gvk.version == "v1";
-        match gvk.kind.as_str() {
-            "PersistentVolume" if core_v1 => ObjectKind::Volume,
-            "PersistentVolumeClaim" if core_v1 => ObjectKind::Claim,
-            _ => ObjectKind::Other,
-        }
-    }
+    Volume(Box<AdmissionRequest<Volume>>),
+    Claim(Box<AdmissionRequest<Claim>>),
+    Other(Box<AdmissionRequest<Unread>>),
 }
 
 /// Answers one AdmissionReview body.
-///
-/// Decodes in one pass only the fields the rules, the log line and the response use (see
-/// [`review_full_decode`] for the reference it must agree with). A body it cannot handle (not
-/// JSON, not a v1 AdmissionReview, a field the rules read of the wrong type) goes through the
-/// full decode, which words the error.
 pub fn review(
     webhook: Webhook,
     policy: &Policy,
     facts: &Facts,
     body: &[u8],
 ) -> Result<Reviewed, ReviewError> {
-    let Some(mut request) = decode_pruned(body) else {
-        return review_full_decode(webhook, policy, facts, body);
-    };
-    request.bound_names();
-    let reviewed = apply_policy(webhook, policy, facts, &request);
-    // Debug builds (every test, the end-to-end suite's server included) answer each review of up
-    // to 1 MiB both ways and insist on the same answer, so a rule that reads a field the keep
-    // lists drop fails the tests that send that field instead of deciding on its default in
-    // production. (Larger bodies are left out: decoding them in full takes a debug build long
-    // enough to disturb the tests of time limits, and is what tests/decode_memory.rs measures.)
-    #[cfg(debug_assertions)]
-    if let (Ok(fast), true) = (&reviewed, body.len() <= 1 << 20)
-        && let Ok(full) = review_full_decode(webhook, policy, facts, body)
-    {
-        assert_eq!(
-            (&fast.body, &fast.summary),
-            (&full.body, &full.summary),
-            "the one-pass decode answered differently from the full one: a rule reads a field \
-             that the keep lists in src/admission/mod.rs drop"
-        );
-    }
-    reviewed
-}
-
-/// [`review`] with every field of the review decoded: slower, and the reference that the
-/// one-pass decode is tested against.
-pub fn review_full_decode(
-    webhook: Webhook,
-    policy: &Policy,
-    facts: &Facts,
-    body: &[u8],
-) -> Result<Reviewed, ReviewError> {
-    let mut request = decode_full(body)?;
+    let mut request = decode(body)?;
     request.bound_names();
     apply_policy(webhook, policy, facts, &request)
 }
@@ -299,9 +238,9 @@ fn apply_policy(
     }
 }
 
-/// Every field of the review, in two passes: the envelope to choose the object type, then the
-/// typed request. Errors say what is wrong.
-fn decode_full(body: &[u8]) -> Result<Request, ReviewError> {
+/// The review in two passes: the envelope to choose the object type, then the typed request.
+/// Both skip unparsed what their types do not name. Errors say what is wrong.
+fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     let envelope: Envelope<EnvelopeRequest> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ReviewError::NotReview(e)
@@ -318,10 +257,11 @@ fn decode_full(body: &[u8]) -> Result<Request, ReviewError> {
     let Some(request) = envelope.request else {
         return Err(ReviewError::NoRequest);
     };
-    Ok(match ObjectKind::of(&request.kind) {
-        ObjectKind::Volume => Request::Volume(decode_typed(body, &request)?),
-        ObjectKind::Claim => Request::Claim(decode_typed(body, &request)?),
-        ObjectKind::Other => Request::Other(decode_typed(body, &request)?),
+    let core_v1 = request.kind.group.is_empty() && request.kind.version == "v1";
+    Ok(match request.kind.kind.as_str() {
+        "PersistentVolume" if core_v1 => Request::Volume(decode_typed(body, &request)?),
+        "PersistentVolumeClaim" if core_v1 => Request::Claim(decode_typed(body, &request)?),
+        _ => Request::Other(decode_typed(body, &request)?),
     })
 }
 
@@ -332,174 +272,18 @@ fn decode_typed<K>(
 where
     K: Resource + for<'de> Deserialize<'de>,
 {
-    let review: AdmissionReview<K> =
+    let review: Envelope<Box<AdmissionRequest<K>>> =
         serde_json::from_slice(body).map_err(|error| ReviewError::BadObject {
             kind: truncate(&envelope.kind.kind, NAME_BYTES).into_owned(),
             uid: truncate(&envelope.uid, LOG_FIELD_BYTES).into_owned(),
             error,
         })?;
-    review
-        .try_into()
-        .map(Box::new)
-        .map_err(|_| ReviewError::NoRequest)
-}
-
-// What the one-pass decode keeps. Every field that `policy` reads from an object, and every
-// request field that the response and the log line use, must be named here; the rest of the
-// body is skipped unparsed. `tests/review.rs` checks that both decodes give the same answers.
-
-/// Annotations: only ours (the opt-out and the migration state); the map itself stays present
-/// when the object has one, which the mutation patch depends on.
-static METADATA: Keep = Keep::Fields(&[
-    ("name", &Keep::All),
-    ("generateName", &Keep::All),
-    ("namespace", &Keep::All),
-    ("annotations", &Keep::Prefixed(ANNOTATION_PREFIX)),
-]);
-
-/// An object: its type, `METADATA`, and the named `spec` fields.
-macro_rules! object_keeping {
-    ($($spec:expr),* $(,)?) => {
-        Keep::Fields(&[
-            ("apiVersion", &Keep::All),
-            ("kind", &Keep::All),
-            ("metadata", &METADATA),
-            ("spec", &Keep::Fields(&[$($spec),*])),
-        ])
+    let mut request = review.request.ok_or(ReviewError::NoRequest)?;
+    request.types = TypeMeta {
+        api_version: review.api_version,
+        kind: review.kind,
     };
-}
-
-static VOLUME: Keep = object_keeping!(
-    ("accessModes", &Keep::All),
-    ("claimRef", &Keep::All),
-    ("persistentVolumeReclaimPolicy", &Keep::All),
-    (
-        "csi",
-        &Keep::Fields(&[("driver", &Keep::All), ("volumeHandle", &Keep::All)]),
-    ),
-);
-
-static CLAIM: Keep = object_keeping!(
-    ("accessModes", &Keep::All),
-    ("selector", &Keep::All),
-    ("volumeName", &Keep::All),
-    ("storageClassName", &Keep::All),
-);
-
-/// The review around a request; `request` names what to keep of it.
-macro_rules! review_keeping {
-    ($($object:expr)?) => {
-        Keep::Fields(&[
-            ("apiVersion", &Keep::All),
-            ("kind", &Keep::All),
-            (
-                "request",
-                &Keep::Fields(&[
-                    ("uid", &Keep::All),
-                    ("kind", &Keep::All),
-                    ("resource", &Keep::All),
-                    ("subResource", &Keep::All),
-                    ("requestKind", &Keep::All),
-                    ("requestResource", &Keep::All),
-                    ("requestSubResource", &Keep::All),
-                    ("name", &Keep::All),
-                    ("namespace", &Keep::All),
-                    ("operation", &Keep::All),
-                    ("userInfo", &Keep::Fields(&[("username", &Keep::All)])),
-                    ("dryRun", &Keep::All),
-                    $(("object", $object), ("oldObject", $object),)?
-                ]),
-            ),
-        ])
-    };
-}
-
-static VOLUME_REVIEW: Keep = review_keeping!(&VOLUME);
-static CLAIM_REVIEW: Keep = review_keeping!(&CLAIM);
-/// Other kinds are allowed without looking at them.
-static OTHER_REVIEW: Keep = review_keeping!();
-
-/// One pass, keeping only what is used; None when the body needs the full decode.
-fn decode_pruned(body: &[u8]) -> Option<Request> {
-    let kind = ObjectKind::of(&peek_request_kind(body)?);
-    Some(match kind {
-        ObjectKind::Volume => Request::Volume(decode_kept(body, &VOLUME_REVIEW)?),
-        ObjectKind::Claim => Request::Claim(decode_kept(body, &CLAIM_REVIEW)?),
-        ObjectKind::Other => Request::Other(decode_kept(body, &OTHER_REVIEW)?),
-    })
-}
-
-fn decode_kept<K>(body: &[u8], keep: &'static Keep) -> Option<Box<AdmissionRequest<K>>>
-where
-    K: Resource + for<'de> Deserialize<'de>,
-{
-    // Boxed as soon as decoded: the request is too big to pass up through the decoder.
-    let envelope: Envelope<Box<AdmissionRequest<K>>> = prune::from_slice(body, keep).ok()?;
-    if envelope.api_version != META_API_VERSION_V1 || envelope.kind != META_KIND {
-        return None;
-    }
-    let mut request = envelope.request?;
-    request.types = kube::core::TypeMeta {
-        api_version: envelope.api_version,
-        kind: envelope.kind,
-    };
-    Some(request)
-}
-
-/// `request.kind`, read without parsing anything after it. The API server writes `request`
-/// after `apiVersion` and `kind`, and `request.kind` before the objects, so this reads about
-/// a hundred bytes of the body.
-fn peek_request_kind(body: &[u8]) -> Option<GroupVersionKind> {
-    let mut found = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    // Stopping early makes the parser report the unread rest as an error, which is expected
-    // and ignored: only `found` matters, and a body this misreads takes the full decode.
-    let _ = Peek {
-        path: &["request", "kind"],
-        found: &mut found,
-    }
-    .deserialize(&mut de);
-    found
-}
-
-/// Reads the value at `path` (object keys from the top) into `found`, skipping the keys before
-/// each step unparsed and stopping right after it.
-struct Peek<'a, T> {
-    path: &'static [&'static str],
-    found: &'a mut Option<T>,
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for Peek<'_, T> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Peek<'_, T> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "an object with {:?}", self.path.first())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some((step, rest)) = self.path.split_first() else {
-            return Ok(());
-        };
-        while let Some(key) = map.next_key::<prune::Key<'de>>()? {
-            if key.0 != *step {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            } else if rest.is_empty() {
-                *self.found = Some(map.next_value()?);
-                return Ok(());
-            } else {
-                return map.next_value_seed(Peek {
-                    path: rest,
-                    found: self.found,
-                });
-            }
-        }
-        Ok(())
-    }
+    Ok(request)
 }
 
 /// Builds the response review from the decision.
@@ -601,67 +385,4 @@ pub fn encode(mut response: AdmissionResponse) -> Result<Vec<u8>, ReviewError> {
         },
     };
     serde_json::to_vec(&wire).map_err(|e| ReviewError::Encode(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every capture from a real API server takes the one-pass decode.
-    #[test]
-    fn real_reviews_take_the_one_pass_decode() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let body = std::fs::read(&path).unwrap();
-                assert!(
-                    peek_request_kind(&body).is_some(),
-                    "peek {}",
-                    path.display()
-                );
-                assert!(decode_pruned(&body).is_some(), "{}", path.display());
-                seen += 1;
-            }
-        }
-        assert!(seen > 40, "only {seen} fixtures");
-    }
-
-    /// The annotations the rules read are the ones the decode keeps.
-    #[test]
-    fn rule_annotations_are_under_the_kept_prefix() {
-        use crate::policy::{MIGRATION_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION};
-        for a in [
-            MIGRATION_ANNOTATION,
-            OPT_OUT_ANNOTATION,
-            MUTATED_FROM_ANNOTATION,
-        ] {
-            assert!(a.starts_with(ANNOTATION_PREFIX), "{a}");
-        }
-    }
-
-    /// A key written with an escape is still recognised, and decodes as in the full decode.
-    #[test]
-    fn escaped_keys_are_kept() {
-        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
-            "uid":"u","kind":{"group":"","version":"v1","kind":"PersistentVolumeClaim"},
-            "resource":{"group":"","version":"v1","resource":"persistentvolumeclaims"},
-            "operation":"CREATE","userInfo":{"username":"me"},
-            "object":{"metadata":{"name":"c"},"spec":{"acc\u0065ssModes":["ReadWriteOncePod","ReadWriteOnce"]}}}}"#;
-        let policy = Policy::default();
-        let facts = Facts::default();
-        let Some(Request::Claim(req)) = decode_pruned(body) else {
-            panic!("one-pass decode refused the body");
-        };
-        let spec = req.object.as_ref().and_then(|o| o.spec.as_ref());
-        assert_eq!(
-            spec.and_then(|s| s.access_modes.as_ref()).map(Vec::len),
-            Some(2)
-        );
-        let fast = review(Webhook::Validate, &policy, &facts, body).unwrap();
-        let full = review_full_decode(Webhook::Validate, &policy, &facts, body).unwrap();
-        assert_eq!(fast.summary.outcome, "denied");
-        assert_eq!(fast.body, full.body);
-    }
 }

@@ -1,4 +1,5 @@
-//! The policy core: pure functions from typed objects and [`Facts`] to a [`Decision`].
+//! The policy core: pure functions from [`Claim`] and [`Volume`] (what the rules read of an
+//! object) and [`Facts`] to a [`Decision`].
 //!
 //! No I/O, no async, no Kubernetes client: everything a rule needs arrives as an argument, so every
 //! rule can be tested exhaustively and the webhook can answer in microseconds.
@@ -6,6 +7,7 @@
 mod config;
 mod facts;
 mod mutation;
+mod objects;
 mod reapply;
 mod rules;
 pub mod selector;
@@ -21,6 +23,7 @@ pub use mutation::{
     MIGRATED_FROM_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop,
     mutate_claim,
 };
+pub use objects::{Claim, ClaimSpec, Unread, Volume, VolumeSpec};
 pub use reapply::keep_rwop_on_reapply;
 pub use rules::{
     MIGRATION_ANNOTATION, MigrationTarget, RecordedMigration, Rule, Subject, TASK_URL, Violation,
@@ -29,8 +32,8 @@ pub use rules::{
 
 use std::collections::BTreeMap;
 
-/// The domain of every annotation rwop-guard reads or writes. The webhook's decode keeps only
-/// these annotations of an object, so a rule must not read any other.
+/// The domain of every annotation rwop-guard reads or writes. [`Claim`] and [`Volume`] keep only
+/// these annotations of an object.
 pub const ANNOTATION_PREFIX: &str = "rwop-guard.dev/";
 
 /// What the webhook answers. `message` is the denial reason (one line); `explanation` is for the

@@ -3,11 +3,10 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::core::admission::Operation;
 use serde_json::Value;
 
-use super::{AccessMode, Decision, Facts, HasAccessModes, Policy, Subject, selector};
+use super::{AccessMode, Claim, Decision, Facts, HasAccessModes, Policy, Subject, selector};
 
 /// Set to `"false"` on a claim to keep it as written.
 pub const OPT_OUT_ANNOTATION: &str = "rwop-guard.dev/mutate";
@@ -23,7 +22,7 @@ pub fn mutate_claim(
     policy: &Policy,
     facts: &Facts,
     operation: &Operation,
-    claim: &PersistentVolumeClaim,
+    claim: &Claim,
     namespace: Option<&str>,
 ) -> Decision {
     if *operation != Operation::Create {
@@ -59,7 +58,7 @@ pub fn mutate_claim(
 fn why_not(
     policy: &Policy,
     facts: &Facts,
-    claim: &PersistentVolumeClaim,
+    claim: &Claim,
     namespace: Option<&str>,
 ) -> Option<String> {
     let m = &policy.mutation;
@@ -162,7 +161,7 @@ fn why_not(
 }
 
 /// The class the claim will be provisioned from: explicit, or the cluster default.
-fn storage_class(facts: &Facts, claim: &PersistentVolumeClaim) -> Result<String, String> {
+fn storage_class(facts: &Facts, claim: &Claim) -> Result<String, String> {
     match claim
         .spec
         .as_ref()
@@ -217,7 +216,7 @@ pub fn class_supports_rwop(policy: &Policy, facts: &Facts, class: &str) -> Resul
 }
 
 /// Replaces the modes and records the original ones in an annotation.
-fn rwop_patch(claim: &PersistentVolumeClaim) -> Patch {
+fn rwop_patch(claim: &Claim) -> Patch {
     let replace = PatchOperation::Replace(ReplaceOperation {
         path: PointerBuf::from_tokens(["spec", "accessModes"]),
         value: Value::from(vec![AccessMode::ReadWriteOncePod.as_str()]),

@@ -3,12 +3,12 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::Operation;
 
 use super::{
-    AccessMode, AccessModes, Action, Decision, HasAccessModes, MIGRATED_FROM_ANNOTATION, Policy,
+    AccessMode, AccessModes, Action, Claim, Decision, HasAccessModes, MIGRATED_FROM_ANNOTATION,
+    Policy, Volume,
 };
 
 /// The upstream task this tool automates; linked from messages so users know the way forward.
@@ -135,7 +135,7 @@ pub fn transition_violation(
 
 /// How to undo a migration, for a V2 denial of a change away from [ReadWriteOncePod] on a
 /// volume `migrate` moved.
-fn undo_migration_hint(pv: &PersistentVolume) -> Option<String> {
+fn undo_migration_hint(pv: &Volume) -> Option<String> {
     let marked = pv
         .metadata
         .annotations
@@ -220,7 +220,7 @@ impl RecordedMigration {
 /// from [ReadWriteOncePod] to [ReadWriteOnce]. It must be deliberate and harmless: the volume
 /// already carried (before this update) a migration state whose target is ReadWriteOnce, and it
 /// is not bound to a claim (no `claimRef.uid`), so no pod can be using it under the old mode.
-fn is_recorded_rollback(old: &PersistentVolume, new: &PersistentVolume) -> bool {
+fn is_recorded_rollback(old: &Volume, new: &Volume) -> bool {
     let rollback = RecordedMigration::of(&old.metadata)
         .is_some_and(|r| r.target == MigrationTarget::ReadWriteOnce);
     let unbound = new
@@ -235,8 +235,8 @@ fn is_recorded_rollback(old: &PersistentVolume, new: &PersistentVolume) -> bool 
 pub fn validate_volume(
     policy: &Policy,
     operation: &Operation,
-    new: &PersistentVolume,
-    old: Option<&PersistentVolume>,
+    new: &Volume,
+    old: Option<&Volume>,
 ) -> Decision {
     let subject = Subject::volume(&new.metadata);
     let Some((new_modes, old_modes)) = applicable(operation, new, old) else {
@@ -288,8 +288,8 @@ pub fn validate_volume(
 pub fn validate_claim(
     policy: &Policy,
     operation: &Operation,
-    new: &PersistentVolumeClaim,
-    old: Option<&PersistentVolumeClaim>,
+    new: &Claim,
+    old: Option<&Claim>,
 ) -> Decision {
     let Some((new_modes, old_modes)) = applicable(operation, new, old) else {
         return Decision::allow();
@@ -363,7 +363,7 @@ fn decide(
 
 /// W1: an allowed {RWO} -> {RWOP} change is only safe once the claim is released and the volume is
 /// retained, and only works for CSI volumes.
-fn transition_warnings(subject: Subject<'_>, pv: &PersistentVolume) -> Vec<String> {
+fn transition_warnings(subject: Subject<'_>, pv: &Volume) -> Vec<String> {
     let Some(spec) = pv.spec.as_ref() else {
         return Vec::new();
     };

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::core::admission::Operation;
-use rwop_guard::policy::{MIGRATION_ANNOTATION, Policy, validate_volume};
+use rwop_guard::policy::{MIGRATION_ANNOTATION, Policy, Volume, validate_volume};
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::fake_apiserver::{EventType, FakeApiServer, Store, WriteEvent, api_fixture};
@@ -307,8 +307,8 @@ fn check_volume_write(event: &WriteEvent, violations: &Mutex<Vec<String>>) {
     }
     // The validating webhook must allow every change the tool makes.
     if let Some(old) = &event.old_object {
-        let new_pv: PersistentVolume = serde_json::from_value(obj.clone()).unwrap();
-        let old_pv: PersistentVolume = serde_json::from_value(old.clone()).unwrap();
+        let new_pv = Volume::deserialize(obj).unwrap();
+        let old_pv = Volume::deserialize(old).unwrap();
         let d = validate_volume(
             &Policy::default(),
             &Operation::Update,
