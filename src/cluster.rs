@@ -14,7 +14,6 @@
 //! server reads them (`server::AppState::with_cluster`). Readiness is derived from the facts in
 //! one place: they stay unknown (`cluster: None`) until every cache has listed once.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
@@ -153,28 +152,7 @@ fn name_and_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta
     })
 }
 
-impl Resource for VolumeModes {
-    type DynamicType = ();
-    type Scope = <PersistentVolume as Resource>::Scope;
-    fn kind(dt: &()) -> Cow<'_, str> {
-        PersistentVolume::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        PersistentVolume::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        PersistentVolume::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        PersistentVolume::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::policy::resource_as!(VolumeModes, PersistentVolume);
 
 impl Cached for VolumeModes {
     type Value = AccessModes;

@@ -23,6 +23,7 @@ pub use mutation::{
     MIGRATED_FROM_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop,
     mutate_claim,
 };
+pub(crate) use objects::resource_as;
 pub use objects::{Claim, ClaimSpec, Unread, Volume, VolumeSpec};
 pub use reapply::keep_rwop_on_reapply;
 pub use rules::{

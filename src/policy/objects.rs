@@ -13,7 +13,6 @@
 //! The server admits 16 MiB of bodies at once (`--max-buffered-bytes`), so whole objects would
 //! take it past the chart's 64 MiB memory limit with a few such reviews.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -21,7 +20,6 @@ use k8s_openapi::api::core::v1::{
     CSIPersistentVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::core::Resource;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -125,33 +123,37 @@ impl<'de> Deserialize<'de> for Unread {
     }
 }
 
-/// `Resource` (which kube's `AdmissionRequest` asks of its object) for a view of `$whole`.
+/// `Resource` (which kube's `AdmissionRequest` and `Api` ask of their objects) for a type that
+/// holds part of a `$whole`, in its `metadata` field.
 macro_rules! resource_as {
     ($view:ty, $whole:ty) => {
-        impl Resource for $view {
+        impl ::kube::core::Resource for $view {
             type DynamicType = ();
-            type Scope = <$whole as Resource>::Scope;
-            fn kind(dt: &()) -> Cow<'_, str> {
-                <$whole as Resource>::kind(dt)
+            type Scope = <$whole as ::kube::core::Resource>::Scope;
+            fn kind(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$whole as ::kube::core::Resource>::kind(dt)
             }
-            fn group(dt: &()) -> Cow<'_, str> {
-                <$whole as Resource>::group(dt)
+            fn group(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$whole as ::kube::core::Resource>::group(dt)
             }
-            fn version(dt: &()) -> Cow<'_, str> {
-                <$whole as Resource>::version(dt)
+            fn version(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$whole as ::kube::core::Resource>::version(dt)
             }
-            fn plural(dt: &()) -> Cow<'_, str> {
-                <$whole as Resource>::plural(dt)
+            fn plural(dt: &()) -> ::std::borrow::Cow<'_, str> {
+                <$whole as ::kube::core::Resource>::plural(dt)
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(
+                &mut self,
+            ) -> &mut ::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
+pub(crate) use resource_as;
 
 resource_as!(Claim, PersistentVolumeClaim);
 resource_as!(Volume, PersistentVolume);
