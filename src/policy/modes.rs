@@ -4,6 +4,8 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
+use super::{Claim, Volume};
+
 /// One of the four access modes Kubernetes defines, or something else a manifest may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AccessMode {
@@ -156,17 +158,18 @@ pub trait HasAccessModes {
     fn access_modes(&self) -> AccessModes;
 }
 
-impl HasAccessModes for PersistentVolume {
-    fn access_modes(&self) -> AccessModes {
-        AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-    }
+/// `spec.accessModes` of each type, read the one way.
+macro_rules! access_modes_in_spec {
+    ($($t:ty),*) => {$(
+        impl HasAccessModes for $t {
+            fn access_modes(&self) -> AccessModes {
+                AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
+            }
+        }
+    )*};
 }
 
-impl HasAccessModes for PersistentVolumeClaim {
-    fn access_modes(&self) -> AccessModes {
-        AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-    }
-}
+access_modes_in_spec!(PersistentVolume, PersistentVolumeClaim, Claim, Volume);
 
 #[cfg(test)]
 mod tests {

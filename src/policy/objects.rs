@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::{ANNOTATION_PREFIX, AccessModes, HasAccessModes};
+use super::ANNOTATION_PREFIX;
 
 /// A PersistentVolumeClaim as the rules see it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -160,15 +160,3 @@ resource_as!(Volume, PersistentVolume);
 // Its kind is whatever the request says (the answer takes it from there); the type's own is
 // never asked for.
 resource_as!(Unread, PersistentVolume);
-
-impl HasAccessModes for Claim {
-    fn access_modes(&self) -> AccessModes {
-        AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-    }
-}
-
-impl HasAccessModes for Volume {
-    fn access_modes(&self) -> AccessModes {
-        AccessModes::from_optional(self.spec.as_ref().and_then(|s| s.access_modes.as_ref()))
-    }
-}
