@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
@@ -211,29 +211,23 @@ async fn get_replicas(
     name: &str,
 ) -> Result<i32, MigrateError> {
     let what = format!("cannot read the scale of {kind:?} {namespace}/{name}");
-    let scale = match kind {
-        ConsumerKind::Deployment => {
-            Api::<Deployment>::namespaced(client.clone(), namespace)
-                .get_scale(name)
-                .await
-        }
-        ConsumerKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                .get_scale(name)
-                .await
-        }
-        ConsumerKind::ReplicaSet => {
-            Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-                .get_scale(name)
-                .await
-        }
-    };
+    let scale = scalable(client, namespace, kind).get_scale(name).await;
     match scale {
         Ok(scale) => Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0)),
         // Gone (a StatefulSet between its delete and its create again): nothing runs.
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(0),
         Err(e) => Err(api_err(what)(e)),
     }
+}
+
+/// The API of a consumer's kind, for its `/scale` subresource.
+fn scalable(client: &Client, namespace: &str, kind: ConsumerKind) -> Api<DynamicObject> {
+    let resource = match kind {
+        ConsumerKind::Deployment => ApiResource::erase::<Deployment>(&()),
+        ConsumerKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+        ConsumerKind::ReplicaSet => ApiResource::erase::<ReplicaSet>(&()),
+    };
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
 /// Sets a consumer's replicas through its `/scale` subresource (when they differ).
@@ -247,28 +241,12 @@ pub async fn scale(
         return Ok(false);
     }
     let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
-    let params = PatchParams::default();
-    let name = consumer.name.as_str();
-    match consumer.kind {
-        ConsumerKind::Deployment => {
-            Api::<Deployment>::namespaced(client.clone(), namespace)
-                .patch_scale(name, &params, &patch)
-                .await
-        }
-        ConsumerKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                .patch_scale(name, &params, &patch)
-                .await
-        }
-        ConsumerKind::ReplicaSet => {
-            Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-                .patch_scale(name, &params, &patch)
-                .await
-        }
-    }
-    .map_err(api_err(format!(
-        "cannot scale {consumer} in {namespace} to {replicas}"
-    )))?;
+    scalable(client, namespace, consumer.kind)
+        .patch_scale(&consumer.name, &PatchParams::default(), &patch)
+        .await
+        .map_err(api_err(format!(
+            "cannot scale {consumer} in {namespace} to {replicas}"
+        )))?;
     Ok(true)
 }
 
