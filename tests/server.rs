@@ -6,7 +6,9 @@ mod http;
 mod serving;
 
 use http::{HttpResponse, read_response};
-use serving::{Fixture, fixture, fixtures, new_certs, options, serve_with, write_pair};
+use serving::{
+    Fixture, ServeProcess, fixture, fixtures, new_certs, options, serve_with, write_pair,
+};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -765,52 +767,9 @@ async fn unusable_startup_configuration_is_a_clear_error() {
 
 #[tokio::test]
 async fn sigterm_answers_every_in_flight_request_and_exits_0() {
-    use std::process::Stdio;
-    use tokio::io::AsyncBufReadExt;
-
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.crt");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--dev-ca-out")
-        .arg(&ca_path)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // The first line names both addresses.
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let port: u16 = first
-        .split("https://localhost:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let metrics_addr: SocketAddr = first
-        .split("metrics: http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(')')
-        .parse()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let roots = vec![std::fs::read_to_string(&ca_path).unwrap()];
+    let server = ServeProcess::start(&["--log-format", "json"]).await;
+    let (mut child, addr, metrics_addr, roots) =
+        (server.child, server.addr, server.metrics_addr, server.roots);
 
     // Five requests in flight: headers and part of the body sent.
     let body = fixture("06b-pv-patch-rwx-to-rwop.pv.validate.json");
@@ -869,7 +828,7 @@ async fn sigterm_answers_every_in_flight_request_and_exits_0() {
     assert_eq!(status.code(), Some(0));
 
     // Every review was logged, as one JSON line each, and written out before the exit.
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let log = std::fs::read_to_string(&server.log).unwrap();
     let reviews: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))

@@ -12,10 +12,9 @@ mod http;
 mod serving;
 
 use http::{HttpResponse, read_response};
-use serving::{fixture, serve_with};
+use serving::{ServeProcess, fixture, serve_with};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -199,80 +198,8 @@ fn closed(listener: &str, reason: &str) -> String {
 
 // ---- The binary ------------------------------------------------------------------------------
 
-/// `rwop-guard serve --dev` on loopback ports of its own, its log in a file.
-struct Binary {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    roots: Vec<String>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Binary {
-    async fn start(extra: &[&str]) -> Binary {
-        use std::process::Stdio;
-        use tokio::io::AsyncBufReadExt;
-
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.crt");
-        let log = dir.path().join("stderr.log");
-        // RWOP_GUARD_TEST_BIN: another build to measure, e.g. target/release/rwop-guard.
-        let binary = std::env::var_os("RWOP_GUARD_TEST_BIN").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_rwop-guard")),
-            PathBuf::from,
-        );
-        let mut child = tokio::process::Command::new(binary)
-            .args([
-                "serve",
-                "--dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--dev-ca-out")
-            .arg(&ca)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("RWOP_GUARD_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(PATIENCE, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_or_else(|| panic!("{}", std::fs::read_to_string(&log).unwrap()));
-        let port: u16 = first
-            .split("https://localhost:")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap()
-            .parse()
-            .unwrap();
-        let metrics_addr = first
-            .split("metrics: http://")
-            .nth(1)
-            .unwrap()
-            .trim_end_matches(')')
-            .parse()
-            .unwrap();
-        // The rest of stdout is not needed; drain it so the child never blocks on it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Binary {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            metrics_addr,
-            roots: vec![std::fs::read_to_string(&ca).unwrap()],
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
+/// What these tests read of the process.
+impl ServeProcess {
     fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
@@ -460,7 +387,7 @@ async fn the_metrics_port_has_header_and_idle_timeouts() {
 /// metrics port are answered throughout. Once the flood goes, reviews are answered again.
 #[tokio::test]
 async fn the_connection_limit_holds_a_flood_and_the_probes_still_answer() {
-    let server = Binary::start(&[
+    let server = ServeProcess::start(&[
         "--max-connections",
         "4",
         "--header-timeout",
@@ -572,7 +499,7 @@ const REFUSED: &str = "rwop_guard_rejected_requests_total{webhook=\"validate\",c
 /// and under what its budget allows; requests beyond the budget get 503.
 #[tokio::test]
 async fn memory_stays_bounded_under_stalled_large_bodies() {
-    let server = Binary::start(&["--request-timeout", "6s"]).await;
+    let server = ServeProcess::start(&["--request-timeout", "6s"]).await;
     let limits = Limits::default();
     let length = limits.max_body_bytes;
     let review = fixture("05-pv-patch-rwo-to-rwop.pv.validate.json");
@@ -665,7 +592,8 @@ async fn memory_stays_bounded_under_stalled_large_bodies() {
 /// budget.
 #[tokio::test]
 async fn the_default_connection_limits_fit_the_memory_limit() {
-    let server = Binary::start(&["--request-timeout", "60s", "--header-timeout", "60s"]).await;
+    let server =
+        ServeProcess::start(&["--request-timeout", "60s", "--header-timeout", "60s"]).await;
     let limits = Limits::default();
     let streams = rwop_guard::server::H2_MAX_STREAMS as usize;
     let idle_rss = server.memory("VmRSS");
@@ -797,7 +725,7 @@ const MAX_LOG_LINE: usize = 16 * 1024;
 async fn log_lines_are_bounded_and_escaped_and_answers_name_objects_briefly() {
     let (body, uid) = hostile_review();
     for format in ["text", "json"] {
-        let server = Binary::start(&["--log-format", format]).await;
+        let server = ServeProcess::start(&["--log-format", format]).await;
         let mut tls = connect(server.addr, &server.roots, H1).await;
         let answer = h1_request(&mut tls, "POST", "/validate", &body).await;
         assert_eq!(answer.status, 200);

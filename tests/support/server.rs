@@ -5,6 +5,7 @@
 // Not every test crate that includes this uses every helper.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,4 +101,79 @@ pub fn connector(roots_pem: &[String], alpn: &[u8]) -> TlsConnector {
     .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     TlsConnector::from(Arc::new(config))
+}
+
+/// `rwop-guard serve --dev` on loopback ports of its own, its log in a file.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub roots: Vec<String>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    pub async fn start(extra: &[&str]) -> ServeProcess {
+        use std::process::Stdio;
+        use tokio::io::AsyncBufReadExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        let log = dir.path().join("stderr.log");
+        // RWOP_GUARD_TEST_BIN: another build to measure, e.g. target/release/rwop-guard.
+        let binary = std::env::var_os("RWOP_GUARD_TEST_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_rwop-guard")),
+            PathBuf::from,
+        );
+        let mut child = tokio::process::Command::new(binary)
+            .args([
+                "serve",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--dev-ca-out")
+            .arg(&ca)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("RWOP_GUARD_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}", std::fs::read_to_string(&log).unwrap()));
+        let port: u16 = first
+            .split("https://localhost:")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let metrics_addr = first
+            .split("metrics: http://")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(')')
+            .parse()
+            .unwrap();
+        // The rest of stdout is not needed; drain it so the child never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServeProcess {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            metrics_addr,
+            roots: vec![std::fs::read_to_string(&ca).unwrap()],
+            child,
+            log,
+            _dir: dir,
+        }
+    }
 }
