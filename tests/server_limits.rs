@@ -196,6 +196,14 @@ fn closed(listener: &str, reason: &str) -> String {
     format!("rwop_guard_connections_closed_total{{listener=\"{listener}\",reason=\"{reason}\"}}")
 }
 
+/// Asserts how many connections the server closed, by (listener, reason).
+async fn assert_closed(metrics_addr: SocketAddr, counts: &[(&str, &str, f64)]) {
+    let text = metrics_text(metrics_addr).await;
+    for &(listener, reason, n) in counts {
+        assert_eq!(metric(&text, &closed(listener, reason)), n, "{text}");
+    }
+}
+
 // ---- The binary ------------------------------------------------------------------------------
 
 /// What these tests read of the process.
@@ -278,12 +286,7 @@ async fn connections_that_send_nothing_are_closed_within_the_header_timeout() {
         .unwrap();
     assert!(closed_by_peer(&mut tls, header_timeout + MARGIN).await);
 
-    let text = metrics_text(f.server.metrics_addr).await;
-    assert_eq!(
-        metric(&text, &closed("webhook", "header_timeout")),
-        4.0,
-        "{text}"
-    );
+    assert_closed(f.server.metrics_addr, &[("webhook", "header_timeout", 4.0)]).await;
 }
 
 #[tokio::test]
@@ -330,12 +333,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout_but_busy_ones_are_no
         .expect("the busy connection was cut");
     assert_eq!(answer.status, 200);
 
-    let text = metrics_text(f.server.metrics_addr).await;
-    assert_eq!(
-        metric(&text, &closed("webhook", "idle_timeout")),
-        2.0,
-        "{text}"
-    );
+    assert_closed(f.server.metrics_addr, &[("webhook", "idle_timeout", 2.0)]).await;
 }
 
 #[tokio::test]
@@ -369,17 +367,11 @@ async fn the_metrics_port_has_header_and_idle_timeouts() {
     );
     assert!(closed_by_peer(&mut keep_alive, idle_timeout + MARGIN).await);
 
-    let text = metrics_text(addr).await;
-    assert_eq!(
-        metric(&text, &closed("metrics", "header_timeout")),
-        2.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, &closed("metrics", "idle_timeout")),
-        1.0,
-        "{text}"
-    );
+    let counts = [
+        ("metrics", "header_timeout", 2.0),
+        ("metrics", "idle_timeout", 1.0),
+    ];
+    assert_closed(addr, &counts).await;
 }
 
 /// A flood of connections that send nothing fills the TLS port to its limit: the rest wait,

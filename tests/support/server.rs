@@ -130,10 +130,8 @@ impl ServeProcess {
             .args([
                 "serve",
                 "--dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
+                "--listen=127.0.0.1:0",
+                "--metrics-listen=127.0.0.1:0",
             ])
             .arg("--dev-ca-out")
             .arg(&ca)
