@@ -277,20 +277,6 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     assert_eq!(orders_scales(&c), vec![0, 1]);
 }
 
-/// A kubeconfig in `dir` for the fake server, default namespace `shop`.
-fn kubeconfig(c: &Cluster, dir: &std::path::Path) -> String {
-    let config = dir.join("kubeconfig");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\nusers:\n- name: u\n  user: {{token: t}}\n",
-            c.fake.url()
-        ),
-    )
-    .unwrap();
-    config.to_str().unwrap().to_owned()
-}
-
 const BINARY: &str = env!("CARGO_BIN_EXE_rwop-guard");
 
 async fn binary(args: &[&str]) -> (i32, String, String) {
@@ -308,7 +294,7 @@ async fn migrate(config: &str, args: &[&str]) -> (i32, String, String) {
 async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(&c, dir.path());
+    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
     let config = config.as_str();
     let before = c.fake.resource_version();
     let (code, plan, err) = migrate(config, &["--all", "--dry-run"]).await;
@@ -470,7 +456,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     let c = cluster().await;
     add_billing(&c);
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(&c, dir.path());
+    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
     let config = config.as_str();
     let (code, scan, err) = binary(&["--kubeconfig", config, "scan", "-A", "-o", "json"]).await;
     assert_eq!(code, 0, "{err}");
@@ -621,7 +607,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
 async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespace() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(&c, dir.path());
+    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
     let config = config.as_str();
     let before = c.fake.resource_version();
     let (code, policy_reports, err) =

@@ -383,16 +383,8 @@ async fn claims_migrated_one_by_one_leave_only_the_template_to_do() {
 
 async fn binary(c: &Cluster, args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kubeconfig");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\nusers:\n- name: u\n  user: {{token: t}}\n",
-            c.fake.url()
-        ),
-    )
-    .unwrap();
-    let mut all = vec!["--kubeconfig", config.to_str().unwrap()];
+    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
+    let mut all = vec!["--kubeconfig", config.as_str()];
     all.extend_from_slice(args);
     let program = std::path::Path::new(env!("CARGO_BIN_EXE_rwop-guard"));
     support::cli::run(program, &all).await

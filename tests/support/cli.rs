@@ -7,6 +7,20 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
+/// Writes a kubeconfig for the API server at `url` (a token user, default namespace `shop`) into
+/// `dir`; returns its path.
+pub fn kubeconfig(dir: &Path, url: &str) -> String {
+    let config = dir.join("kubeconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {url}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
 /// Exit code, stdout and stderr of `program ARGS` with stdin closed (at most 60 s).
 pub async fn run(program: &Path, args: &[&str]) -> (i32, String, String) {
     run_with(program, args, None).await
