@@ -108,10 +108,22 @@ fn rollback() -> MigrateOptions {
     }
 }
 
+fn fleet_with(concurrency: usize, continue_on_error: bool) -> FleetOptions {
+    FleetOptions {
+        concurrency,
+        continue_on_error,
+    }
+}
+
 /// The outcome of `shop/CLAIM`.
 fn outcome<'a>(outcomes: &'a [(String, Outcome)], claim: &str) -> &'a Outcome {
     let id = format!("{NS}/{claim}");
     &outcomes.iter().find(|(c, _)| *c == id).unwrap().1
+}
+
+/// Asserts `is` of the outcome of `shop/CLAIM`.
+fn assert_outcome(outcomes: &[(String, Outcome)], claim: &str, is: impl Fn(&Outcome) -> bool) {
+    assert!(is(outcome(outcomes, claim)), "{claim}: {outcomes:?}");
 }
 
 /// Claims, volumes and consumers as a finished migration leaves them.
@@ -164,17 +176,10 @@ fn expected_with(modes: &str) -> Value {
 #[tokio::test]
 async fn a_namespace_is_planned_once_and_migrated_with_bounded_concurrency() {
     let c = cluster().await;
-    let fleet_opts = FleetOptions {
-        concurrency: 2,
-        continue_on_error: false,
-    };
+    let fleet_opts = fleet_with(2, false);
     let (outcomes, events) = run_all(&c, &fleet_opts, &|_, _| true).await;
     for claim in SOLO.iter().chain(SHARED.iter()) {
-        assert_eq!(
-            outcome(&outcomes, claim),
-            &Outcome::Done,
-            "{claim}: {outcomes:?}"
-        );
+        assert_outcome(&outcomes, claim, |o| *o == Outcome::Done);
     }
     let Outcome::Refused(reason) = outcome(&outcomes, REFUSED) else {
         panic!("{outcomes:?}");
@@ -206,36 +211,24 @@ async fn a_namespace_is_planned_once_and_migrated_with_bounded_concurrency() {
 #[tokio::test]
 async fn the_first_failure_stops_new_starts_and_a_second_run_resumes_to_the_same_end() {
     let c = cluster().await;
-    let fleet_opts = FleetOptions {
-        concurrency: 1,
-        continue_on_error: false,
-    };
+    let fleet_opts = fleet_with(1, false);
     // A crash in the middle of the first claim (c1, after the claim was deleted).
     let (outcomes, _) = run_all(&c, &fleet_opts, &|claim, done| {
         !(claim == "shop/c1" && done == 4)
     })
     .await;
-    assert!(
-        matches!(outcome(&outcomes, "c1"), Outcome::Failed(_)),
-        "{outcomes:?}"
-    );
+    assert_outcome(&outcomes, "c1", |o| matches!(o, Outcome::Failed(_)));
     for claim in ["c2", "c3", "c4", "orders-a", "orders-b"] {
-        assert!(
-            matches!(outcome(&outcomes, claim), Outcome::NotStarted(_)),
-            "{claim}: {outcomes:?}"
-        );
+        assert_outcome(&outcomes, claim, |o| matches!(o, Outcome::NotStarted(_)));
     }
     assert!(
         c.fake.get(&format!("{CLAIMS}/c1")).is_none(),
         "c1 was deleted mid-migration"
     );
     // The second run finds c1 through its volume and finishes everything.
-    let fleet_opts = FleetOptions {
-        concurrency: 4,
-        continue_on_error: false,
-    };
+    let fleet_opts = fleet_with(4, false);
     let (outcomes, _) = run_all(&c, &fleet_opts, &|_, _| true).await;
-    assert_eq!(outcome(&outcomes, "c1"), &Outcome::Done, "{outcomes:?}");
+    assert_outcome(&outcomes, "c1", |o| *o == Outcome::Done);
     assert_eq!(end_state(&c), expected_end());
     c.assert_safe();
 }
@@ -243,36 +236,18 @@ async fn the_first_failure_stops_new_starts_and_a_second_run_resumes_to_the_same
 #[tokio::test]
 async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     let c = cluster().await;
-    let fleet_opts = FleetOptions {
-        concurrency: 4,
-        continue_on_error: true,
-    };
+    let fleet_opts = fleet_with(4, true);
     // orders-b stops after its scale-down: the Deployment stays at 0.
     let (outcomes, _) = run_all(&c, &fleet_opts, &|claim, done| {
         !(claim == "shop/orders-b" && done == 3)
     })
     .await;
-    assert!(
-        matches!(outcome(&outcomes, "orders-b"), Outcome::Failed(_)),
-        "{outcomes:?}"
-    );
-    assert_eq!(
-        outcome(&outcomes, "c4"),
-        &Outcome::Done,
-        "continue on error: {outcomes:?}"
-    );
+    assert_outcome(&outcomes, "orders-b", |o| matches!(o, Outcome::Failed(_)));
+    assert_outcome(&outcomes, "c4", |o| *o == Outcome::Done);
     assert_eq!(c.fake.get(DEPLOYMENT).unwrap()["spec"]["replicas"], 0);
     let (outcomes, _) = run_all(&c, &fleet_opts, &|_, _| true).await;
-    assert_eq!(
-        outcome(&outcomes, "orders-a"),
-        &Outcome::Done,
-        "{outcomes:?}"
-    );
-    assert_eq!(
-        outcome(&outcomes, "orders-b"),
-        &Outcome::Done,
-        "{outcomes:?}"
-    );
+    assert_outcome(&outcomes, "orders-a", |o| *o == Outcome::Done);
+    assert_outcome(&outcomes, "orders-b", |o| *o == Outcome::Done);
     assert_eq!(end_state(&c), expected_end());
     assert_eq!(orders_scales(&c), vec![0, 1]);
 }
@@ -345,7 +320,7 @@ async fn a_fleet_rollback_returns_every_migrated_claim_and_restores_a_shared_con
     assert_eq!(end_state(&c), expected_end());
     let (outcomes, _) = run_with(&c, &rollback(), &fleet_opts, &|_, _| true).await;
     for claim in SOLO.iter().chain(SHARED.iter()) {
-        assert_eq!(outcome(&outcomes, claim), &Outcome::Done, "{outcomes:?}");
+        assert_outcome(&outcomes, claim, |o| *o == Outcome::Done);
     }
     // Never migrated: nothing to roll back, and no refusal.
     assert!(
@@ -376,10 +351,7 @@ async fn a_fleet_rollback_returns_every_migrated_claim_and_restores_a_shared_con
 #[tokio::test]
 async fn a_crash_in_a_fleet_rollback_resumes_and_restores_the_shared_consumer_once() {
     let c = cluster().await;
-    let fleet_opts = FleetOptions {
-        concurrency: 4,
-        continue_on_error: true,
-    };
+    let fleet_opts = fleet_with(4, true);
     run_all(&c, &fleet_opts, &|_, _| true).await;
     assert_eq!(end_state(&c), expected_end());
     // orders-b stops after its scale-down (the Deployment stays at 0), c1 after its claim was
@@ -389,16 +361,13 @@ async fn a_crash_in_a_fleet_rollback_resumes_and_restores_the_shared_consumer_on
     })
     .await;
     for claim in ["orders-b", "c1"] {
-        assert!(
-            matches!(outcome(&outcomes, claim), Outcome::Failed(_)),
-            "{claim}: {outcomes:?}"
-        );
+        assert_outcome(&outcomes, claim, |o| matches!(o, Outcome::Failed(_)));
     }
     assert!(
         matches!(outcome(&outcomes, "orders-a"), Outcome::NotStarted(r) if r.contains("shares a consumer")),
         "{outcomes:?}"
     );
-    assert_eq!(outcome(&outcomes, "c2"), &Outcome::Done, "{outcomes:?}");
+    assert_outcome(&outcomes, "c2", |o| *o == Outcome::Done);
     assert_eq!(c.fake.get(DEPLOYMENT).unwrap()["spec"]["replicas"], 0);
     assert!(c.fake.get(&format!("{CLAIMS}/c1")).is_none());
     let recorded: Value = serde_json::from_str(
@@ -424,12 +393,9 @@ async fn a_crash_in_a_fleet_rollback_resumes_and_restores_the_shared_consumer_on
     // The rollback again: resumed (c1 found through its volume), the rest have nothing to do.
     let (outcomes, _) = run_with(&c, &rollback(), &fleet_opts, &|_, _| true).await;
     for claim in ["orders-a", "orders-b", "c1"] {
-        assert_eq!(outcome(&outcomes, claim), &Outcome::Done, "{outcomes:?}");
+        assert_outcome(&outcomes, claim, |o| *o == Outcome::Done);
     }
-    assert!(
-        matches!(outcome(&outcomes, "c2"), Outcome::NothingToDo(_)),
-        "{outcomes:?}"
-    );
+    assert_outcome(&outcomes, "c2", |o| matches!(o, Outcome::NothingToDo(_)));
     assert_eq!(end_state(&c), expected_with("ReadWriteOnce"));
     assert_eq!(orders_scales(&c), vec![0, 1, 0, 1]);
     c.assert_safe();
@@ -666,10 +632,7 @@ async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespa
 async fn a_selector_resumes_claims_deleted_mid_migration_but_not_recorded_claims_it_does_not_match()
 {
     let c = cluster().await;
-    let fleet_opts = FleetOptions {
-        concurrency: 1,
-        continue_on_error: true,
-    };
+    let fleet_opts = fleet_with(1, true);
     // c1 stops after its reclaim policy (the claim still exists), c4 after its claim is deleted.
     run_all(&c, &fleet_opts, &|claim, done| {
         !((claim == "shop/c1" && done == 2) || (claim == "shop/c4" && done == 4))
