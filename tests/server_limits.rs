@@ -208,6 +208,15 @@ async fn assert_closed(metrics_addr: SocketAddr, counts: &[(&str, &str, f64)]) {
 
 /// What these tests read of the process.
 impl ServeProcess {
+    /// A connection on which `review` was answered 200 (the first one loads what the process
+    /// keeps for TLS).
+    async fn answered(&self, review: &[u8]) -> TlsStream<TcpStream> {
+        let mut tls = connect(self.addr, &self.roots, H1).await;
+        let answer = h1_request(&mut tls, "POST", "/validate", review).await;
+        assert_eq!(answer.status, 200);
+        tls
+    }
+
     fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
@@ -390,13 +399,7 @@ async fn the_connection_limit_holds_a_flood_and_the_probes_still_answer() {
     .await;
     let review = fixture("05-pv-patch-rwo-to-rwop.pv.validate.json");
     // Warm up (the first TLS connection loads what the process keeps), then count.
-    let mut warm = connect(server.addr, &server.roots, H1).await;
-    assert_eq!(
-        h1_request(&mut warm, "POST", "/validate", &review)
-            .await
-            .status,
-        200
-    );
+    let warm = server.answered(&review).await;
     drop(warm);
     wait_metrics(server.metrics_addr, "the warm-up connection closed", |m| {
         metric(m, "rwop_guard_connections_open{listener=\"webhook\"}") == 0.0
@@ -495,13 +498,7 @@ async fn memory_stays_bounded_under_stalled_large_bodies() {
     let limits = Limits::default();
     let length = limits.max_body_bytes;
     let review = fixture("05-pv-patch-rwo-to-rwop.pv.validate.json");
-    let mut warm = connect(server.addr, &server.roots, H1).await;
-    assert_eq!(
-        h1_request(&mut warm, "POST", "/validate", &review)
-            .await
-            .status,
-        200
-    );
+    let mut warm = server.answered(&review).await;
     let idle_rss = server.memory("VmRSS");
 
     for wave in 1..=2 {
