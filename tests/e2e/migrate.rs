@@ -506,15 +506,7 @@ fn full_run(env: &Env) -> anyhow::Result<()> {
             "step {step} should say {text:?} and be done, got {line:?}\n{out:#?}"
         );
     }
-    anyhow::ensure!(
-        out.stderr.ends_with(&format!(
-            "claim {}/{CLAIM} and PersistentVolume {} are now [{RWOP}]\n",
-            fx.ns, fx.pv
-        )),
-        "the closing line is missing: {out:#?}"
-    );
-
-    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    fx.assert_finished(env, RWOP, Some(1), &out)?;
     // The watch saw the dangerous interval (unclaimed, [ReadWriteOncePod]), and it was Retain.
     let versions = history.assert_safe(env)?;
     anyhow::ensure!(
@@ -570,14 +562,7 @@ fn sigkill_and_resume(env: &Env) -> anyhow::Result<()> {
             "plan line of step {step} with {recorded} recorded: {line:?}"
         );
     }
-    anyhow::ensure!(
-        out.stderr.contains(&format!(
-            "claim {}/{CLAIM} and PersistentVolume {} are now [{RWOP}]",
-            fx.ns, fx.pv
-        )),
-        "{out:#?}"
-    );
-    fx.assert_end_state(env, RWOP, Some(1), &out)?;
+    fx.assert_finished(env, RWOP, Some(1), &out)?;
     history.assert_safe(env)?;
     Ok(())
 }
@@ -655,14 +640,7 @@ fn rollback_after_volume_modes(env: &Env) -> anyhow::Result<()> {
         )) && l.contains(" … done in ")),
         "the rollback should set the volume back to [ReadWriteOnce] in step 6: {out:#?}"
     );
-    anyhow::ensure!(
-        out.stderr.ends_with(&format!(
-            "claim {}/{CLAIM} and PersistentVolume {} are rolled back to [{RWO}]\n",
-            fx.ns, fx.pv
-        )),
-        "{out:#?}"
-    );
-    fx.assert_end_state(env, RWO, Some(1), &out)?;
+    fx.assert_finished(env, RWO, Some(1), &out)?;
     history.assert_safe(env)?;
     Ok(())
 }
@@ -715,14 +693,7 @@ fn rollback_interrupted(env: &Env) -> anyhow::Result<()> {
 
     let out = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
     anyhow::ensure!(out.code == 0, "the rollback failed: {out:#?}");
-    anyhow::ensure!(
-        out.stderr.contains(&format!(
-            "claim {}/{CLAIM} and PersistentVolume {} are rolled back to [{RWO}]",
-            fx.ns, fx.pv
-        )),
-        "{out:#?}"
-    );
-    fx.assert_end_state(env, RWO, Some(1), &out)?;
+    fx.assert_finished(env, RWO, Some(1), &out)?;
     history.assert_safe(env)?;
 
     // Nothing is recorded any more: a second rollback has nothing to do.
@@ -1125,13 +1096,7 @@ fn rollback_after_completion(env: &Env) -> anyhow::Result<()> {
 
     let back = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
     anyhow::ensure!(back.code == 0, "the rollback failed: {back:#?}");
-    anyhow::ensure!(
-        back.stderr.contains(&format!(
-            "claim {ns}/{CLAIM} and PersistentVolume {pv} are rolled back to [{RWO}]"
-        )),
-        "{back:#?}"
-    );
-    fx.assert_end_state(env, RWO, Some(1), &back)?;
+    fx.assert_finished(env, RWO, Some(1), &back)?;
     let claim = env.get("pvc", Some(ns), CLAIM)?;
     anyhow::ensure!(
         claim["metadata"]["annotations"][OPT_OUT] == "false",
@@ -1635,6 +1600,30 @@ impl Fixture {
             "no claim holds the volume and its reclaim policy is {policy:?}: {pv:#}"
         );
         Ok(())
+    }
+
+    /// The run's closing line (its last) for `mode`, then [`Self::assert_end_state`].
+    fn assert_finished(
+        &self,
+        env: &Env,
+        mode: &str,
+        replicas: Option<i64>,
+        out: &Out,
+    ) -> anyhow::Result<()> {
+        let how = if mode == RWOP {
+            "are now"
+        } else {
+            "are rolled back to"
+        };
+        let last = format!(
+            "claim {}/{CLAIM} and PersistentVolume {} {how} [{mode}]\n",
+            self.ns, self.pv
+        );
+        anyhow::ensure!(
+            out.stderr.ends_with(&last),
+            "no closing line {last:?}: {out:#?}"
+        );
+        self.assert_end_state(env, mode, replicas, out)
     }
 
     /// The README's end state: claim [mode] Bound to the same volume (recreated from the recorded
