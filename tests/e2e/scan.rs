@@ -675,6 +675,26 @@ fn results_of(report: &Value) -> Vec<(String, String, String, bool, String, Stri
     rows
 }
 
+/// A report's results are `want` (in any order) and its summary counts (pass, warn) and no
+/// fail, error or skip.
+fn assert_report(
+    report: &Value,
+    what: &str,
+    want: &[(String, String, String, bool, String, String)],
+    (pass, warn): (u64, u64),
+) -> anyhow::Result<()> {
+    let mut want = want.to_vec();
+    want.sort();
+    let got = results_of(report);
+    anyhow::ensure!(
+        got == want,
+        "{what} results {got:#?}\nexpected {want:#?}\n{report:#}"
+    );
+    let summary = json!({"pass": pass, "fail": 0, "warn": warn, "error": 0, "skip": 0});
+    anyhow::ensure!(report["summary"] == summary, "{what} summary: {report:#}");
+    Ok(())
+}
+
 fn row(
     rule: &str,
     result: &str,
@@ -798,16 +818,7 @@ fn policy_report(env: &Env) -> anyhow::Result<()> {
         ),
     ];
     want.extend(CLAIMS.iter().map(|(name, ..)| claim_pass(name)));
-    want.sort();
-    let got = results_of(&report);
-    anyhow::ensure!(
-        got == want,
-        "PolicyReport results {got:#?}\nexpected {want:#?}\n{report:#}"
-    );
-    anyhow::ensure!(
-        report["summary"] == json!({"pass": 5, "fail": 0, "warn": 3, "error": 0, "skip": 0}),
-        "PolicyReport summary: {report:#}"
-    );
+    assert_report(&report, "PolicyReport", &want, (5, 3))?;
     for r in report["results"].as_array().into_iter().flatten() {
         anyhow::ensure!(
             r["policy"] == "rwop-guard" && r["source"] == "rwop-guard",
@@ -829,7 +840,7 @@ fn policy_report(env: &Env) -> anyhow::Result<()> {
         "the candidate's result: {candidate:#}"
     );
 
-    let mut want_cluster: Vec<_> = CLAIMS
+    let want_cluster: Vec<_> = CLAIMS
         .iter()
         .map(|(_, suffix, ..)| {
             row(
@@ -842,16 +853,7 @@ fn policy_report(env: &Env) -> anyhow::Result<()> {
             )
         })
         .collect();
-    want_cluster.sort();
-    let got_cluster = results_of(&cluster);
-    anyhow::ensure!(
-        got_cluster == want_cluster,
-        "ClusterPolicyReport results {got_cluster:#?}\nexpected {want_cluster:#?}\n{cluster:#}"
-    );
-    anyhow::ensure!(
-        cluster["summary"] == json!({"pass": 5, "fail": 0, "warn": 0, "error": 0, "skip": 0}),
-        "ClusterPolicyReport summary: {cluster:#}"
-    );
+    assert_report(&cluster, "ClusterPolicyReport", &want_cluster, (5, 0))?;
 
     // Fix the surging Deployment, scan again: the applied report replaces the old results.
     env.kubectl(&[
@@ -876,15 +878,7 @@ fn policy_report(env: &Env) -> anyhow::Result<()> {
         .into_iter()
         .filter(|r| !(r.0 == "rollout-deadlock" && r.5 == "rolling"))
         .collect();
-    let got = results_of(&report);
-    anyhow::ensure!(
-        got == fixed,
-        "PolicyReport results after the fix {got:#?}\nexpected {fixed:#?}\n{report:#}"
-    );
-    anyhow::ensure!(
-        report["summary"] == json!({"pass": 5, "fail": 0, "warn": 2, "error": 0, "skip": 0}),
-        "PolicyReport summary after the fix: {report:#}"
-    );
+    assert_report(&report, "PolicyReport after the fix", &fixed, (5, 2))?;
     Ok(())
 }
 
