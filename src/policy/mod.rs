@@ -23,8 +23,9 @@ pub use mutation::{
     MIGRATED_FROM_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION, class_supports_rwop,
     mutate_claim,
 };
+pub(crate) use objects::Unread;
 pub(crate) use objects::resource_as;
-pub use objects::{Claim, ClaimSpec, Unread, Volume, VolumeSpec};
+pub use objects::{Claim, ClaimSpec, Volume, VolumeSpec};
 pub use reapply::keep_rwop_on_reapply;
 pub use rules::{
     MIGRATION_ANNOTATION, MigrationTarget, RecordedMigration, Rule, Subject, TASK_URL, Violation,

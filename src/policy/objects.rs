@@ -112,7 +112,7 @@ fn our_annotations<'de, D: Deserializer<'de>>(
 
 /// Any other kind of object: allowed without being read, so nothing of it is decoded.
 #[derive(Clone, Debug, Default)]
-pub struct Unread {
+pub(crate) struct Unread {
     pub metadata: ObjectMeta,
 }
 
