@@ -1,4 +1,4 @@
-//! API errors as the real server answers them: `Status` objects and `field.Error`s.
+//! API errors as the real server answers them: `Status` objects.
 
 use super::*;
 
@@ -11,11 +11,9 @@ pub struct ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.code, self.reason(), self.message())
+        write!(f, "{} {}", self.code, self.status["message"])
     }
 }
-
-impl std::error::Error for ApiError {}
 
 impl ApiError {
     pub fn new(code: u16, reason: &str, message: &str, details: Option<Value>) -> Self {
@@ -37,30 +35,11 @@ impl ApiError {
         ApiError { code, status }
     }
 
-    pub fn reason(&self) -> &str {
-        self.status["reason"].as_str().unwrap_or("")
-    }
-
-    pub fn message(&self) -> &str {
-        self.status["message"].as_str().unwrap_or("")
-    }
-
-    /// A Status for an HTTP code, as `fail_next` injects it.
+    /// A Status for an HTTP code, as `fail_next` and `forbid` inject it.
     pub fn for_code(code: u16, message: &str) -> Self {
         let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
             403 => "Forbidden",
-            404 => "NotFound",
-            405 => "MethodNotAllowed",
-            409 => "Conflict",
-            410 => "Expired",
-            415 => "UnsupportedMediaType",
-            422 => "Invalid",
-            429 => "TooManyRequests",
             500 => "InternalError",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
             _ => "",
         };
         Self::new(code, reason, message, None)
@@ -76,12 +55,6 @@ impl ApiError {
         }
         d.insert("kind".into(), def.plural.clone().into());
         Value::Object(d)
-    }
-
-    pub(super) fn kind_details(def: &ResourceDef, name: &str) -> Value {
-        let mut d = Self::resource_details(def, name);
-        d["kind"] = def.kind.clone().into();
-        d
     }
 
     pub(super) fn not_found(def: &ResourceDef, name: &str) -> Self {
@@ -142,72 +115,29 @@ impl ApiError {
             &format!(
                 "StorageError: invalid object, Code: 4, Key: /registry/{}/{key}, ResourceVersion: 0, \
                  AdditionalErrorMsg: Precondition failed: UID in precondition: {wanted}, UID in object meta: {actual}",
-                def.storage_prefix
+                def.plural
             ),
         )
     }
 
-    /// `rest.BeforeDelete`'s precondition conflicts (qualified by kind, not resource).
-    pub(super) fn delete_precondition(def: &ResourceDef, name: &str, why: &str) -> Self {
+    /// `rest.BeforeDelete`'s uid precondition conflict (qualified by kind, not resource).
+    pub(super) fn delete_precondition(
+        def: &ResourceDef,
+        name: &str,
+        wanted: &str,
+        actual: &str,
+    ) -> Self {
+        let mut details = Self::resource_details(def, name);
+        details["kind"] = def.kind.clone().into();
         Self::new(
             409,
             "Conflict",
             &format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                def.qualified_kind()
+                "Operation cannot be fulfilled on {} \"{name}\": the UID in the precondition ({wanted}) \
+                 does not match the UID in record ({actual}). The object might have been deleted and then recreated",
+                resources::qualify(&def.kind, &def.group)
             ),
-            Some(Self::kind_details(def, name)),
-        )
-    }
-
-    /// `errors.NewInvalid(groupKind, name, fieldErrors)`.
-    pub(super) fn invalid_kind(
-        qualified_kind: &str,
-        group: &str,
-        kind: &str,
-        name: &str,
-        errors: &[FieldError],
-    ) -> Self {
-        let rendered: Vec<String> = errors.iter().map(FieldError::to_string).collect();
-        let aggregate = if rendered.len() == 1 {
-            rendered[0].clone()
-        } else {
-            format!("[{}]", rendered.join(", "))
-        };
-        let mut details = Map::new();
-        if !name.is_empty() {
-            details.insert("name".into(), name.into());
-        }
-        if !group.is_empty() {
-            details.insert("group".into(), group.into());
-        }
-        details.insert("kind".into(), kind.into());
-        details.insert(
-            "causes".into(),
-            errors
-                .iter()
-                .map(|e| json!({"reason": e.reason(), "message": e.body(), "field": e.field}))
-                .collect(),
-        );
-        Self::new(
-            422,
-            "Invalid",
-            &format!("{qualified_kind} \"{name}\" is invalid: {aggregate}"),
-            Some(Value::Object(details)),
-        )
-    }
-
-    pub(super) fn invalid(def: &ResourceDef, name: &str, errors: &[FieldError]) -> Self {
-        Self::invalid_kind(&def.qualified_kind(), &def.group, &def.kind, name, errors)
-    }
-
-    pub(super) fn invalid_list_options(errors: &[FieldError]) -> Self {
-        Self::invalid_kind(
-            "ListOptions.meta.k8s.io",
-            "meta.k8s.io",
-            "ListOptions",
-            "",
-            errors,
+            Some(details),
         )
     }
 
@@ -215,13 +145,9 @@ impl ApiError {
         Self::new(400, "BadRequest", message, None)
     }
 
-    pub(super) fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-            Some(json!({})),
-        )
+    /// A request the fake does not implement (the product sends none of them).
+    pub(super) fn not_implemented(what: &str) -> Self {
+        Self::bad_request(&format!("{what} is not implemented by the fake API server"))
     }
 
     pub(super) fn unknown_resource() -> Self {
@@ -235,86 +161,5 @@ impl ApiError {
 
     pub(super) fn expired(message: &str) -> Self {
         Self::new(410, "Expired", message, None)
-    }
-
-    pub(super) fn too_large_resource_version(wanted: u64, current: u64) -> Self {
-        Self::new(
-            504,
-            "Timeout",
-            &format!("Too large resource version: {wanted}, current: {current}"),
-            Some(json!({
-                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
-                "retryAfterSeconds": 1
-            })),
-        )
-    }
-}
-
-/// A `field.Error` of apimachinery.
-#[derive(Clone, Debug)]
-pub(super) struct FieldError {
-    pub(super) field: String,
-    pub(super) kind: FieldErrorKind,
-    pub(super) detail: String,
-}
-
-#[derive(Clone, Debug)]
-pub(super) enum FieldErrorKind {
-    /// Carries the rendered bad value (`"x"` for strings, `-1` for numbers).
-    Invalid(String),
-    Forbidden,
-    Required,
-    /// Carries the rendered bad value.
-    NotSupported(String),
-}
-
-impl FieldError {
-    pub(super) fn invalid(field: &str, value: &Value, detail: &str) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Invalid(value.to_string()),
-            detail: detail.into(),
-        }
-    }
-
-    pub(super) fn forbidden(field: &str, detail: &str) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Forbidden,
-            detail: detail.into(),
-        }
-    }
-
-    pub(super) fn required(field: &str, detail: &str) -> Self {
-        FieldError {
-            field: field.into(),
-            kind: FieldErrorKind::Required,
-            detail: detail.into(),
-        }
-    }
-
-    pub(super) fn reason(&self) -> &'static str {
-        match self.kind {
-            FieldErrorKind::Invalid(_) => "FieldValueInvalid",
-            FieldErrorKind::Forbidden => "FieldValueForbidden",
-            FieldErrorKind::Required => "FieldValueRequired",
-            FieldErrorKind::NotSupported(_) => "FieldValueNotSupported",
-        }
-    }
-
-    /// `ErrorBody()`: the message without the field path.
-    pub(super) fn body(&self) -> String {
-        match &self.kind {
-            FieldErrorKind::Invalid(v) => format!("Invalid value: {v}: {}", self.detail),
-            FieldErrorKind::Forbidden => format!("Forbidden: {}", self.detail),
-            FieldErrorKind::Required => format!("Required value: {}", self.detail),
-            FieldErrorKind::NotSupported(v) => format!("Unsupported value: {v}: {}", self.detail),
-        }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.body())
     }
 }

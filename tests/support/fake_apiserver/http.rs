@@ -13,16 +13,7 @@ pub(super) fn json_response(code: u16, body: &Value) -> Response {
 }
 
 pub(super) fn error_response(err: &ApiError) -> Response {
-    let mut resp = json_response(err.code, &err.status);
-    if let Some(secs) = err
-        .status
-        .pointer("/details/retryAfterSeconds")
-        .and_then(Value::as_u64)
-    {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    resp
+    json_response(err.code, &err.status)
 }
 
 pub(super) async fn handle(
@@ -116,10 +107,6 @@ pub(super) fn discovery(defs: &[Arc<ResourceDef>], path: &str) -> Option<Value> 
                 "kind": d.kind,
                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
             }));
-            if d.status_subresource {
-                list.push(json!({"name": format!("{}/status", d.plural), "singularName": "",
-                    "namespaced": d.namespaced, "kind": d.kind, "verbs": ["get", "patch", "update"]}));
-            }
             if d.scale_subresource {
                 list.push(
                     json!({"name": format!("{}/scale", d.plural), "singularName": "",
@@ -170,10 +157,11 @@ pub(super) fn serve(
     body: &Bytes,
 ) -> Result<Reply, ApiError> {
     let t = lock(&shared.store).parse_path(path)?;
-    let is_watch = q.flag("watch");
-    let dry_run = q.dry_run();
+    if q.get("dryRun").is_some() {
+        return Err(ApiError::not_implemented("dryRun"));
+    }
     match (method.as_str(), t.name.is_some(), t.sub.is_some()) {
-        ("GET", _, false) if is_watch => {
+        ("GET", false, false) if q.flag("watch") => {
             let timeout = q
                 .get("timeoutSeconds")
                 .and_then(|s| s.parse::<u64>().ok())
@@ -183,20 +171,18 @@ pub(super) fn serve(
             let (id, rx) = lock(&shared.store).start_watch(&t, q)?;
             Ok(Reply::Watch(id, rx, timeout))
         }
+        ("GET", _, _) if q.flag("watch") => Err(ApiError::not_implemented("watching one object")),
         ("GET", false, _) => Ok(Reply::Json(200, lock(&shared.store).list_at(&t, q)?)),
         ("GET", true, _) => Ok(Reply::Json(200, lock(&shared.store).get_view(&t)?)),
         ("POST", false, false) => {
-            if t.namespace.is_none() && lock(&shared.store).defs[t.res].namespaced {
-                return Err(ApiError::method_not_allowed());
-            }
             let obj = parse_body(body)?;
-            let created = shared.with_store(|s| s.create_at(&t, obj, Mode::Http, dry_run))?;
+            let created = shared.with_store(|s| s.create_at(&t, obj, Mode::Http))?;
             Ok(Reply::Json(201, created))
         }
         ("PUT", true, _) => {
             let mut obj = Some(parse_body(body)?);
             let updated = shared.with_store(|s| {
-                s.update_at(&t, Mode::Http, dry_run, true, &mut |_| {
+                s.update_at(&t, Mode::Http, &mut |_| {
                     Ok(obj.take().expect("called once"))
                 })
             })?;
@@ -206,28 +192,20 @@ pub(super) fn serve(
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(';').next())
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if !matches!(
-                content_type.as_str(),
-                "application/merge-patch+json" | "application/strategic-merge-patch+json"
-            ) {
+                .unwrap_or("");
+            if !content_type.starts_with("application/merge-patch+json") {
                 return Err(ApiError::new(
                     415,
                     "UnsupportedMediaType",
                     &format!(
-                        "the body of the request was in an unknown format - accepted media types include: \
-                         application/merge-patch+json, application/strategic-merge-patch+json \
-                         (the fake apiserver does not implement {content_type:?})"
+                        "the fake API server implements only merge patches, not {content_type:?}"
                     ),
                     None,
                 ));
             }
             let patch = parse_body(body)?;
             let updated = shared.with_store(|s| {
-                s.update_at(&t, Mode::Http, dry_run, false, &mut |mut current| {
+                s.update_at(&t, Mode::Http, &mut |mut current| {
                     json_patch::merge(&mut current, &patch);
                     Ok(current)
                 })
@@ -235,7 +213,7 @@ pub(super) fn serve(
             Ok(Reply::Json(200, updated))
         }
         ("DELETE", true, false) => {
-            let opts = delete_opts(q, body)?;
+            let opts = delete_opts(body)?;
             let def = lock(&shared.store).defs[t.res].clone();
             match shared.with_store(|s| s.delete_at(&t, &opts))? {
                 Deletion::Pending(obj) => Ok(Reply::Json(200, obj)),
@@ -251,51 +229,29 @@ pub(super) fn serve(
                 }
             }
         }
-        _ => Err(ApiError::method_not_allowed()),
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            Some(json!({})),
+        )),
     }
 }
 
-pub(super) fn delete_opts(q: &Query, body: &Bytes) -> Result<DeleteOpts, ApiError> {
+/// The `DeleteOptions` body: `preconditions.uid` and `propagationPolicy: Orphan` (kube sends the
+/// options in the body).
+pub(super) fn delete_opts(body: &Bytes) -> Result<DeleteOpts, ApiError> {
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         parse_body(body)?
     };
-    let policy = body
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .or(q.get("propagationPolicy"));
-    if let Some(policy) = policy
-        && !matches!(policy, "Foreground" | "Background" | "Orphan")
-    {
-        return Err(ApiError::invalid_kind(
-            "DeleteOptions.meta.k8s.io",
-            "meta.k8s.io",
-            "DeleteOptions",
-            "",
-            &[FieldError {
-                field: "propagationPolicy".into(),
-                kind: FieldErrorKind::NotSupported(Value::from(policy).to_string()),
-                detail: "supported values: \"Foreground\", \"Background\", \"Orphan\"".into(),
-            }],
-        ));
-    }
-    let dry_run = q.dry_run()
-        || body
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some("All")));
     Ok(DeleteOpts {
         uid: body
             .pointer("/preconditions/uid")
             .and_then(Value::as_str)
             .map(String::from),
-        resource_version: body
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(String::from),
-        dry_run,
-        orphan: policy == Some("Orphan"),
+        orphan: body.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan"),
     })
 }
 

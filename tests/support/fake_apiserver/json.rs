@@ -103,14 +103,6 @@ pub(super) fn now_rfc3339() -> String {
         .to_string()
 }
 
-pub(super) fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 pub(super) fn percent_decode(s: &str) -> String {
     fn hex(b: &u8) -> Option<u8> {
         char::from(*b).to_digit(16).map(|d| d as u8)

@@ -6,9 +6,8 @@
 //! ```rust,ignore
 //! let server = FakeApiServer::start().await;
 //! server.seed_list_fixture("/api/v1/persistentvolumes", &api_fixture("list-persistentvolumes.json"));
-//! server.on_write(|store, event| { /* emulate a controller: store.patch(&event.path(), ..) */ });
+//! server.on_write(|store, event| { /* emulate a controller: store.patch(path, ..) */ });
 //! let pvs: kube::Api<PersistentVolume> = kube::Api::all(server.client());
-//! let mut writes = server.subscribe(); // await writes instead of sleeping
 //! ```
 //!
 //! # Test hooks
@@ -17,15 +16,15 @@
 //!   resourceVersions kept, global counter moved past them, history compacted, no events).
 //! * Direct helpers `get`/`list`/`create`/`patch`/`delete` (on [`FakeApiServer`], and on
 //!   [`Store`] for hooks) take API paths (`/api/v1/namespaces/ns/persistentvolumeclaims/x`,
-//!   optionally `/status` or `/scale`) and skip HTTP (no request log, no injected failures), but
-//!   are real writes: new resourceVersion, watch events, hooks. Unlike POST they keep `status`,
-//!   `uid` and `creationTimestamp` as given; `patch` also changes `status` on the main path.
+//!   optionally `/scale`) and skip HTTP (no request log, no injected failures), but are real
+//!   writes: new resourceVersion, watch events, hooks. Unlike POST they keep `status`, `uid` and
+//!   `creationTimestamp` as given; `patch` also changes `status`.
 //!   `metadata.resourceVersion` in a `patch` is a precondition as over HTTP.
 //! * [`FakeApiServer::on_write`] hooks run after every write (also writes made by hooks, in
-//!   order) under the store lock with `&mut Store`; calling `FakeApiServer` methods from a hook
-//!   deadlocks. [`FakeApiServer::subscribe`] (every write), [`FakeApiServer::resource_version_rx`]
-//!   and [`FakeApiServer::open_watches_rx`] let tests await changes without sleeping. An open
-//!   watch is counted until its stream ends or the server notices the client left.
+//!   order) under the store lock with `&mut Store`, before the write is answered; calling
+//!   `FakeApiServer` methods from a hook deadlocks. [`FakeApiServer::open_watches_rx`] lets a
+//!   test await open watches (e.g. before a bookmark) without sleeping. An open watch is counted
+//!   until its stream ends or the server notices the client left.
 //! * [`FakeApiServer::compact`], [`FakeApiServer::bookmark`], [`FakeApiServer::break_watches`]
 //!   (the connection is cut mid-stream; kube's watcher resumes from its last resourceVersion),
 //!   [`FakeApiServer::fail_next`] (note that kube 5's client itself retries 429/503/504),
@@ -42,95 +41,94 @@
 //!
 //! # Implemented
 //!
+//! What the product (kube's `Api`, its watcher and `await_condition`, helm's `lookup`) and its
+//! tests send; anything else answers 400 rather than being served wrong.
+//!
 //! * Paths `/api/v1/...` and `/apis/{group}/{version}/...` for the resources of a built-in table
-//!   ([`ResourceDef::builtin`]; more with [`FakeApiServer::add_resource`]): collections, objects and
-//!   the `status` / `scale` subresources. A namespaced resource listed without a namespace
+//!   ([`ResourceDef::builtin`]: what the product reads and writes, and the kinds of the chart
+//!   for helm; more with [`FakeApiServer::add_resource`]): collections, objects and the `scale`
+//!   subresource. A namespaced resource listed without a namespace
 //!   (`/api/v1/persistentvolumeclaims`) spans all namespaces.
 //! * One global resourceVersion counter (like etcd's revision): every write bumps it. A write that
 //!   changes nothing (same bytes) is not a write: no new resourceVersion, no watch event.
-//! * GET object; GET list with `labelSelector` (`k=v`, `k in (a,b)`, `k`, `!k`: what the tests
-//!   and `migrate -l` send), `limit` + `continue`: the real token (unpadded URL-safe base64 of
+//! * GET object; GET list with `labelSelector` `k=v[,k=v]` (what `migrate -l` sends in the
+//!   tests), `fieldSelector=metadata.name=NAME` (`await_condition`), `resourceVersion` unset or
+//!   `0`, `limit` + `continue`: the real token (unpadded URL-safe base64 of
 //!   `{"v":"meta.k8s.io/v1","rv":N,"start":"key\0"}`), etcd key order (`namespace/name`),
-//!   `remainingItemCount` when no selector is given, and consistent snapshots: every page is
-//!   served at the first page's resourceVersion, reconstructed from the history; an expired
-//!   token answers 410 with an "inconsistent" continue token (rv -1) in `metadata.continue`.
-//!   `resourceVersion` + `resourceVersionMatch` (`NotOlderThan`, `Exact` = a snapshot at that
-//!   version; unset = `NotOlderThan`; invalid combinations answer 422 as on a real server).
-//!   Items of lists carry no `kind`/`apiVersion` (they do for resources added with
-//!   [`ResourceDef::custom`], as for CRDs).
-//! * WATCH (`watch=true|1`, or GET of an object with `watch`): newline-delimited JSON events sent
-//!   as chunks. `resourceVersion` unset or `"0"`: current state as ADDED, then live events;
-//!   `N`: every event after `N` from the history, then live (kube's default `ListWatch`
-//!   watcher: list with `limit=500`, then watch from the list's resourceVersion, resume from the
-//!   last event or bookmark, relist after 410). Label selectors behave like the watch cache: an
-//!   object that stops matching is sent as DELETED (its previous state with the new
-//!   resourceVersion), one that starts matching as ADDED.
+//!   `remainingItemCount` when no selector is given. The fake keeps no snapshots: a token from
+//!   before the latest write has expired (410, as on a real server once it compacted), with an
+//!   "inconsistent" continue token (rv -1) in `metadata.continue` that continues from the
+//!   current state. Items of lists carry no `kind`/`apiVersion` (they do for resources added
+//!   with [`ResourceDef::custom`], as for CRDs).
+//! * WATCH (`watch=true|1` on a collection) from `resourceVersion=N`, as kube's watcher sends it
+//!   (list with `limit=500`, watch from the list's resourceVersion, resume from the last event or
+//!   bookmark, relist after 410): newline-delimited JSON events sent as chunks, every event after
+//!   `N` from the history, then live. Selectors filter by the object's state after each write.
 //!   `timeoutSeconds` ends the stream cleanly. A resourceVersion older than the compaction point
 //!   gives HTTP 200 with a single `ERROR` event (`Status` 410 `Expired`, "too old resource
-//!   version"); a resourceVersion in the future gives a single `ERROR` event 504 `Timeout`
-//!   ("Too large resource version"). Bookmarks only when the test calls
-//!   [`FakeApiServer::bookmark`], and only to watches with `allowWatchBookmarks=true`.
-//! * POST create: 201; `generateName`; 409 `AlreadyExists` (prefixed "object is being deleted: "
-//!   when it is); 422 when neither name nor generateName; 500 when a resourceVersion is set (as
-//!   etcd3 storage answers); the server sets `uid`, `creationTimestamp`, `resourceVersion`,
-//!   `generation: 1` (kinds that have one), drops `deletionTimestamp`, and resets `status` for
-//!   kinds with a status subresource to what the real strategy leaves (PV `phase: Pending` +
-//!   `lastPhaseTransitionTime`, PVC and Pod `phase: Pending` (no `qosClass`), Namespace
-//!   `phase: Active`, custom resources: removed, Node: kept). `spec.replicas` of apps workloads
-//!   defaults to 1.
+//!   version"). Bookmarks only when the test calls [`FakeApiServer::bookmark`], and only to
+//!   watches with `allowWatchBookmarks=true`.
+//! * POST create: 201; 409 `AlreadyExists` (prefixed "object is being deleted: " when it is);
+//!   500 when a resourceVersion is set (as etcd3 storage answers); the server sets `uid`,
+//!   `creationTimestamp`, `resourceVersion`, `generation: 1` (kinds that have one), drops
+//!   `deletionTimestamp`, and resets `status` for kinds with a status subresource to what the
+//!   real strategy leaves (PV, PVC and Pod `phase: Pending`, Namespace `phase: Active`, custom
+//!   resources: removed). `spec.replicas` of apps workloads defaults to 1.
 //! * PUT replace: 404 when absent; 409 `Conflict` with the fixture's message when
 //!   `metadata.resourceVersion` is stale (unset = unconditional update); a non-empty
-//!   `metadata.uid` in the body is a storage precondition (409 "StorageError: invalid object ...
-//!   Precondition failed: UID in precondition"); `status` changes are ignored on the main resource
-//!   and everything but `status` on `/status`; `generation` is bumped when `spec` changes;
-//!   `uid`/`creationTimestamp`/`deletionTimestamp` are kept; new finalizers on an object being
-//!   deleted answer 422; removing the last finalizer of an object being deleted deletes it
-//!   (DELETED event carries its last stored state).
-//! * PATCH: `application/merge-patch+json` (RFC 7386) and
-//!   `application/strategic-merge-patch+json` **treated as a merge patch** (no list merge keys,
-//!   no `$patch` directives: a strategic patch of a list replaces it); other types answer 415. A patched
-//!   `metadata.resourceVersion` is a precondition (409 when stale); a patched different
-//!   `metadata.uid` is 422 "field is immutable" (as real PATCH has no uid precondition).
-//! * DELETE with `DeleteOptions` (body or query): `preconditions.uid` / `.resourceVersion` (409 with
-//!   the fixture's message), `dryRun`, `propagationPolicy` (validated), `gracePeriodSeconds`
-//!   (accepted). Objects with finalizers get `deletionTimestamp` + `deletionGracePeriodSeconds: 0`
-//!   (+ generation bump) and stay (MODIFIED) until an update removes the last finalizer; others
-//!   are removed at once (DELETED). The answer is the object for kinds whose registry returns it
-//!   (PV, PVC, Pod, Namespace, Service, StorageClass, custom resources), else a `Success` Status.
+//!   `metadata.uid` other than the object's is a storage precondition (409 "StorageError:
+//!   invalid object ... Precondition failed: UID in precondition"); `status` changes are ignored
+//!   for kinds with a status subresource; `generation` is bumped when `spec` changes; name,
+//!   namespace, `uid`, `creationTimestamp` and `deletionTimestamp` are kept; removing the last
+//!   finalizer of an object being deleted deletes it (DELETED event carries its last stored
+//!   state).
+//! * PATCH: `application/merge-patch+json` (RFC 7386), the one kube's `Patch::Merge` sends;
+//!   other types answer 415. The same rules as PUT (a patched stale resourceVersion is 409).
+//! * DELETE with `DeleteOptions` in the body: `preconditions.uid` (409 with the fixture's
+//!   message), `propagationPolicy` (accepted). Objects with finalizers get `deletionTimestamp` +
+//!   `deletionGracePeriodSeconds: 0` and stay (MODIFIED) until an update removes the last
+//!   finalizer; others are removed at once (DELETED). The answer is the object for kinds whose
+//!   registry returns it (PV, PVC, Pod, Namespace, Service, StorageClass, custom resources), else
+//!   a `Success` Status.
 //! * `/scale` (deployments, statefulsets, replicasets): `autoscaling/v1` `Scale` mapped to
-//!   `spec.replicas`, `status.replicas` and the selector string; GET/PUT/PATCH with the same
-//!   precondition rules; negative replicas answer 422.
-//! * `dryRun=All` on every write.
+//!   `spec.replicas`, `status.replicas` and the selector string (of `matchLabels`); GET/PUT/PATCH
+//!   with the same precondition rules.
 //! * Legacy discovery built from the resource table: `/version` (1.35), `/api`, `/apis`,
-//!   `/api/v1`, `/apis/{group}/{version}` (resources with their `status`/`scale`
-//!   subresources), enough for client-go's RESTMapper (helm) and kube's `Discovery`.
+//!   `/api/v1`, `/apis/{group}/{version}` (resources with their `scale` subresources), enough for
+//!   client-go's RESTMapper (helm) and kube's `Discovery`.
 //!
 //! # Not implemented (differences from a real API server)
 //!
+//! * Answer 400: `dryRun`, `generateName`, lists at a resourceVersion (other than `0`) or with
+//!   `resourceVersionMatch`, watches without a resourceVersion or of one object,
+//!   `sendInitialEvents`, label selectors other than `k=v`, field selectors other than
+//!   `metadata.name=`. JSON patch, strategic merge patch and server-side apply answer 415;
+//!   `status` subresources and DELETE of a collection 404/405.
 //! * Aggregated discovery and OpenAPI documents, the deprecated `/watch/` path prefix,
 //!   protobuf/CBOR/YAML bodies, gzip, table output, `pretty`. Path segments are not
 //!   percent-decoded.
 //! * Authentication, authorization, admission (no mutating/validating webhooks, no
 //!   `NamespaceLifecycle`: creating in a namespace that does not exist succeeds), quotas,
-//!   `fieldValidation`, validation and defaulting of specs (besides `spec.replicas` = 1 for apps
-//!   workloads and the status reset on create). `managedFields` are stored as sent and never
-//!   maintained.
-//! * Field selectors, the label selector operators `==`, `!=`, `notin`, `>`, `<`, and
-//!   `sendInitialEvents` / `resourceVersionMatch` on a watch (streaming lists): the product sends
-//!   none of them; they answer 400. JSON patch and server-side apply (415), strategic merge
-//!   patch semantics (see above), DELETE of a collection (405).
+//!   `fieldValidation`, validation and defaulting of specs and metadata (besides `spec.replicas`
+//!   = 1 for apps workloads and the status reset on create): e.g. a kind, apiVersion, name or
+//!   namespace in a body that does not match the URL is not refused (the URL wins), nor are new
+//!   finalizers on an object being deleted; a patched different `metadata.uid` answers 409 like
+//!   PUT's precondition, not 422. `managedFields` are stored as sent and never maintained.
+//! * Watches: an object that starts or stops matching a label selector is sent as MODIFIED,
+//!   or not at all (the watch cache sends ADDED and DELETED); a resourceVersion in the future
+//!   is not refused.
 //! * Controllers: no garbage collector (`propagationPolicy` is accepted but dependents are never
 //!   deleted, no `orphan`/`foregroundDeletion` finalizers are added; `Orphan` removes the owner
 //!   reference from the objects of the namespace at once, as the collector would), no namespace
 //!   controller (deleting a namespace is an ordinary delete: no `Terminating` phase, contents stay),
 //!   no graceful pod deletion (pods go at once, as an unscheduled pod does), no PV binder, no
 //!   scheduler. Emulate controllers with [`FakeApiServer::on_write`].
-//! * GET with `resourceVersion` is served from the current state. Requests with a too large
-//!   resourceVersion fail at once instead of waiting up to 3 s for it.
+//! * GET with `resourceVersion` is served from the current state.
 //! * Bookmark objects carry empty `spec`/`status` like the PV fixture does, not every Go
 //!   zero-value field of the kind.
 //! * Deleting an object that is already being deleted changes nothing and answers the object
-//!   (as for kinds without graceful deletion).
+//!   (as for kinds without graceful deletion). Setting `deletionTimestamp` does not bump
+//!   `generation`.
 
 mod errors;
 mod http;
@@ -147,7 +145,6 @@ pub use store::{Deletion, EventType, Store, WriteEvent};
 
 // The modules share one set of names: each starts with `use super::*`, which brings the imports
 // below and the `pub(super)` items of its siblings.
-use errors::*;
 use http::*;
 use json::*;
 use selectors::*;
@@ -169,7 +166,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 /// How long a watch without `timeoutSeconds` stays open.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -187,8 +184,6 @@ type Hook = Arc<dyn Fn(&mut Store, &WriteEvent) + Send + Sync>;
 struct Shared {
     store: Mutex<Store>,
     hooks: Mutex<Vec<Hook>>,
-    events_tx: broadcast::Sender<WriteEvent>,
-    rv_tx: watch::Sender<u64>,
     watch_count_rx: watch::Receiver<usize>,
     requests: Mutex<Vec<String>>,
     /// (remaining, HTTP code) of injected failures.
@@ -202,8 +197,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Runs `f` on the store, then the write hooks for every write it (and they) made, then
-    /// publishes the writes.
+    /// Runs `f` on the store, then the write hooks for every write it (and they) made.
     fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         let mut store = lock(&self.store);
         let out = f(&mut store);
@@ -219,13 +213,11 @@ impl Shared {
                 handled < 100_000,
                 "fake apiserver: on_write hooks keep writing (endless loop?)"
             );
-            let _ = self.events_tx.send(event.clone());
             let hooks: Vec<Hook> = lock(&self.hooks).clone();
             for hook in hooks {
                 hook(store, &event);
             }
         }
-        self.rv_tx.send_replace(store.rv);
     }
 }
 
@@ -261,14 +253,9 @@ impl FakeApiServer {
     /// Binds `127.0.0.1:0` and serves until dropped.
     pub async fn start() -> Self {
         let (watch_count_tx, watch_count_rx) = watch::channel(0usize);
-        let store = Store::new(watch_count_tx);
-        let (rv_tx, _) = watch::channel(store.rv);
-        let (events_tx, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
-            store: Mutex::new(store),
+            store: Mutex::new(Store::new(watch_count_tx)),
             hooks: Mutex::new(Vec::new()),
-            events_tx,
-            rv_tx,
             watch_count_rx,
             requests: Mutex::new(Vec::new()),
             fail: Mutex::new((0, 0)),
@@ -327,13 +314,6 @@ impl FakeApiServer {
         let mut prepared = Vec::new();
         for item in items {
             let mut obj = strip_type_meta(item);
-            if def.namespaced && meta_str(&obj, "namespace").is_none() {
-                let ns = t
-                    .namespace
-                    .clone()
-                    .expect("items without namespace need a namespaced collection path");
-                set_meta(&mut obj, "namespace", Some(ns.into()));
-            }
             if meta_str(&obj, "uid").is_none() {
                 let uid = store.new_uid();
                 set_meta(&mut obj, "uid", Some(uid.into()));
@@ -359,14 +339,7 @@ impl FakeApiServer {
             store.objects[t.res].insert(key, obj);
         }
         store.compact();
-        self.shared.rv_tx.send_replace(store.rv);
         count
-    }
-
-    /// Direct access to the store (writes made in `f` run hooks and reach watches).
-    /// Do not call other `FakeApiServer` methods from `f`.
-    pub fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
-        self.shared.with_store(f)
     }
 
     /// See [`Store::get`].
@@ -381,17 +354,18 @@ impl FakeApiServer {
 
     /// See [`Store::create`].
     pub fn create(&self, collection_path: &str, obj: Value) -> Result<Value, ApiError> {
-        self.with_store(|s| s.create(collection_path, obj))
+        self.shared.with_store(|s| s.create(collection_path, obj))
     }
 
     /// See [`Store::patch`].
     pub fn patch(&self, object_path: &str, merge_patch: Value) -> Result<Value, ApiError> {
-        self.with_store(|s| s.patch(object_path, merge_patch))
+        self.shared
+            .with_store(|s| s.patch(object_path, merge_patch))
     }
 
     /// See [`Store::delete`].
     pub fn delete(&self, object_path: &str) -> Result<Deletion, ApiError> {
-        self.with_store(|s| s.delete(object_path))
+        self.shared.with_store(|s| s.delete(object_path))
     }
 
     /// The current global resourceVersion.
@@ -440,16 +414,6 @@ impl FakeApiServer {
     /// lock, with the store to read and write. Use it to emulate controllers.
     pub fn on_write(&self, hook: impl Fn(&mut Store, &WriteEvent) + Send + Sync + 'static) {
         lock(&self.shared.hooks).push(Arc::new(hook));
-    }
-
-    /// Every committed write, in order (buffer of 4096).
-    pub fn subscribe(&self) -> broadcast::Receiver<WriteEvent> {
-        self.shared.events_tx.subscribe()
-    }
-
-    /// The global resourceVersion, updated after every write.
-    pub fn resource_version_rx(&self) -> watch::Receiver<u64> {
-        self.shared.rv_tx.subscribe()
     }
 
     /// The number of open watches.

@@ -26,8 +26,6 @@ pub struct ResourceDef {
     pub bookmark_fields: Vec<String>,
     /// List items carry `kind`/`apiVersion` (true for custom resources).
     pub items_carry_type_meta: bool,
-    /// etcd key prefix under `/registry/` (appears in storage error messages).
-    pub storage_prefix: String,
 }
 
 impl ResourceDef {
@@ -41,7 +39,6 @@ impl ResourceDef {
         status: Option<Value>,
         generation: bool,
         return_deleted_object: bool,
-        storage_prefix: &str,
     ) -> Self {
         let status_subresource = status.is_some();
         ResourceDef {
@@ -61,7 +58,6 @@ impl ResourceDef {
                 Vec::new()
             },
             items_carry_type_meta: false,
-            storage_prefix: storage_prefix.into(),
         }
     }
 
@@ -77,7 +73,6 @@ impl ResourceDef {
                 Some(json!({"phase": "Pending"})),
                 false,
                 true,
-                "persistentvolumes",
             ),
             Self::row(
                 "",
@@ -88,7 +83,6 @@ impl ResourceDef {
                 Some(json!({"phase": "Pending"})),
                 false,
                 true,
-                "persistentvolumeclaims",
             ),
             Self::row(
                 "",
@@ -99,7 +93,6 @@ impl ResourceDef {
                 Some(json!({"phase": "Pending"})),
                 true,
                 true,
-                "pods",
             ),
             Self::row(
                 "",
@@ -110,7 +103,6 @@ impl ResourceDef {
                 Some(json!({"phase": "Active"})),
                 false,
                 true,
-                "namespaces",
             ),
             Self::row(
                 "",
@@ -121,7 +113,6 @@ impl ResourceDef {
                 Some(json!({"loadBalancer": {}})),
                 false,
                 true,
-                "services/specs",
             ),
             Self::row(
                 "",
@@ -132,11 +123,8 @@ impl ResourceDef {
                 None,
                 false,
                 false,
-                "configmaps",
             ),
-            Self::row(
-                "", "v1", "secrets", "Secret", true, None, false, false, "secrets",
-            ),
+            Self::row("", "v1", "secrets", "Secret", true, None, false, false),
             Self::row(
                 "",
                 "v1",
@@ -146,7 +134,6 @@ impl ResourceDef {
                 None,
                 false,
                 false,
-                "serviceaccounts",
             ),
             Self::row(
                 "apps",
@@ -157,7 +144,6 @@ impl ResourceDef {
                 Some(json!({})),
                 true,
                 false,
-                "deployments",
             ),
             Self::row(
                 "apps",
@@ -168,7 +154,6 @@ impl ResourceDef {
                 Some(json!({"replicas": 0, "availableReplicas": 0})),
                 true,
                 false,
-                "statefulsets",
             ),
             Self::row(
                 "apps",
@@ -179,23 +164,6 @@ impl ResourceDef {
                 Some(json!({"replicas": 0})),
                 true,
                 false,
-                "replicasets",
-            ),
-            Self::row(
-                "apps",
-                "v1",
-                "daemonsets",
-                "DaemonSet",
-                true,
-                Some(json!({
-                    "currentNumberScheduled": 0,
-                    "numberMisscheduled": 0,
-                    "desiredNumberScheduled": 0,
-                    "numberReady": 0
-                })),
-                true,
-                false,
-                "daemonsets",
             ),
             Self::row(
                 "policy",
@@ -211,7 +179,6 @@ impl ResourceDef {
                 })),
                 true,
                 false,
-                "poddisruptionbudgets",
             ),
             Self::row(
                 "networking.k8s.io",
@@ -222,7 +189,6 @@ impl ResourceDef {
                 None,
                 true,
                 false,
-                "networkpolicies",
             ),
             Self::row(
                 "rbac.authorization.k8s.io",
@@ -233,7 +199,6 @@ impl ResourceDef {
                 None,
                 false,
                 false,
-                "clusterroles",
             ),
             Self::row(
                 "rbac.authorization.k8s.io",
@@ -244,7 +209,6 @@ impl ResourceDef {
                 None,
                 false,
                 false,
-                "clusterrolebindings",
             ),
             Self::row(
                 "admissionregistration.k8s.io",
@@ -255,7 +219,6 @@ impl ResourceDef {
                 None,
                 true,
                 false,
-                "validatingwebhookconfigurations",
             ),
             Self::row(
                 "admissionregistration.k8s.io",
@@ -266,7 +229,6 @@ impl ResourceDef {
                 None,
                 true,
                 false,
-                "mutatingwebhookconfigurations",
             ),
             Self::row(
                 "autoscaling",
@@ -277,7 +239,6 @@ impl ResourceDef {
                 Some(json!({"desiredReplicas": 0})),
                 true,
                 false,
-                "horizontalpodautoscalers",
             ),
             Self::row(
                 "storage.k8s.io",
@@ -288,25 +249,10 @@ impl ResourceDef {
                 None,
                 false,
                 true,
-                "storageclasses",
             ),
         ];
-        // Nodes register with their status (the create strategy keeps it).
-        let mut nodes = Self::row(
-            "",
-            "v1",
-            "nodes",
-            "Node",
-            false,
-            Some(json!({})),
-            false,
-            false,
-            "minions",
-        );
-        nodes.initial_status = None;
-        defs.push(nodes);
         for d in &mut defs {
-            if d.group == "apps" && d.plural != "daemonsets" {
+            if d.group == "apps" {
                 d.scale_subresource = true;
             }
         }
@@ -324,7 +270,6 @@ impl ResourceDef {
             Some(json!({})),
             true,
             true,
-            &format!("{group}/{plural}"),
         );
         def.initial_status = Some(Value::Null);
         def.bookmark_fields = Vec::new();
@@ -343,11 +288,6 @@ impl ResourceDef {
     /// `persistentvolumeclaims`, `deployments.apps`.
     pub(super) fn qualified_resource(&self) -> String {
         qualify(&self.plural, &self.group)
-    }
-
-    /// `PersistentVolumeClaim`, `Deployment.apps`.
-    pub(super) fn qualified_kind(&self) -> String {
-        qualify(&self.kind, &self.group)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The storage: objects per resource, the global resourceVersion, the history of writes (for
-//! watches from a resourceVersion, consistent list pages and compaction), open watches and the
-//! commit that feeds them and the write hooks.
+//! watches from a resourceVersion and compaction), open watches and the commit that feeds them
+//! and the write hooks.
 
 use super::*;
 
@@ -22,38 +22,20 @@ impl EventType {
     }
 }
 
-/// One committed write, as hooks and subscribers see it.
+/// One committed write, as hooks see it.
 #[derive(Clone, Debug)]
 pub struct WriteEvent {
     pub event_type: EventType,
     /// The resourceVersion of the write.
     pub resource_version: u64,
-    pub group: String,
-    pub version: String,
     /// Plural resource name, e.g. `persistentvolumeclaims`.
     pub resource: String,
-    pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
     /// The object after the write (with kind/apiVersion); for `Deleted` its last state.
     pub object: Value,
     /// The object before the write (`None` for `Added`).
     pub old_object: Option<Value>,
-}
-
-impl WriteEvent {
-    /// The object's API path, usable with the direct store helpers.
-    pub fn path(&self) -> String {
-        let prefix = if self.group.is_empty() {
-            format!("/api/{}", self.version)
-        } else {
-            format!("/apis/{}/{}", self.group, self.version)
-        };
-        match &self.namespace {
-            Some(ns) => format!("{prefix}/namespaces/{ns}/{}/{}", self.resource, self.name),
-            None => format!("{prefix}/{}/{}", self.resource, self.name),
-        }
-    }
 }
 
 /// Outcome of a delete.
@@ -69,11 +51,9 @@ pub enum Deletion {
 pub(super) struct HistoryEntry {
     pub(super) rv: u64,
     pub(super) res: usize,
-    pub(super) key: String,
     pub(super) event_type: EventType,
     /// State after the write; for DELETED the last state with the deletion's resourceVersion.
     pub(super) object: Value,
-    pub(super) prev: Option<Value>,
 }
 
 pub(super) enum WatchMsg {
@@ -100,7 +80,6 @@ pub(super) enum Mode {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum View {
     Main,
-    Status,
     Scale,
 }
 
@@ -116,9 +95,8 @@ pub(super) struct Target {
 /// Delete options (from the body and the query).
 #[derive(Clone, Debug, Default)]
 pub(super) struct DeleteOpts {
+    /// `preconditions.uid`.
     pub(super) uid: Option<String>,
-    pub(super) resource_version: Option<String>,
-    pub(super) dry_run: bool,
     /// `propagationPolicy: Orphan`.
     pub(super) orphan: bool,
 }
@@ -199,13 +177,6 @@ impl Store {
         )
     }
 
-    pub(super) fn generated_name_suffix(&mut self) -> String {
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        (0..5)
-            .map(|_| ALPHABET[(self.next_rand() % ALPHABET.len() as u64) as usize] as char)
-            .collect()
-    }
-
     // ---- paths ----
 
     pub(super) fn find_def(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -252,7 +223,6 @@ impl Store {
         let def = &self.defs[res];
         match sub.as_deref() {
             None => {}
-            Some("status") if def.status_subresource => {}
             Some("scale") if def.scale_subresource => {}
             Some(_) => return Err(ApiError::unknown_resource()),
         }
@@ -333,26 +303,21 @@ impl Store {
         let entry = HistoryEntry {
             rv,
             res,
-            key,
             event_type,
             object: obj.clone(),
-            prev,
         };
         self.dispatch(&entry);
         let def = self.defs[res].clone();
         self.pending.push_back(WriteEvent {
             event_type,
             resource_version: rv,
-            group: def.group.clone(),
-            version: def.version.clone(),
             resource: def.plural.clone(),
-            kind: def.kind.clone(),
             namespace: meta_str(&obj, "namespace")
                 .filter(|_| def.namespaced)
                 .map(String::from),
             name: meta_str(&obj, "name").unwrap_or("").to_string(),
             object: render(&def, &obj),
-            old_object: entry.prev.as_ref().map(|p| render(&def, p)),
+            old_object: prev.as_ref().map(|p| render(&def, p)),
         });
         self.history.push(entry);
         obj
@@ -364,25 +329,9 @@ impl Store {
         filter: &Filter,
         entry: &HistoryEntry,
     ) -> Option<Bytes> {
-        let now = filter.matches(&entry.object);
-        let before = entry.prev.as_ref().is_some_and(|p| filter.matches(p));
-        let (event_type, object) = match entry.event_type {
-            EventType::Added if now => (EventType::Added, entry.object.clone()),
-            EventType::Deleted if now => (EventType::Deleted, entry.object.clone()),
-            EventType::Modified if now && before => (EventType::Modified, entry.object.clone()),
-            EventType::Modified if now => (EventType::Added, entry.object.clone()),
-            EventType::Modified if before => {
-                let mut old = entry.prev.clone().expect("checked");
-                set_meta(
-                    &mut old,
-                    "resourceVersion",
-                    Some(entry.rv.to_string().into()),
-                );
-                (EventType::Deleted, old)
-            }
-            _ => return None,
-        };
-        Some(Self::line(event_type.as_str(), render(def, &object)))
+        filter
+            .matches(&entry.object)
+            .then(|| Self::line(entry.event_type.as_str(), render(def, &entry.object)))
     }
 
     pub(super) fn line(event_type: &str, object: Value) -> Bytes {
@@ -452,29 +401,5 @@ impl Store {
     pub(super) fn compact(&mut self) {
         self.compacted = self.rv;
         self.history.clear();
-    }
-
-    /// The objects of resource `res` as they were at resourceVersion `at` (>= compacted).
-    pub(super) fn state_at(&self, res: usize, at: u64) -> BTreeMap<String, Value> {
-        let mut state = self.objects[res].clone();
-        for e in self.history.iter().rev().take_while(|e| e.rv > at) {
-            if e.res != res {
-                continue;
-            }
-            match e.event_type {
-                EventType::Added => {
-                    state.remove(&e.key);
-                }
-                EventType::Modified | EventType::Deleted => {
-                    state.insert(
-                        e.key.clone(),
-                        e.prev
-                            .clone()
-                            .expect("modified/deleted have a previous state"),
-                    );
-                }
-            }
-        }
-        state
     }
 }
