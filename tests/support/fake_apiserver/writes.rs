@@ -210,7 +210,7 @@ impl Store {
     }
 
     /// The object at an object path (`/api/v1/namespaces/ns/persistentvolumeclaims/x`), or its
-    /// `status`/`scale` view.
+    /// `scale` view.
     pub fn get(&self, object_path: &str) -> Option<Value> {
         self.get_view(&self.target(object_path)).ok()
     }
