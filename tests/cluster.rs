@@ -247,13 +247,26 @@ async fn live_changes_reach_the_facts() {
     .await;
 }
 
+/// The caches' watches (volumes, classes, namespaces), once all are open on the fake: what the
+/// test does to watches next reaches them.
+const WATCHES: usize = 3;
+
+async fn watches_open(fake: &FakeApiServer) {
+    let mut open = fake.open_watches_rx();
+    tokio::time::timeout(PATIENCE, open.wait_for(|n| *n >= WATCHES))
+        .await
+        .expect("the caches open their watches")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn bookmarks_keep_the_watch_going_without_a_relist() {
     let fake = seeded().await;
     let mut r = start_caches(&fake);
     r.until("first sync", synced).await;
+    watches_open(&fake).await;
     let lists_before = count_lists(&fake);
-    fake.bookmark();
+    assert_eq!(fake.bookmark(), WATCHES, "every watch asks for bookmarks");
     fake.create(VOLUMES, pv("after-bookmark", &["ReadWriteOncePod"]))
         .unwrap();
     r.until("event after the bookmark", |s| {
@@ -284,10 +297,11 @@ async fn gone_410_relists_and_swaps_the_state_in_whole() {
     let fake = seeded().await;
     let mut r = start_caches(&fake);
     r.until("first sync", synced).await;
+    watches_open(&fake).await;
     let lists_before = count_lists(&fake);
 
     // While the watches are down and history is compacted, the cluster changes.
-    fake.break_watches();
+    assert_eq!(fake.break_watches(), WATCHES);
     delete_volume(&fake, "pv-rwo");
     fake.create(VOLUMES, pv("while-away", &["ReadWriteOnce"]))
         .unwrap();
@@ -311,10 +325,11 @@ async fn a_broken_watch_keeps_serving_the_last_state_counts_and_recovers() {
     let fake = seeded().await;
     let mut r = start_caches(&fake);
     r.until("first sync", synced).await;
+    watches_open(&fake).await;
 
     // The next requests fail (as an API server outage would), and open watches drop.
     fake.fail_next(4, 500);
-    fake.break_watches();
+    assert_eq!(fake.break_watches(), WATCHES);
     fake.create(VOLUMES, pv("after-outage", &["ReadWriteOncePod"]))
         .unwrap();
     r.until("recovered", |s| {

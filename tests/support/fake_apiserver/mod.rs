@@ -379,14 +379,15 @@ impl FakeApiServer {
         lock(&self.shared.store).compact();
     }
 
-    /// Sends a BOOKMARK with the current resourceVersion to every open watch that allows them.
-    pub fn bookmark(&self) {
-        lock(&self.shared.store).bookmark_all();
+    /// Sends a BOOKMARK with the current resourceVersion to every open watch that allows them;
+    /// returns how many got one.
+    pub fn bookmark(&self) -> usize {
+        lock(&self.shared.store).bookmark_all()
     }
 
-    /// Ends every open watch abruptly (the connection drops mid-stream).
-    pub fn break_watches(&self) {
-        lock(&self.shared.store).break_all();
+    /// Ends every open watch abruptly (the connection drops mid-stream); returns how many.
+    pub fn break_watches(&self) -> usize {
+        lock(&self.shared.store).break_all()
     }
 
     /// The next `n` requests answer a `Status` with HTTP `code` (and its usual reason), without

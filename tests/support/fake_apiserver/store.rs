@@ -379,23 +379,32 @@ impl Store {
         }
     }
 
-    pub(super) fn bookmark_all(&mut self) {
+    /// Sends a bookmark to every watch that asked for them; returns how many got one.
+    pub(super) fn bookmark_all(&mut self) -> usize {
         let rv = self.rv;
         let defs = self.defs.clone();
+        let mut sent = 0;
         self.watchers.retain(|w| {
-            !w.bookmarks
-                || w.tx
-                    .send(WatchMsg::Line(Self::bookmark_line(&defs[w.res], rv)))
-                    .is_ok()
+            if !w.bookmarks {
+                return true;
+            }
+            let line = Self::bookmark_line(&defs[w.res], rv);
+            let open = w.tx.send(WatchMsg::Line(line)).is_ok();
+            sent += usize::from(open);
+            open
         });
         self.publish_watch_count();
+        sent
     }
 
-    pub(super) fn break_all(&mut self) {
+    /// Breaks every open watch; returns how many there were.
+    pub(super) fn break_all(&mut self) -> usize {
+        let broken = self.watchers.len();
         for w in self.watchers.drain(..) {
             let _ = w.tx.send(WatchMsg::Break);
         }
         self.publish_watch_count();
+        broken
     }
 
     pub(super) fn compact(&mut self) {
