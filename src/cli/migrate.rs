@@ -100,15 +100,9 @@ pub struct MigrateArgs {
 }
 
 pub fn run(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("migrate", false, ExitCode::from(super::EXIT_UNUSABLE)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rwop-guard migrate: cannot start the runtime: {e}");
-            return ExitCode::from(super::EXIT_UNUSABLE);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(migrate(args, kube))
 }

@@ -46,6 +46,24 @@ where
 /// Exit code for input that cannot be used (the reason goes to stderr).
 pub(crate) const EXIT_UNUSABLE: u8 = 2;
 
+/// The Tokio runtime a command runs on (one thread unless `multi_thread`), or `exit` once the
+/// reason is on stderr.
+pub(crate) fn runtime(
+    command: &str,
+    multi_thread: bool,
+    exit: ExitCode,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("rwop-guard {command}: cannot start the runtime: {e}");
+        exit
+    })
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rwop-guard",

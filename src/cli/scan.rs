@@ -100,15 +100,9 @@ pub fn run(args: &ScanArgs, kube: &KubeArgs) -> ExitCode {
             return ExitCode::from(super::EXIT_UNUSABLE);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime("scan", false, ExitCode::from(super::EXIT_UNUSABLE)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rwop-guard scan: cannot start the runtime: {e}");
-            return ExitCode::from(super::EXIT_UNUSABLE);
-        }
+        Err(code) => return code,
     };
     let inventory = match runtime.block_on(collect(args, kube)) {
         Ok(inventory) => inventory,
