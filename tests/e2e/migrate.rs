@@ -506,7 +506,7 @@ fn full_run(env: &Env) -> anyhow::Result<()> {
             "step {step} should say {text:?} and be done, got {line:?}\n{out:#?}"
         );
     }
-    fx.assert_finished(env, RWOP, Some(1), &out)?;
+    fx.assert_finished(env, &out, RWOP)?;
     // The watch saw the dangerous interval (unclaimed, [ReadWriteOncePod]), and it was Retain.
     let versions = history.assert_safe(env)?;
     anyhow::ensure!(
@@ -562,7 +562,7 @@ fn sigkill_and_resume(env: &Env) -> anyhow::Result<()> {
             "plan line of step {step} with {recorded} recorded: {line:?}"
         );
     }
-    fx.assert_finished(env, RWOP, Some(1), &out)?;
+    fx.assert_finished(env, &out, RWOP)?;
     history.assert_safe(env)?;
     Ok(())
 }
@@ -640,7 +640,7 @@ fn rollback_after_volume_modes(env: &Env) -> anyhow::Result<()> {
         )) && l.contains(" … done in ")),
         "the rollback should set the volume back to [ReadWriteOnce] in step 6: {out:#?}"
     );
-    fx.assert_finished(env, RWO, Some(1), &out)?;
+    fx.assert_finished(env, &out, RWO)?;
     history.assert_safe(env)?;
     Ok(())
 }
@@ -693,7 +693,7 @@ fn rollback_interrupted(env: &Env) -> anyhow::Result<()> {
 
     let out = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
     anyhow::ensure!(out.code == 0, "the rollback failed: {out:#?}");
-    fx.assert_finished(env, RWO, Some(1), &out)?;
+    fx.assert_finished(env, &out, RWO)?;
     history.assert_safe(env)?;
 
     // Nothing is recorded any more: a second rollback has nothing to do.
@@ -1096,7 +1096,7 @@ fn rollback_after_completion(env: &Env) -> anyhow::Result<()> {
 
     let back = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
     anyhow::ensure!(back.code == 0, "the rollback failed: {back:#?}");
-    fx.assert_finished(env, RWO, Some(1), &back)?;
+    fx.assert_finished(env, &back, RWO)?;
     let claim = env.get("pvc", Some(ns), CLAIM)?;
     anyhow::ensure!(
         claim["metadata"]["annotations"][OPT_OUT] == "false",
@@ -1602,14 +1602,9 @@ impl Fixture {
         Ok(())
     }
 
-    /// The run's closing line (its last) for `mode`, then [`Self::assert_end_state`].
-    fn assert_finished(
-        &self,
-        env: &Env,
-        mode: &str,
-        replicas: Option<i64>,
-        out: &Out,
-    ) -> anyhow::Result<()> {
+    /// The run's closing line (its last) for `mode`, then [`Self::assert_end_state`] with the
+    /// Deployment back at one replica.
+    fn assert_finished(&self, env: &Env, out: &Out, mode: &str) -> anyhow::Result<()> {
         let how = if mode == RWOP {
             "are now"
         } else {
@@ -1623,7 +1618,7 @@ impl Fixture {
             out.stderr.ends_with(&last),
             "no closing line {last:?}: {out:#?}"
         );
-        self.assert_end_state(env, mode, replicas, out)
+        self.assert_end_state(env, mode, Some(1), out)
     }
 
     /// The README's end state: claim [mode] Bound to the same volume (recreated from the recorded

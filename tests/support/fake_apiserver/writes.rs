@@ -282,18 +282,20 @@ pub(super) fn copy_field(from: &Value, to: &mut Value, field: &str) {
     }
 }
 
+/// The metadata that names an object and its version: kept over an update, shown in a `Scale`.
+const IDENTITY: [&str; 5] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+];
+
 /// `rest.BeforeUpdate` and the strategies' `PrepareForUpdate`: what the server keeps of the
 /// stored object, the resourceVersion it is written at and the generation.
 pub(super) fn before_update(def: &ResourceDef, existing: &Value, obj: &mut Value) {
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-    ] {
+    let deletion = ["deletionTimestamp", "deletionGracePeriodSeconds"];
+    for field in IDENTITY.into_iter().chain(deletion) {
         set_meta(obj, field, meta_value(existing, field));
     }
     let mut generation = meta_value(existing, "generation");
@@ -316,13 +318,7 @@ pub(super) fn should_delete_during_update(existing: &Value, obj: &Value) -> bool
 /// The `autoscaling/v1` `Scale` of a workload.
 pub(super) fn scale_of(obj: &Value) -> Value {
     let mut metadata = Map::new();
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
+    for field in IDENTITY {
         if let Some(v) = meta_value(obj, field) {
             metadata.insert(field.into(), v);
         }
