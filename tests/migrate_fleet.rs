@@ -108,6 +108,19 @@ fn rollback() -> MigrateOptions {
     }
 }
 
+/// [`run_all`], with the run of `shop/CLAIM` crashing once `step` steps are done.
+async fn crash_after(
+    c: &Cluster,
+    fleet_opts: &FleetOptions,
+    claim: &str,
+    step: usize,
+) -> Vec<(String, Outcome)> {
+    let id = format!("{NS}/{claim}");
+    run_all(c, fleet_opts, &|c, done| !(c == id && done == step))
+        .await
+        .0
+}
+
 fn fleet_with(concurrency: usize, continue_on_error: bool) -> FleetOptions {
     FleetOptions {
         concurrency,
@@ -213,10 +226,7 @@ async fn the_first_failure_stops_new_starts_and_a_second_run_resumes_to_the_same
     let c = cluster().await;
     let fleet_opts = fleet_with(1, false);
     // A crash in the middle of the first claim (c1, after the claim was deleted).
-    let (outcomes, _) = run_all(&c, &fleet_opts, &|claim, done| {
-        !(claim == "shop/c1" && done == 4)
-    })
-    .await;
+    let outcomes = crash_after(&c, &fleet_opts, "c1", 4).await;
     assert_outcome(&outcomes, "c1", |o| matches!(o, Outcome::Failed(_)));
     for claim in ["c2", "c3", "c4", "orders-a", "orders-b"] {
         assert_outcome(&outcomes, claim, |o| matches!(o, Outcome::NotStarted(_)));
@@ -238,10 +248,7 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     let c = cluster().await;
     let fleet_opts = fleet_with(4, true);
     // orders-b stops after its scale-down: the Deployment stays at 0.
-    let (outcomes, _) = run_all(&c, &fleet_opts, &|claim, done| {
-        !(claim == "shop/orders-b" && done == 3)
-    })
-    .await;
+    let outcomes = crash_after(&c, &fleet_opts, "orders-b", 3).await;
     assert_outcome(&outcomes, "orders-b", |o| matches!(o, Outcome::Failed(_)));
     assert_outcome(&outcomes, "c4", |o| *o == Outcome::Done);
     assert_eq!(c.fake.get(DEPLOYMENT).unwrap()["spec"]["replicas"], 0);
