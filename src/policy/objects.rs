@@ -9,7 +9,7 @@
 //! Why not decode the whole object, measured (`tests/decode_memory.rs`, BENCHMARKS.md): memory.
 //! A review carries the object twice, and a client that can write PersistentVolumes controls
 //! their annotations and so their `managedFields`. For a 2 MiB review of two such volumes,
-//! decoding k8s-openapi's whole objects holds 12.7 MiB beyond the body; these types 0.01 MiB.
+//! decoding k8s-openapi's whole objects holds 12.7 MiB beyond the body; these types 3 KiB.
 //! The server admits 16 MiB of bodies at once (`--max-buffered-bytes`), so whole objects would
 //! take it past the chart's 64 MiB memory limit with a few such reviews.
 
