@@ -135,6 +135,7 @@ struct EnvelopeRequest {
 
 /// A decoded request, by the kind of object it is about.
 enum Request {
+    // Boxed: a request is 1.6 KiB (claim) to 2.5 KiB (volume), its variants a kilobyte apart.
     Volume(Box<AdmissionRequest<Volume>>),
     Claim(Box<AdmissionRequest<Claim>>),
     Other(Box<AdmissionRequest<Unread>>),

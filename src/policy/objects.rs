@@ -160,3 +160,42 @@ resource_as!(Volume, PersistentVolume);
 // Its kind is whatever the request says (the answer takes it from there); the type's own is
 // never asked for.
 resource_as!(Unread, PersistentVolume);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{
+        HasAccessModes, MIGRATION_ANNOTATION, MUTATED_FROM_ANNOTATION, OPT_OUT_ANNOTATION,
+    };
+
+    /// The annotations the rules read are the ones the decode keeps.
+    #[test]
+    fn rule_annotations_are_under_the_kept_prefix() {
+        for a in [
+            MIGRATION_ANNOTATION,
+            OPT_OUT_ANNOTATION,
+            MUTATED_FROM_ANNOTATION,
+        ] {
+            assert!(a.starts_with(ANNOTATION_PREFIX), "{a}");
+        }
+    }
+
+    /// Keys written with an escape are recognised: a field, and one of our annotations.
+    #[test]
+    fn escaped_keys_are_kept() {
+        let claim: Claim = serde_json::from_str(
+            r#"{"metadata":{"name":"c","annotations":{"rwop-guard.dev/m\u0075tate":"false",
+                "other.example/a":"x"}},
+                "spec":{"acc\u0065ssModes":["ReadWriteOncePod","ReadWriteOnce"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(claim.access_modes().len(), 2);
+        assert_eq!(
+            claim.metadata.annotations,
+            Some(BTreeMap::from([(
+                OPT_OUT_ANNOTATION.to_owned(),
+                "false".to_owned()
+            )]))
+        );
+    }
+}
