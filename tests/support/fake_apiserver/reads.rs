@@ -4,8 +4,8 @@ use super::*;
 
 impl Store {
     pub(super) fn get_view(&self, t: &Target) -> Result<Value, ApiError> {
-        let (def, _, _, obj) = self.existing(t)?;
-        Ok(view_of(&def, view_for(t), &obj))
+        let (_, obj) = self.stored(t)?;
+        Ok(view_of(&self.defs[t.res], view_for(t), obj))
     }
 
     /// A list page. `resourceVersion` unset or `"0"` (what kube sends) serves the current state;

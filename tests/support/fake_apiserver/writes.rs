@@ -4,19 +4,25 @@
 use super::*;
 
 impl Store {
-    /// The stored object at an object path, with its resource, name and key.
+    /// The stored object at an object path, and its key.
+    pub(super) fn stored(&self, t: &Target) -> Result<(String, &Value), ApiError> {
+        let def = &self.defs[t.res];
+        let name = t.name.as_deref().expect("object path");
+        let key = Self::key(def, t.namespace.as_deref(), name);
+        let obj = self.objects[t.res]
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(def, name))?;
+        Ok((key, obj))
+    }
+
+    /// [`Self::stored`], owned (for a write), with its resource and name.
     pub(super) fn existing(
         &self,
         t: &Target,
     ) -> Result<(Arc<ResourceDef>, String, String, Value), ApiError> {
-        let def = self.defs[t.res].clone();
+        let (key, obj) = self.stored(t)?;
         let name = t.name.clone().expect("object path");
-        let key = Self::key(&def, t.namespace.as_deref(), &name);
-        let obj = self.objects[t.res]
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&def, &name))?;
-        Ok((def, name, key, obj))
+        Ok((self.defs[t.res].clone(), name, key, obj.clone()))
     }
 
     pub(super) fn create_at(
