@@ -4,8 +4,6 @@ mod certs;
 mod check;
 mod kube_args;
 mod migrate;
-mod migrate_fleet;
-mod migrate_statefulset;
 mod review;
 mod scan;
 mod serve;

@@ -94,6 +94,8 @@ impl ResourceDef {
             Self::row("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", true,
                 zero(&["desiredReplicas"]), true, false),
             Self::row("storage.k8s.io", "v1", "storageclasses", "StorageClass", false, None, false, true),
+            // `migrate` records its history as Events.
+            Self::row("events.k8s.io", "v1", "events", "Event", true, None, false, false),
         ];
         for d in &mut defs {
             if d.group == "apps" {

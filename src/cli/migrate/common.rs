@@ -1,11 +1,15 @@
+//! What the three `migrate` commands share: the arguments, the confirmation, and how plans,
+//! progress and outcomes are printed.
+
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::kube_args::KubeArgs;
-use crate::migrate::{self, MigrateOptions, Plan, Progress, RunPlan, StepStatus, claim_to_create};
+use crate::cli::kube_args::KubeArgs;
+use crate::migrate::fleet::{FleetEvent, FleetPlan, Outcome, Summary};
+use crate::migrate::{MigrateOptions, Progress};
 
 /// Changes the access mode of a claim's PersistentVolume from [ReadWriteOnce] to
 /// [ReadWriteOncePod]: the upstream manual task, automated, resumable and reversible.
@@ -77,7 +81,7 @@ pub struct MigrateArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Limit for each wait (pods gone, claim deleted, claim bound), e.g. 300s, 10m.
-    #[arg(long, value_parser = super::parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "5m")]
     pub timeout: Duration,
     /// Undo a migration, interrupted, failed or complete: back to [ReadWriteOnce], claim bound,
     /// consumers, their strategies and the reclaim policy restored. With --all, --selector or
@@ -99,137 +103,8 @@ pub struct MigrateArgs {
     pub kube: KubeArgs,
 }
 
-pub fn run(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
-    let runtime = match super::runtime("migrate", false, ExitCode::from(super::EXIT_UNUSABLE)) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    runtime.block_on(migrate(args, kube))
-}
-
-async fn migrate(args: &MigrateArgs, kube: &KubeArgs) -> ExitCode {
-    let (client, context_ns) = match kube.client().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rwop-guard migrate: {}", super::describe(&e));
-            return ExitCode::from(super::EXIT_UNUSABLE);
-        }
-    };
-    if let Some(arg) = args.statefulset.as_deref() {
-        let Some((namespace, name)) = namespaced(arg, args, &context_ns) else {
-            eprintln!("rwop-guard migrate: {arg:?} is not NAMESPACE/NAME");
-            return ExitCode::from(super::EXIT_UNUSABLE);
-        };
-        return super::migrate_statefulset::run(args, &client, &namespace, &name).await;
-    }
-    let Some(claim_arg) = args.claim.as_deref() else {
-        let namespace = args.namespace.clone().unwrap_or(context_ns);
-        return super::migrate_fleet::run(args, &client, &namespace).await;
-    };
-    let Some((namespace, claim)) = namespaced(claim_arg, args, &context_ns) else {
-        eprintln!("rwop-guard migrate: {claim_arg:?} is not NAMESPACE/CLAIM");
-        return ExitCode::from(super::EXIT_UNUSABLE);
-    };
-    let opts = options(args);
-    let mut report = |p: Progress| print_progress(&p);
-
-    // The plan: from the recorded state, or from a read-only preflight. It is prepared once: what
-    // is shown (and confirmed) is what runs.
-    let plan = migrate::prepare(&client, &namespace, &claim, &opts, &mut report);
-    let plan = match plan.await {
-        Ok(Plan::Run(p)) => *p,
-        Ok(Plan::AlreadyMigrated { volume }) => {
-            eprintln!(
-                "claim {namespace}/{claim} and PersistentVolume {volume} are already [ReadWriteOncePod]: already migrated; nothing to do"
-            );
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("rwop-guard migrate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Its StatefulSet's steps scale the StatefulSet back up: only with all its claims swapped.
-    if let Some(sts) = &plan.state.statefulset {
-        eprintln!(
-            "rwop-guard migrate: claim {namespace}/{claim} is being migrated with StatefulSet {}, in lockstep with its other claims; resume with: rwop-guard migrate --statefulset {namespace}/{}{}",
-            sts.name,
-            sts.name,
-            if args.rollback { " --rollback" } else { "" }
-        );
-        return ExitCode::FAILURE;
-    }
-    print_plan(&plan);
-    match migrate::statefulset::template_warning(&client, &plan.state).await {
-        Ok(Some(w)) => print_progress(&Progress::Warning(w)),
-        Ok(None) => {}
-        Err(e) => eprintln!("rwop-guard migrate: {e}"),
-    }
-    if let Some(exit) = stop_before_run(args) {
-        return exit;
-    }
-
-    let volume = plan.volume.clone();
-    let mut keep_going = |_| true;
-    let run = migrate::execute(&client, plan, &opts, &mut report, &mut keep_going);
-    tokio::select! {
-        result = run => match result {
-            Ok(()) => {
-                let what = if args.rollback { "rolled back to [ReadWriteOnce]" } else { "now [ReadWriteOncePod]" };
-                eprintln!("claim {namespace}/{claim} and PersistentVolume {volume} are {what}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("rwop-guard migrate: {e}");
-                eprintln!("the progress is recorded on PersistentVolume {volume}: run the same command again to resume, or add --rollback to undo");
-                ExitCode::FAILURE
-            }
-        },
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("\ninterrupted: the progress is recorded on PersistentVolume {volume}; run the same command again to resume, or add --rollback to undo");
-            ExitCode::from(130)
-        }
-    }
-}
-
-fn print_plan(plan: &RunPlan) {
-    let RunPlan {
-        volume,
-        state,
-        status,
-    } = plan;
-    let direction = if state.is_rollback() {
-        "Rollback"
-    } else {
-        "Migration"
-    };
-    println!(
-        "{direction} of PersistentVolumeClaim {}/{} (PersistentVolume {volume}) to [{}]:",
-        state.namespace, state.claim, state.target
-    );
-    let steps = state.steps();
-    for (i, step) in steps.iter().enumerate() {
-        let mark = match status.get(i) {
-            Some(StepStatus::Done) => " (done)".to_owned(),
-            Some(StepStatus::InPlace(why)) => format!(" (already in place: {why})"),
-            Some(StepStatus::ToDo) | None => String::new(),
-        };
-        println!(
-            "  [{}/{}] {}{mark}",
-            i + 1,
-            steps.len(),
-            step.describe(state, volume)
-        );
-    }
-    if let Ok(claim) = claim_to_create(state, volume)
-        && let Ok(yaml) = serde_saphyr::to_string(&claim)
-    {
-        println!("The claim is recreated as:\n---\n{}", yaml.trim_end());
-    }
-}
-
 /// `NAMESPACE/NAME`, or `NAME` in -n's namespace or the context's.
-fn namespaced(arg: &str, args: &MigrateArgs, context_ns: &str) -> Option<(String, String)> {
+pub fn namespaced(arg: &str, args: &MigrateArgs, context_ns: &str) -> Option<(String, String)> {
     match arg.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
             Some((ns.to_owned(), name.to_owned()))
@@ -244,7 +119,7 @@ fn namespaced(arg: &str, args: &MigrateArgs, context_ns: &str) -> Option<(String
     }
 }
 
-pub(super) fn options(args: &MigrateArgs) -> MigrateOptions {
+pub fn options(args: &MigrateArgs) -> MigrateOptions {
     MigrateOptions {
         rollback: args.rollback,
         timeout: args.timeout,
@@ -255,7 +130,7 @@ pub(super) fn options(args: &MigrateArgs) -> MigrateOptions {
 }
 
 /// After the plan: how the command ends when the run stops there (`--dry-run`, or not confirmed).
-pub(super) fn stop_before_run(args: &MigrateArgs) -> Option<ExitCode> {
+pub fn stop_before_run(args: &MigrateArgs) -> Option<ExitCode> {
     if args.dry_run {
         return Some(ExitCode::SUCCESS);
     }
@@ -268,7 +143,7 @@ pub(super) fn stop_before_run(args: &MigrateArgs) -> Option<ExitCode> {
     None
 }
 
-pub(super) fn confirm() -> bool {
+pub fn confirm() -> bool {
     eprint!("Proceed? [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
@@ -278,7 +153,7 @@ pub(super) fn confirm() -> bool {
     }
 }
 
-pub(super) fn print_progress(p: &Progress) {
+pub fn print_progress(p: &Progress) {
     match p {
         Progress::Warning(w) => eprintln!("warning: {w}"),
         Progress::Started {
@@ -286,5 +161,131 @@ pub(super) fn print_progress(p: &Progress) {
         } => eprint!("[{index}/{total}] {what} … "),
         Progress::Done { elapsed, .. } => eprintln!("done in {:.1}s", elapsed.as_secs_f64()),
         Progress::Skipped { why, .. } => eprintln!("skipped: {why}"),
+    }
+}
+
+pub fn finish(rollback: bool, outcomes: &[(String, Outcome)], single: bool) -> ExitCode {
+    for (claim, outcome) in outcomes {
+        let claim = label(claim, single);
+        match outcome {
+            Outcome::Refused(r) => eprintln!("{claim}: refused: {r}"),
+            Outcome::Failed(r) => eprintln!("{claim}: failed: {r}"),
+            Outcome::NotStarted(r) => eprintln!("{claim}: {r}"),
+            Outcome::Done | Outcome::NothingToDo(_) => {}
+        }
+    }
+    let summary = Summary::of(rollback, outcomes);
+    eprintln!("summary: {summary}");
+    if summary.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `namespace/claim`, or `claim` when every claim of the run is in one namespace.
+fn label(id: &str, single: bool) -> &str {
+    match id.split_once('/') {
+        Some((_, claim)) if single => claim,
+        _ => id,
+    }
+}
+
+pub fn print_plan(plan: &FleetPlan) {
+    let namespaces = plan.namespaces();
+    let single = namespaces.len() == 1;
+    let mut header = vec!["CLAIM", "VOLUME", "CONSUMERS", "PLAN"];
+    if !single {
+        header.insert(0, "NAMESPACE");
+    }
+    let header: Vec<String> = header.into_iter().map(str::to_owned).collect();
+    let rows: Vec<Vec<String>> = plan
+        .entries
+        .iter()
+        .map(|e| {
+            let mut row = e.row().to_vec();
+            if !single {
+                row.insert(0, e.namespace.clone());
+            }
+            row
+        })
+        .collect();
+    let mut widths = vec![0usize; header.len()];
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let (direction, target) = if plan.rollback {
+        ("Rollback", "[ReadWriteOnce]")
+    } else {
+        ("Migration", "[ReadWriteOncePod]")
+    };
+    if single {
+        println!(
+            "{direction} of namespace {} to {target}:",
+            namespaces.join("")
+        );
+    } else {
+        println!(
+            "{direction} of {} claims in namespaces {} to {target}:",
+            plan.entries.len(),
+            namespaces.join(", ")
+        );
+    }
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        let last = row.len() - 1;
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:w$}  ", w = widths[i]));
+            }
+        }
+        println!("{line}");
+    }
+    for g in plan.groups.iter().filter(|g| g.len() > 1) {
+        let members: Vec<String> = g
+            .iter()
+            .map(|&i| {
+                let e = &plan.entries[i];
+                if single { e.claim.clone() } else { e.id() }
+            })
+            .collect();
+        println!(
+            "run together (shared consumers, scaled down once, restored once): {}",
+            members.join(" + ")
+        );
+    }
+}
+
+pub fn print_event(e: FleetEvent, single: bool, rollback: bool) {
+    match e {
+        FleetEvent::Started { claim } => eprintln!("{}: started", label(&claim, single)),
+        FleetEvent::Step { claim, progress } => {
+            let claim = label(&claim, single);
+            match progress {
+                Progress::Warning(w) => eprintln!("{claim}: warning: {w}"),
+                Progress::Started {
+                    index, total, what, ..
+                } => eprintln!("{claim}: [{index}/{total}] {what}"),
+                Progress::Done { step, elapsed } => {
+                    eprintln!("{claim}: {step:?} done in {:.1}s", elapsed.as_secs_f64())
+                }
+                Progress::Skipped { step, why } => eprintln!("{claim}: {step:?} skipped: {why}"),
+            }
+        }
+        FleetEvent::Finished { claim, outcome } => {
+            let claim = label(&claim, single);
+            match outcome {
+                Outcome::Done if rollback => eprintln!("{claim}: rolled back"),
+                Outcome::Done => eprintln!("{claim}: migrated"),
+                Outcome::Failed(r) => eprintln!("{claim}: failed: {r}"),
+                Outcome::NotStarted(r) => eprintln!("{claim}: {r}"),
+                Outcome::NothingToDo(r) => eprintln!("{claim}: {r}"),
+                Outcome::Refused(r) => eprintln!("{claim}: refused: {r}"),
+            }
+        }
     }
 }

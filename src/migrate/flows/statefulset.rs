@@ -1,7 +1,7 @@
 //! `migrate --statefulset NAMESPACE/NAME`: every claim of a StatefulSet's replicas (the claims
 //! named TEMPLATE-STATEFULSET-ORDINAL) and its `volumeClaimTemplates`.
 //!
-//! The claims run as one lockstep group of the fleet ([`super::fleet`]): every claim records its
+//! The claims run as one lockstep group, as a fleet's: every claim records its
 //! state, the StatefulSet is scaled to 0 once, every claim is swapped, then the StatefulSet is
 //! recreated and scaled back once. `volumeClaimTemplates` is immutable, so the StatefulSet is
 //! deleted with `propagationPolicy: Orphan` (claims, revisions and pods are kept) and created
@@ -11,158 +11,28 @@
 //! new StatefulSet adopts the orphans by its selector. `--rollback` goes the same way back.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, PostParams, Preconditions, PropagationPolicy,
-};
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::consumers::{Consumer, ConsumerKind};
-use super::fleet::{Action, Entry, FleetEvent, FleetPlan, Outcome};
-use super::{
-    MigrateError, MigrateOptions, MigrationState, Plan, Progress, RunPlan, api_err, autoscalers,
-    consumers, list_all, prepare,
+use crate::migrate::access::autoscalers;
+use crate::migrate::access::claims::locate;
+use crate::migrate::access::events::History;
+use crate::migrate::access::list::list_all;
+use crate::migrate::access::statefulsets::read_record;
+pub use crate::migrate::access::statefulsets::template_warning;
+use crate::migrate::lockstep;
+use crate::migrate::model::error::{MigrateError, api_err};
+use crate::migrate::model::history;
+use crate::migrate::model::plan::{
+    Action, Entry, FleetEvent, FleetOptions, FleetPlan, MigrateOptions, Outcome, Plan, Progress,
+    RunPlan,
 };
+pub use crate::migrate::model::state::StatefulSetRecord;
+use crate::migrate::model::state::{Consumer, ConsumerKind, MigrationState, new_state};
+use crate::migrate::model::steps::BOUND;
+use crate::migrate::model::templates::template_names;
+pub use crate::migrate::model::templates::{ordinal_of, templates_are};
+use crate::migrate::planner::{in_place, prepare};
 use crate::policy::{AccessMode, HasAccessModes, MigrationTarget};
-
-/// The StatefulSet as it is created again, recorded in the state of every claim it migrates.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatefulSetRecord {
-    pub name: String,
-    /// Metadata (without what the server sets) and spec, before the run.
-    pub manifest: Value,
-}
-
-/// Metadata the API server sets, and the finalizers of the old object's deletion: a recreated
-/// StatefulSet must not carry them.
-const SERVER_SET: &[&str] = &[
-    "finalizers",
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "managedFields",
-    "generation",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "selfLink",
-];
-
-impl StatefulSetRecord {
-    /// The StatefulSet as the server stores it (read untyped: a typed read would add
-    /// `apiVersion`/`kind` to every template), without what the server sets.
-    async fn read(client: &Client, namespace: &str, name: &str) -> Result<Self, MigrateError> {
-        let what = format!("StatefulSet {namespace}/{name}");
-        let live = raw_api(client, namespace)
-            .get(name)
-            .await
-            .map_err(api_err(format!("cannot read {what}")))?;
-        let mut manifest = serde_json::to_value(live)
-            .map_err(|e| MigrateError::Refused(format!("cannot record {what}: {e}")))?;
-        if let Some(meta) = manifest["metadata"].as_object_mut() {
-            meta.retain(|k, v| !SERVER_SET.contains(&k.as_str()) && !v.is_null());
-        }
-        if let Some(obj) = manifest.as_object_mut() {
-            obj.remove("status");
-        }
-        Ok(StatefulSetRecord {
-            name: name.to_owned(),
-            manifest,
-        })
-    }
-
-    fn decode(&self) -> Result<StatefulSet, MigrateError> {
-        serde_json::from_value(self.manifest.clone()).map_err(|e| {
-            MigrateError::Refused(format!(
-                "the recorded manifest of StatefulSet {} does not decode: {e}",
-                self.name
-            ))
-        })
-    }
-
-    /// The StatefulSet to create: the recorded one, its templates `[target]`, at 0 replicas.
-    pub fn to_create(&self, target: MigrationTarget) -> Result<DynamicObject, MigrateError> {
-        let mut manifest = self.manifest.clone();
-        if let Some(templates) = manifest["spec"]["volumeClaimTemplates"].as_array_mut() {
-            for t in templates {
-                t["spec"]["accessModes"] = serde_json::json!([target.mode().as_str()]);
-            }
-        }
-        manifest["spec"]["replicas"] = 0.into();
-        serde_json::from_value(manifest).map_err(|e| {
-            MigrateError::Refused(format!(
-                "the recorded manifest of StatefulSet {} does not decode: {e}",
-                self.name
-            ))
-        })
-    }
-}
-
-/// StatefulSets, untyped (as stored).
-fn raw_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        namespace,
-        &ApiResource::erase::<StatefulSet>(&()),
-    )
-}
-
-/// Whether every `volumeClaimTemplates` entry asks for exactly `[mode]` (none: false).
-pub fn templates_are(sts: &StatefulSet, mode: AccessMode) -> bool {
-    let templates = sts.spec.volume_claim_templates.as_ref();
-    templates.is_some_and(|t| !t.is_empty() && t.iter().all(|t| t.access_modes().is_only(mode)))
-}
-
-/// The template names of `sts`.
-fn template_names(sts: &StatefulSet) -> Vec<String> {
-    let templates = sts.spec.volume_claim_templates.as_ref();
-    templates
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t.metadata.name.clone())
-        .collect()
-}
-
-/// The ordinal of `claim` if it is one of the claims `sts` makes (TEMPLATE-NAME-ORDINAL).
-pub fn ordinal_of(sts: &StatefulSet, claim: &str) -> Option<u32> {
-    let name = sts.metadata.name.as_deref()?;
-    template_names(sts).iter().find_map(|t| {
-        let rest = claim.strip_prefix(t.as_str())?.strip_prefix('-')?;
-        let digits = rest.strip_prefix(name)?.strip_prefix('-')?;
-        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| digits.parse().ok())
-            .flatten()
-    })
-}
-
-/// Whether `claim` of `namespace` is a claim of a StatefulSet's template and that StatefulSet's
-/// templates still say `[ReadWriteOnce]`: then the warning for a claim migrated on its own.
-pub async fn template_warning(
-    client: &Client,
-    state: &MigrationState,
-) -> Result<Option<String>, MigrateError> {
-    if state.is_rollback() || state.statefulset.is_some() {
-        return Ok(None);
-    }
-    let ns = &state.namespace;
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    for sts in list_all(&api, "statefulsets").await? {
-        if ordinal_of(&sts, &state.claim).is_none()
-            || templates_are(&sts, AccessMode::ReadWriteOncePod)
-        {
-            continue;
-        }
-        let name = sts.metadata.name.unwrap_or_default();
-        return Ok(Some(format!(
-            "claim {ns}/{} belongs to StatefulSet {name}, whose volumeClaimTemplates still say [ReadWriteOnce]: \
-             claims of replicas created later will be [ReadWriteOnce]; to migrate all its claims and the \
-             template, run: rwop-guard migrate --statefulset {ns}/{name}",
-            state.claim
-        )));
-    }
-    Ok(None)
-}
 
 /// What `migrate --statefulset` will do.
 #[derive(Clone, Debug)]
@@ -219,7 +89,7 @@ pub async fn plan(
     }
     let record = match (recorded.iter().find_map(|s| s.statefulset.clone()), &live) {
         (Some(r), _) => r,
-        (None, Some(_)) => StatefulSetRecord::read(client, namespace, name).await?,
+        (None, Some(_)) => read_record(client, namespace, name).await?,
         (None, None) => {
             return Err(MigrateError::Refused(format!(
                 "StatefulSet {namespace}/{name} not found, and no PersistentVolume records a migration of it"
@@ -327,7 +197,7 @@ pub async fn plan(
                 if state.statefulset.is_none() {
                     // A claim whose own migration is past the swap cannot join (the steps
                     // would shift): it has to be finished on its own first.
-                    if state.completed > super::steps::BOUND {
+                    if state.completed > BOUND {
                         refusals.push(format!(
                             "claim {claim}: its own migration is under way (step {}); finish it with rwop-guard migrate {namespace}/{claim} first",
                             state.completed
@@ -407,7 +277,7 @@ async fn never_migrated(
     namespace: &str,
     claim: &str,
 ) -> Result<Option<String>, MigrateError> {
-    let located = super::locate(client, namespace, claim).await?;
+    let located = locate(client, namespace, claim).await?;
     let rwo = AccessMode::ReadWriteOnce;
     let untouched = located.state.is_none()
         && located.volume.access_modes().is_only(rwo)
@@ -428,21 +298,23 @@ async fn claim_only_state(
     record: &StatefulSetRecord,
     consumer: &Consumer,
 ) -> Result<RunPlan, MigrateError> {
-    let located = super::locate(client, namespace, claim).await?;
+    let located = locate(client, namespace, claim).await?;
     let pvc = located
         .claim
         .as_ref()
         .ok_or_else(|| MigrateError::Refused(format!("claim {namespace}/{claim} not found")))?;
-    let found = consumers::Found {
-        scalable: vec![consumer.clone()],
-        workloads: Vec::new(),
-        bare_pods: Vec::new(),
-        unsupported: Vec::new(),
-    };
-    let mut state = super::new_state(pvc, &located.volume, target, found, Vec::new());
+    let consumers = vec![consumer.clone()];
+    let mut state = new_state(
+        pvc,
+        &located.volume,
+        target,
+        consumers,
+        Vec::new(),
+        Vec::new(),
+    );
     state.statefulset = Some(record.clone());
     let volume = located.volume.metadata.name.clone().unwrap_or_default();
-    let status = super::steps::in_place(client, &volume, &state).await?;
+    let status = in_place(client, &volume, &state).await?;
     Ok(RunPlan {
         volume,
         state,
@@ -507,113 +379,24 @@ pub async fn execute(
     report: &dyn Fn(FleetEvent),
     after_step: &dyn Fn(&str, usize) -> bool,
 ) -> Vec<(String, Outcome)> {
-    let fleet = super::fleet::FleetOptions {
+    let fleet = FleetOptions {
         concurrency: 1,
         continue_on_error: false,
     };
-    super::fleet::execute(client, plan.fleet, opts, &fleet, report, after_step).await
+    lockstep::execute(client, plan.fleet, opts, &fleet, report, after_step).await
 }
 
-/// Step DeleteStatefulSet: delete the StatefulSet unless it already has `[target]` templates
-/// (then it is the recreated one), with `propagationPolicy: Orphan`, and wait until it is gone.
-pub(super) async fn delete(
+/// Records in the Events of StatefulSet `namespace/name` that a run was refused, and why.
+pub async fn record_refusal(
     client: &Client,
     namespace: &str,
-    record: &StatefulSetRecord,
-    target: MigrationTarget,
-    opts: &MigrateOptions,
-) -> Result<Option<String>, MigrateError> {
-    let name = &record.name;
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let read = || async {
-        api.get_opt(name).await.map_err(api_err(format!(
-            "cannot read StatefulSet {namespace}/{name}"
-        )))
-    };
-    let Some(live) = read().await? else {
-        return Ok(Some("the StatefulSet is already deleted".to_owned()));
-    };
-    if live.metadata.deletion_timestamp.is_none() {
-        if templates_are(&live, target.mode()) {
-            return Ok(Some(format!(
-                "the StatefulSet already has [{target}] volumeClaimTemplates"
-            )));
-        }
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Orphan),
-            preconditions: Some(Preconditions {
-                uid: live.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(name, &params).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(e) => {
-                return Err(api_err(format!(
-                    "cannot delete StatefulSet {namespace}/{name}"
-                ))(e));
-            }
-        }
-    }
-    let uid = live.metadata.uid;
-    let what = format!("StatefulSet {namespace}/{name} to be gone (its dependents orphaned)");
-    let gone = kube::runtime::wait::conditions::is_deleted(uid.as_deref().unwrap_or_default());
-    super::steps::await_object(&api, name, gone, opts, &what).await?;
-    Ok(None)
-}
-
-/// Step CreateStatefulSet: create the recorded StatefulSet with `[target]` templates at 0
-/// replicas, unless it exists with them.
-pub(super) async fn create(
-    client: &Client,
-    namespace: &str,
-    record: &StatefulSetRecord,
-    target: MigrationTarget,
-) -> Result<Option<String>, MigrateError> {
-    let name = &record.name;
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    let existing = api.get_opt(name).await.map_err(api_err(format!(
-        "cannot read StatefulSet {namespace}/{name}"
-    )))?;
-    let (sts, skipped) = match existing {
-        Some(s) => (
-            s,
-            Some(format!(
-                "the StatefulSet exists with [{target}] volumeClaimTemplates"
-            )),
-        ),
-        None => match raw_api(client, namespace)
-            .create(&PostParams::default(), &record.to_create(target)?)
-            .await
-        {
-            // Created (or by a run that crashed before it could record so): read it typed.
-            Ok(_) => (
-                api.get(name).await.map_err(api_err(format!(
-                    "cannot read StatefulSet {namespace}/{name}"
-                )))?,
-                None,
-            ),
-            Err(kube::Error::Api(s)) if s.is_already_exists() => (
-                api.get(name).await.map_err(api_err(format!(
-                    "cannot read StatefulSet {namespace}/{name}"
-                )))?,
-                None,
-            ),
-            Err(e) => {
-                return Err(api_err(format!(
-                    "cannot create StatefulSet {namespace}/{name}"
-                ))(e));
-            }
-        },
-    };
-    // Whatever exists where the recreated one should be must have [target] templates.
-    if !templates_are(&sts, target.mode()) {
-        return Err(MigrateError::Refused(format!(
-            "StatefulSet {namespace}/{name} exists with volumeClaimTemplates other than [{target}]: it was \
-             created by someone else; delete it with --cascade=orphan and run the same command again"
-        )));
-    }
-    Ok(skipped)
+    name: &str,
+    rollback: bool,
+    why: &str,
+    progress: &mut dyn FnMut(Progress),
+) {
+    let note = history::refused(rollback, why);
+    History::new(client)
+        .record_on_statefulset(&note, namespace, name, progress)
+        .await;
 }

@@ -4,17 +4,14 @@ use std::process::ExitCode;
 
 use kube::Client;
 
-use super::migrate::{MigrateArgs, options, stop_before_run};
-use super::migrate_fleet::{finish, print_event, print_plan as print_table};
+use super::common::{
+    MigrateArgs, finish, options, print_event, print_plan as print_table, stop_before_run,
+};
+use crate::migrate::MigrateError;
 use crate::migrate::fleet::{Action, FleetEvent};
 use crate::migrate::statefulset::{self, Run, StatefulSetPlan};
 
-pub(super) async fn run(
-    args: &MigrateArgs,
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> ExitCode {
+pub async fn run(args: &MigrateArgs, client: &Client, namespace: &str, name: &str) -> ExitCode {
     let opts = options(args);
     let report = |e: FleetEvent| print_event(e, true, args.rollback);
     let plan = match statefulset::plan(client, namespace, name, &opts, &report).await {
@@ -33,6 +30,26 @@ pub(super) async fn run(
         }
         Err(e) => {
             eprintln!("rwop-guard migrate: {e}");
+            // A run asked for and refused is part of the StatefulSet's history; a plan is not.
+            if let MigrateError::Refused(why) = &e
+                && !args.dry_run
+            {
+                let mut progress = |p| {
+                    report(FleetEvent::Step {
+                        claim: format!("{namespace}/{name}"),
+                        progress: p,
+                    })
+                };
+                statefulset::record_refusal(
+                    client,
+                    namespace,
+                    name,
+                    args.rollback,
+                    why,
+                    &mut progress,
+                )
+                .await;
+            }
             return ExitCode::FAILURE;
         }
     };

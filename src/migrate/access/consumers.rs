@@ -1,4 +1,6 @@
-//! Who uses a claim: the controllers of the pods that mount it, scaled through `/scale`.
+//! Who uses a claim, and the calls that scale them: the controllers of the pods that mount it
+//! and the Deployments whose template mounts it, scaled through `/scale`; the strategy switch
+//! of `--switch-to-recreate`.
 
 use std::collections::BTreeSet;
 
@@ -7,48 +9,18 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
 
-use super::eligibility::Workload;
-use super::{MigrateError, api_err};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum ConsumerKind {
-    Deployment,
-    StatefulSet,
-    ReplicaSet,
-}
-
-/// A workload whose pods mount the claim, and the replicas to restore.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Consumer {
-    pub kind: ConsumerKind,
-    pub name: String,
-    pub replicas: i32,
-}
-
-impl Consumer {
-    /// Whether a reference by API group, kind and name (an autoscaler's target) is this one.
-    pub fn is(&self, group: &str, kind: &str, name: &str) -> bool {
-        let own_kind = match self.kind {
-            ConsumerKind::Deployment => "Deployment",
-            ConsumerKind::StatefulSet => "StatefulSet",
-            ConsumerKind::ReplicaSet => "ReplicaSet",
-        };
-        group == "apps" && kind == own_kind && name == self.name
-    }
-}
-
-impl std::fmt::Display for Consumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} {}", self.kind, self.name)
-    }
-}
+use super::list::list_all;
+use crate::migrate::model::eligibility::Workload;
+use crate::migrate::model::error::{MigrateError, api_err};
+use crate::migrate::model::rollout::describe_strategy;
+use crate::migrate::model::state::{Consumer, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
+use crate::migrate::model::templates::{mounts, ordinal_of, template_mounts};
 
 pub struct Found {
     pub scalable: Vec<Consumer>,
     /// The scalable consumers as [`Workload`]s (Deployments with their strategy), for
-    /// [`super::eligibility::judge`].
+    /// the judgement.
     pub workloads: Vec<Workload>,
     /// Pods with no controller.
     pub bare_pods: Vec<String>,
@@ -67,47 +39,11 @@ async fn pods_mounting(
     claim: &str,
 ) -> Result<Vec<Pod>, MigrateError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    Ok(super::list_all(&pods, "pods")
+    Ok(list_all(&pods, "pods")
         .await?
         .into_iter()
         .filter(|p| mounts(p, claim))
         .collect())
-}
-
-/// Whether a pod that has not finished mounts `claim`.
-pub(super) fn mounts(pod: &Pod, claim: &str) -> bool {
-    let finished = matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
-    !finished
-        && pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref())
-            .is_some_and(|vols| {
-                vols.iter().any(|v| {
-                    v.persistent_volume_claim
-                        .as_ref()
-                        .is_some_and(|c| c.claim_name == claim)
-                })
-            })
-}
-
-/// Whether a Deployment's pod template mounts `claim`.
-fn template_mounts(d: &Deployment, claim: &str) -> bool {
-    d.spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|p| p.volumes.as_ref())
-        .is_some_and(|vols| {
-            vols.iter().any(|v| {
-                v.persistent_volume_claim
-                    .as_ref()
-                    .is_some_and(|c| c.claim_name == claim)
-            })
-        })
 }
 
 /// Finds the controllers of the pods mounting `claim`, and the Deployments whose pod template
@@ -115,7 +51,7 @@ fn template_mounts(d: &Deployment, claim: &str) -> bool {
 /// counts.
 pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found, MigrateError> {
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let deployments: Vec<Deployment> = super::list_all(
+    let deployments: Vec<Deployment> = list_all(
         &Api::<Deployment>::namespaced(client.clone(), namespace),
         "deployments",
     )
@@ -168,7 +104,7 @@ pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found
             let sts = api.get_opt(&name).await.map_err(api_err(format!(
                 "cannot read StatefulSet {namespace}/{name}"
             )))?;
-            per_pod = sts.is_some_and(|s| super::statefulset::ordinal_of(&s, claim).is_some());
+            per_pod = sts.is_some_and(|s| ordinal_of(&s, claim).is_some());
         }
         let strategy = deployments
             .iter()
@@ -249,11 +185,6 @@ pub async fn scale(
         )))?;
     Ok(true)
 }
-
-/// Annotation on a Deployment `migrate --switch-to-recreate` switched to `Recreate`: its
-/// original `spec.strategy` as JSON. It stays after the migration, so `--rollback` can restore
-/// the strategy also once the migration is complete.
-pub const ORIGINAL_STRATEGY_ANNOTATION: &str = "rwop-guard.dev/original-strategy";
 
 fn original_strategy(d: &Deployment) -> Option<&String> {
     d.metadata
@@ -352,6 +283,6 @@ pub async fn recorded_strategy(
     )))?;
     Ok(d.as_ref().and_then(original_strategy).map(|text| {
         let strategy = serde_json::from_str(text).ok();
-        super::eligibility::describe_strategy(strategy.as_ref())
+        describe_strategy(strategy.as_ref())
     }))
 }

@@ -13,8 +13,9 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::MigrateError;
-use super::consumers::Consumer;
+use super::list::list_all;
+use crate::migrate::model::error::MigrateError;
+use crate::migrate::model::state::Consumer;
 
 const PAUSED: &str = "autoscaling.keda.sh/paused";
 const PAUSED_REPLICAS: &str = "autoscaling.keda.sh/paused-replicas";
@@ -56,7 +57,7 @@ async fn hpas(
     found: &mut Scalers,
 ) -> Result<(), MigrateError> {
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
-    let hpas = match super::list_all(&api, "HorizontalPodAutoscalers").await {
+    let hpas = match list_all(&api, "HorizontalPodAutoscalers").await {
         Ok(hpas) => hpas,
         Err(e) if forbidden(&e) => {
             found.warnings.push(format!(
@@ -104,7 +105,7 @@ async fn keda(
         "scaledobjects",
     );
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let objects = match super::list_all(&api, "KEDA ScaledObjects").await {
+    let objects = match list_all(&api, "KEDA ScaledObjects").await {
         Ok(objects) => objects,
         // KEDA is not installed. By code: for a resource it does not serve the API server
         // answers a plain "404 page not found", not a NotFound Status, and is_not_found() reads
