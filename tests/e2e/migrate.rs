@@ -91,6 +91,14 @@ pub fn cases() -> Vec<Case> {
             "migrate::statefulset_of_3_replicas_sigkilled_between_delete_and_create_resumed_then_rolled_back",
             statefulset_sigkill_resume_rollback,
         ),
+        Case::shared(
+            "migrate::a_refused_run_a_migration_and_a_rollback_are_in_the_events_in_order",
+            history_in_events,
+        ),
+        Case::shared(
+            "migrate::without_permission_to_create_events_a_run_migrates_and_says_so_once",
+            events_forbidden,
+        ),
     ]
 }
 
@@ -2062,4 +2070,244 @@ fn summary(versions: &[Value]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The `reportingController` of migrate's Events.
+const REPORTER: &str = "rwop-guard.dev/migrate";
+
+/// The Events migrate recorded about `kind`/`name` (any uid) in namespace `ns`, oldest first:
+/// (reason, note).
+fn history(env: &Env, ns: &str, kind: &str, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let out = env
+        .kubectl(&["get", "events.v1.events.k8s.io", "-n", ns, "-o", "json"])
+        .success()?;
+    let list: Value = serde_json::from_str(&out.stdout)?;
+    let mut events: Vec<&Value> = list["items"]
+        .as_array()
+        .context("no items")?
+        .iter()
+        .filter(|e| {
+            e["reportingController"] == REPORTER
+                && e["regarding"]["kind"] == kind
+                && e["regarding"]["name"] == name
+        })
+        .collect();
+    // eventTime has microseconds; the name ends in the nanoseconds it was made at.
+    events.sort_by_key(|e| {
+        (
+            text(&e["eventTime"]).to_owned(),
+            text(&e["metadata"]["name"]).to_owned(),
+        )
+    });
+    Ok(events
+        .into_iter()
+        .map(|e| (text(&e["reason"]).to_owned(), text(&e["note"]).to_owned()))
+        .collect())
+}
+
+/// The reasons expected of a refused run, a migration and its rollback.
+fn expected_reasons() -> Vec<String> {
+    let mut reasons = vec!["MigrationRefused".to_owned()];
+    reasons.extend(std::iter::repeat_n("MigrationStep".to_owned(), STEPS));
+    reasons.push("MigrationCompleted".to_owned());
+    reasons.extend(std::iter::repeat_n("RollbackStep".to_owned(), STEPS));
+    reasons.push("RollbackCompleted".to_owned());
+    reasons
+}
+
+/// A refused run (a second replica), then the migration, then its rollback: the claim and the
+/// volume carry the history in Events, in order, and `kubectl describe pvc` shows the Events of
+/// the claim as it is now.
+fn history_in_events(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "events", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let ns = fx.ns.as_str();
+    let scale = |n: &str| {
+        env.kubectl(&[
+            "scale",
+            "deployment",
+            APP,
+            "-n",
+            ns,
+            &format!("--replicas={n}"),
+        ])
+        .success()
+    };
+    scale("2")?;
+    let refused = fx.migrate(env, &["--yes", TIMEOUT]);
+    anyhow::ensure!(
+        refused.code == 1 && refused.stderr.contains("with 2 replicas"),
+        "{refused:#?}"
+    );
+    // A plan is no run: nothing in the history.
+    let plan = fx.migrate(env, &["--dry-run"]);
+    anyhow::ensure!(plan.code == 1, "{plan:#?}");
+    scale("1")?;
+    let out = fx.migrate(env, &["--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "migrate failed: {out:#?}");
+    let back = fx.migrate(env, &["--rollback", "--yes", TIMEOUT]);
+    anyhow::ensure!(back.code == 0, "the rollback failed: {back:#?}");
+    anyhow::ensure!(
+        !out.stderr.contains("cannot record Kubernetes Events")
+            && !back.stderr.contains("cannot record Kubernetes Events"),
+        "{out:#?}\n{back:#?}"
+    );
+
+    let expected = expected_reasons();
+    for (what, events) in [
+        ("claim", history(env, ns, "PersistentVolumeClaim", CLAIM)?),
+        (
+            "volume",
+            history(env, "default", "PersistentVolume", &fx.pv)?,
+        ),
+    ] {
+        let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
+        anyhow::ensure!(
+            reasons == expected,
+            "the {what}'s Events, in order: {events:#?}"
+        );
+        let note = |i: usize| events[i].1.as_str();
+        anyhow::ensure!(
+            note(0).starts_with("nothing changed: claim ") && note(0).contains("with 2 replicas"),
+            "{what}: {}",
+            note(0)
+        );
+        anyhow::ensure!(
+            note(1).starts_with(&format!(
+                "step 1/{STEPS} done: record the migration state on PersistentVolume {}",
+                fx.pv
+            )),
+            "{what}: {}",
+            note(1)
+        );
+        anyhow::ensure!(
+            note(6).contains(&format!(
+                "step 6/{STEPS} done: set PersistentVolume {} spec.accessModes: [{RWO}] -> [{RWOP}]",
+                fx.pv
+            )),
+            "{what}: {}",
+            note(6)
+        );
+        anyhow::ensure!(
+            note(STEPS + 1).starts_with(&format!(
+                "claim {ns}/{CLAIM} and PersistentVolume {} are now [{RWOP}] (were [{RWO}])",
+                fx.pv
+            )),
+            "{what}: {}",
+            note(STEPS + 1)
+        );
+        anyhow::ensure!(
+            note(2 * STEPS + 2).starts_with(&format!(
+                "claim {ns}/{CLAIM} and PersistentVolume {} are now [{RWO}] (were [{RWOP}])",
+                fx.pv
+            )),
+            "{what}: {}",
+            note(2 * STEPS + 2)
+        );
+    }
+    // `kubectl describe` shows the Events of the claim's current uid: the rollback's last steps.
+    let describe = env
+        .kubectl(&["describe", "pvc", CLAIM, "-n", ns])
+        .success()?
+        .stdout;
+    anyhow::ensure!(
+        describe.contains("RollbackCompleted") && describe.contains("RollbackStep"),
+        "{describe}"
+    );
+    // The README's command for the whole history of the claim, every uid.
+    let selector = format!("involvedObject.name={CLAIM}");
+    let all = env
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            &selector,
+            "--sort-by=.eventTime",
+        ])
+        .success()?
+        .stdout;
+    let reasons: Vec<&str> = all
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("Migration") || w.starts_with("Rollback"))
+        })
+        .collect();
+    anyhow::ensure!(reasons == expected, "{all}");
+    let describe = env.kubectl(&["describe", "pv", &fx.pv]).success()?.stdout;
+    anyhow::ensure!(
+        describe.contains("MigrationRefused") && describe.contains("RollbackCompleted"),
+        "{describe}"
+    );
+    Ok(())
+}
+
+/// An identity with exactly the permissions the README lists for `migrate`, and none on
+/// Events: the run migrates, says once that Events are off, and records none.
+fn events_forbidden(env: &Env) -> anyhow::Result<()> {
+    let fx = Fixture::bound(env, "no-events", &[RWO], Source::Csi)?;
+    fx.deployment(env)?;
+    let ns = fx.ns.as_str();
+    let name = "e2e-migrate-no-events";
+    let rbac = json!([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name},
+         "rules": [
+            {"apiGroups": [""], "resources": ["persistentvolumes"],
+             "verbs": ["get", "list", "patch", "update"]},
+            {"apiGroups": [""], "resources": ["persistentvolumeclaims"],
+             "verbs": ["get", "list", "watch", "create", "delete"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets"],
+             "verbs": ["get", "list", "patch"]},
+            {"apiGroups": ["apps"],
+             "resources": ["deployments/scale", "replicasets/scale", "statefulsets/scale"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
+             "verbs": ["list"]},
+            {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
+    ]);
+    let items: Vec<Value> = rbac.as_array().cloned().unwrap_or_default();
+    env.apply(&items)?;
+    let token = env
+        .kubectl(&["create", "token", name, "-n", ns, "--duration=10m"])
+        .success()?
+        .stdout;
+    let config = env.dir.join(format!("{name}.kubeconfig"));
+    env.token_kubeconfig(token.trim(), &config)?;
+    let denied = env.kubectl(&[
+        "auth",
+        "can-i",
+        "create",
+        "events.events.k8s.io",
+        "-n",
+        ns,
+        &format!("--as=system:serviceaccount:{ns}:{name}"),
+    ]);
+    anyhow::ensure!(denied.stdout.trim() == "no", "{denied:#?}");
+
+    let target = format!("{ns}/{CLAIM}");
+    let out = env.rwop_as(&config, &["migrate", &target, "--yes", TIMEOUT]);
+    anyhow::ensure!(out.code == 0, "migrate as {name} failed: {out:#?}");
+    anyhow::ensure!(
+        out.stderr
+            .matches("cannot record Kubernetes Events")
+            .count()
+            == 1,
+        "the run should say once that Events are off: {out:#?}"
+    );
+    fx.assert_finished(env, &out, RWOP)?;
+    let events = history(env, ns, "PersistentVolumeClaim", CLAIM)?;
+    anyhow::ensure!(events.is_empty(), "{events:#?}");
+    env.kubectl(&["delete", "clusterrole,clusterrolebinding", name])
+        .success()?;
+    Ok(())
 }

@@ -133,7 +133,7 @@ impl History {
             },
             reason: note.reason.to_owned(),
             note: Some(note.text.clone()),
-            action: note.action.to_owned(),
+            action: note.action.clone(),
             secondary: None,
         };
         for r in regarding {

@@ -30,13 +30,21 @@ pub struct Note {
     /// A `Warning` event (else `Normal`).
     pub warning: bool,
     pub reason: &'static str,
-    /// `Migrate` or `Rollback`.
-    pub action: &'static str,
+    /// What was done: the step (`RetainVolume`, `SetVolumeModes`, …), or `Migrate`/`Rollback`
+    /// for a refusal, a failure and the end. Distinct per step, since kube's recorder folds
+    /// Events of the same reason and action on one object into one series.
+    pub action: String,
     /// One line, at most 1 kB: what changed, or why nothing did.
     pub text: String,
 }
 
-fn note(warning: bool, rollback: bool, reasons: [&'static str; 2], text: String) -> Note {
+fn note(
+    warning: bool,
+    rollback: bool,
+    reasons: [&'static str; 2],
+    action: Option<Step>,
+    text: String,
+) -> Note {
     let mut text = text;
     if text.len() > NOTE_LIMIT {
         let mut end = NOTE_LIMIT - '…'.len_utf8();
@@ -49,7 +57,11 @@ fn note(warning: bool, rollback: bool, reasons: [&'static str; 2], text: String)
     Note {
         warning,
         reason: reasons[usize::from(rollback)],
-        action: if rollback { "Rollback" } else { "Migrate" },
+        action: match action {
+            Some(step) => format!("{step:?}"),
+            None if rollback => "Rollback".to_owned(),
+            None => "Migrate".to_owned(),
+        },
         text,
     }
 }
@@ -69,13 +81,19 @@ pub fn step_done(
         Some(why) => format!("step {index}/{total} already in place ({why}): {what}"),
     };
     let reasons = [reason::MIGRATION_STEP, reason::ROLLBACK_STEP];
-    note(false, state.is_rollback(), reasons, text)
+    note(false, state.is_rollback(), reasons, Some(step), text)
 }
 
 /// The run was refused before anything changed.
 pub fn refused(rollback: bool, why: &str) -> Note {
     let reasons = [reason::MIGRATION_REFUSED, reason::ROLLBACK_REFUSED];
-    note(true, rollback, reasons, format!("nothing changed: {why}"))
+    note(
+        true,
+        rollback,
+        reasons,
+        None,
+        format!("nothing changed: {why}"),
+    )
 }
 
 /// The command that resumes the run of `state`.
@@ -109,7 +127,7 @@ pub fn failed(state: &MigrationState, volume: &str, error: &str) -> Note {
         resume_command(state)
     );
     let reasons = [reason::MIGRATION_FAILED, reason::ROLLBACK_FAILED];
-    note(true, state.is_rollback(), reasons, text)
+    note(true, state.is_rollback(), reasons, None, text)
 }
 
 /// Every step of `state` is done.
@@ -121,7 +139,7 @@ pub fn completed(state: &MigrationState, volume: &str) -> Note {
         state.namespace, state.claim, state.reclaim_policy
     );
     let reasons = [reason::MIGRATION_COMPLETED, reason::ROLLBACK_COMPLETED];
-    note(false, state.is_rollback(), reasons, text)
+    note(false, state.is_rollback(), reasons, None, text)
 }
 
 #[cfg(test)]

@@ -263,6 +263,34 @@ impl Env {
         )
     }
 
+    /// Runs the rwop-guard binary with another identity's kubeconfig (an RBAC check).
+    pub fn rwop_as(&self, kubeconfig: &Path, args: &[&str]) -> Out {
+        run(
+            Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+                .args(args)
+                .env("KUBECONFIG", kubeconfig)
+                .env_remove("RWOP_GUARD_CONFIG"),
+            "",
+        )
+    }
+
+    /// A kubeconfig for this cluster that authenticates with `token` (from `kubectl create
+    /// token`) instead of the admin's client certificate, written to `path`.
+    pub fn token_kubeconfig(&self, token: &str, path: &Path) -> anyhow::Result<()> {
+        let out = self
+            .kubectl(&["config", "view", "--raw", "--minify", "-o", "json"])
+            .success()?;
+        let mut config: Value = serde_json::from_str(&out.stdout)?;
+        let users = config["users"]
+            .as_array_mut()
+            .context("the kubeconfig has no users")?;
+        for user in users {
+            user["user"] = serde_json::json!({ "token": token });
+        }
+        std::fs::write(path, config.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
     /// Creates a namespace for one case (deleted first if a previous run left it) and waits
     /// for its default ServiceAccount, without which controllers cannot create pods in it.
     pub fn namespace(&self, name: &str) -> anyhow::Result<()> {
