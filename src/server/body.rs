@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service, ServiceExt as _};
 
 use super::AppState;
-use super::handlers::error_response;
+use super::errors::{error_response, webhook_of};
 
 /// Wraps services in [`BufferBody`]; all of them share one budget.
 #[derive(Clone)]
@@ -117,7 +117,7 @@ impl Budget {
     where
         S: Service<Request, Response = Response, Error = Infallible>,
     {
-        let webhook = super::handlers::webhook_of(req.uri().path());
+        let webhook = webhook_of(req.uri().path());
         let _in_flight = InFlight::enter(&self.state);
         let (parts, body) = req.into_parts();
         let (body, _share) = match self.read(body).await {

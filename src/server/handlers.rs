@@ -1,4 +1,4 @@
-//! HTTP handlers: AdmissionReview endpoints, probes, metrics, and the error answers.
+//! HTTP handlers: AdmissionReview endpoints, probes, metrics.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -21,10 +21,11 @@ use tower::timeout::TimeoutLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::body::BufferBodyLayer;
-use super::metrics::{ErrorLabels, RequestLabels, WebhookLabel};
+use super::errors::{error_response, json_error, webhook_of};
+use super::metrics::{RequestLabels, WebhookLabel};
 use super::{AppState, Limits};
 use crate::admission::{self, ReviewSummary, Webhook};
-use crate::bounded::{Bounded, MESSAGE_BYTES, truncate};
+use crate::bounded::Bounded;
 use crate::policy::Outcome;
 
 /// `POST /validate`, `POST /mutate` and the probes, with every limit applied.
@@ -104,15 +105,6 @@ pub fn apply_layers(router: Router, state: Arc<AppState>, limits: &Limits) -> Ro
         )
 }
 
-/// The `webhook` label of a path.
-pub(super) fn webhook_of(path: &str) -> &'static str {
-    match path {
-        "/validate" => "validate",
-        "/mutate" => "mutate",
-        _ => "none",
-    }
-}
-
 fn panic_response(state: &AppState, panic: Box<dyn Any + Send>) -> Response {
     let what = panic
         .downcast_ref::<String>()
@@ -128,41 +120,6 @@ fn panic_response(state: &AppState, panic: Box<dyn Any + Send>) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal error (see the server log)",
     )
-}
-
-/// A JSON error answer; the message is cut to [`MESSAGE_BYTES`] (it may quote the request).
-pub(super) fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    let message = message.into();
-    let body = serde_json::json!({
-        "error": truncate(&message, MESSAGE_BYTES),
-        "code": status.as_u16(),
-    });
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-pub(super) fn error_response(
-    state: &AppState,
-    webhook: &'static str,
-    status: StatusCode,
-    message: String,
-) -> Response {
-    state
-        .metrics
-        .rejected
-        .get_or_create(&ErrorLabels {
-            webhook,
-            code: status.as_u16(),
-        })
-        .inc();
-    json_error(status, message)
 }
 
 async fn validate(

@@ -8,6 +8,7 @@
 
 mod body;
 mod connections;
+mod errors;
 mod handlers;
 mod metrics;
 mod reload;
