@@ -68,7 +68,9 @@ async fn cluster() -> Cluster {
     )
     .unwrap();
     c.add_pod(NS, "orders-0", "ReplicaSet", RS_NAME, &[CLAIM]);
-    c.add_pod(NS, "reports-0", "StatefulSet", "reports", &[CLAIM]);
+    // The StatefulSet mounts a claim of its own: a second workload on the claim would keep one
+    // of them Pending with ReadWriteOncePod (migrate refuses it; see the refusals).
+    c.add_pod(NS, "reports-0", "StatefulSet", "reports", &["reports-data"]);
     c
 }
 
@@ -515,15 +517,24 @@ async fn keda_scaled_objects_of_a_consumer_must_be_paused() {
         "{msg}"
     );
 
-    // Targeting the StatefulSet by explicit kind and apiVersion.
+    // Targeting the Deployment by explicit kind and apiVersion.
+    let c = cluster_with_scaled_object(
+        "orders-scaler",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders"}),
+        json!({}),
+    )
+    .await;
+    let msg = refused(&c, &opts()).await;
+    assert!(msg.contains("scales Deployment orders"), "{msg}");
+
+    // A ScaledObject of a workload that does not use the claim is no concern.
     let c = cluster_with_scaled_object(
         "reports-scaler",
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "reports"}),
         json!({}),
     )
     .await;
-    let msg = refused(&c, &opts()).await;
-    assert!(msg.contains("scales StatefulSet reports"), "{msg}");
+    run(&c, &opts(), None).await.0.unwrap();
 
     // paused-replicas makes KEDA hold a replica count: refused as well.
     let c = cluster_with_scaled_object(
@@ -648,13 +659,13 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     for (i, needle) in [
         "record the migration state on PersistentVolume pv-orders",
         "spec.persistentVolumeReclaimPolicy: Delete -> Retain",
-        "Deployment orders replicas 1 -> 0, StatefulSet reports replicas 1 -> 0",
+        "(Deployment orders replicas 1 -> 0)",
         "delete PersistentVolumeClaim shop/orders-db (precondition: its uid)",
         "clear PersistentVolume pv-orders spec.claimRef.uid",
         "spec.accessModes: [ReadWriteOnce] -> [ReadWriteOncePod], annotation rwop-guard.dev/migrated-from: ReadWriteOnce",
         "create PersistentVolumeClaim shop/orders-db with accessModes [ReadWriteOncePod] and volumeName pv-orders",
         "wait until PersistentVolumeClaim shop/orders-db is Bound to pv-orders",
-        "Deployment orders replicas 0 -> 1, StatefulSet reports replicas 0 -> 1",
+        "restore consumers (Deployment orders replicas 0 -> 1)",
         "spec.persistentVolumeReclaimPolicy: Retain -> Delete",
         "remove the migration state",
     ]
@@ -892,15 +903,42 @@ async fn workloads_that_cannot_share_one_pod_claim_are_refused_before_any_write(
     };
     assert!(refused(&c, &switch).await.contains("with 2 replicas"));
 
-    // A StatefulSet with 2 replicas sharing the claim, too.
+    // A StatefulSet with 2 replicas sharing the claim (named in its pod template), alone.
+    let c = cluster().await;
+    c.fake.delete(DEPLOYMENT).unwrap();
+    c.fake
+        .delete(&format!(
+            "/apis/apps/v1/namespaces/shop/replicasets/{RS_NAME}"
+        ))
+        .unwrap();
+    c.fake.delete(&format!("{PODS}/orders-0")).unwrap();
+    c.fake
+        .patch(
+            STATEFULSET,
+            json!({"spec": {"replicas": 2, "template": {"spec": {
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": CLAIM}}]}}}}),
+        )
+        .unwrap();
+    let msg = refused(&c, &opts()).await;
+    assert!(
+        msg.contains("is used by StatefulSet reports with 2 replicas"),
+        "{msg}"
+    );
+
+    // A second workload on the claim: whichever starts second would stay Pending.
     let c = cluster().await;
     c.fake
-        .patch(STATEFULSET, json!({"spec": {"replicas": 2}}))
+        .patch(
+            STATEFULSET,
+            json!({"spec": {"template": {"spec": {
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": CLAIM}}]}}}}),
+        )
         .unwrap();
+    let msg = refused(&c, &opts()).await;
     assert!(
-        refused(&c, &opts())
-            .await
-            .contains("is used by StatefulSet reports with 2 replicas")
+        msg.contains("claim shop/orders-db is used by Deployment orders and StatefulSet reports")
+            && msg.contains("would stay Pending"),
+        "{msg}"
     );
 
     // A Deployment scaled to 0 has no pod, but its template mounts the claim: judged too.

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rwop_guard::manifests::parse_documents;
+use rwop_guard::migrate::model::workloads::{WorkloadInfo, Workloads};
 use rwop_guard::policy::Policy;
 use rwop_guard::scan::{
     self, Finding, Inventory, PAGE_SIZE, ScanReport, ScanRule, analyze, collect, policy_reports,
@@ -320,7 +321,9 @@ async fn every_finding_kind_names_the_object_and_what_to_do() {
     // 7 fixture claims + legacy-mixed, reports, cache; 4 fixture volumes + 4 created.
     assert_eq!(report.scanned.claims, 10);
     assert_eq!(report.scanned.volumes, 8);
-    assert_eq!(report.scanned.deployments, 6);
+    // 6 Deployments mounting claims (the ReplicaSet of the fixtures' pods counts as its own).
+    assert_eq!(report.scanned.workloads, 6);
+    assert_eq!(report.scanned.pods, 2);
     assert_eq!(report.scanned.storage_classes, 3);
 
     let pv = finding(&report, ScanRule::V1, "pv-mixed");
@@ -415,7 +418,14 @@ async fn every_finding_kind_names_the_object_and_what_to_do() {
             "listed 10 persistentvolumeclaims",
             "listed 8 persistentvolumes",
             "listed 3 storageclasses",
+            "listed 2 pods",
+            "listed 1 replicasets",
+            "listed 0 jobs",
             "listed 6 deployments",
+            "listed 0 cronjobs",
+            "listed 0 statefulsets",
+            "listed 0 daemonsets",
+            "listed 0 replicationcontrollers",
         ]
     );
     let requests = fake.requests();
@@ -450,7 +460,7 @@ async fn namespace_scope_limits_claims_deployments_and_volumes() {
     // orders-db, reports, cache; the volumes claimed from shop; the fixtures' orders.
     assert_eq!(shop.scanned.claims, 3);
     assert_eq!(shop.scanned.volumes, 4);
-    assert_eq!(shop.scanned.deployments, 1);
+    assert_eq!(shop.scanned.workloads, 1);
     let requests = fake.requests();
     assert!(
         requests
@@ -832,13 +842,13 @@ async fn table_aligns_columns_and_ends_with_the_summary() {
     assert_eq!(lines[report.findings.len() + 1], "");
     assert_eq!(
         *lines.last().unwrap(),
-        "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 deployments in all namespaces"
+        "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 workloads in all namespaces"
     );
 
     let clean = analyze(&Policy::default(), &Inventory::default(), Some("empty"));
     assert_eq!(
         render_table(&clean),
-        "0 violations, 0 migration candidates, 0 rollout risks; scanned 0 claims, 0 volumes, 0 deployments in namespace empty\n"
+        "0 violations, 0 migration candidates, 0 rollout risks; scanned 0 claims, 0 volumes, 0 workloads in namespace empty\n"
     );
 }
 
@@ -856,11 +866,15 @@ fn inventory(claims: Vec<Value>, volumes: Vec<Value>, deployments: Vec<Value>) -
             .map(|v| serde_json::from_value(v).unwrap())
             .collect()
     }
+    let deployments: Vec<k8s_openapi::api::apps::v1::Deployment> = objects(deployments);
     Inventory::of(
         &objects(claims),
         &objects(volumes),
         &serde_json::from_value::<Vec<_>>(classes).unwrap(),
-        &objects(deployments),
+        Workloads {
+            workloads: deployments.iter().map(WorkloadInfo::from).collect(),
+            pods: Vec::new(),
+        },
     )
 }
 
@@ -1094,11 +1108,11 @@ fn json_report_has_the_documented_shape() {
     assert_eq!(value["namespace"], Value::Null);
     assert_eq!(
         value["scanned"],
-        json!({"claims": 1, "volumes": 1, "deployments": 1, "storageClasses": 3})
+        json!({"claims": 1, "volumes": 1, "workloads": 1, "pods": 0, "storageClasses": 3})
     );
     assert_eq!(
         value["summary"],
-        json!({"violations": 1, "migrationCandidates": 0, "rolloutRisks": 1, "migrationBlocked": 0})
+        json!({"violations": 1, "migrationCandidates": 0, "rolloutRisks": 1, "migrationBlocked": 0, "migrationsInProgress": 0})
     );
     let v1 = &value["findings"][0];
     assert_eq!(v1["rule"], "V1");
@@ -1232,7 +1246,7 @@ async fn binary_prints_the_table_and_exits_1_on_violations() {
     );
     assert!(
         run.stdout.ends_with(
-            "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 deployments in all namespaces\n"
+            "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 workloads in all namespaces\n"
         ),
         "{}",
         run.stdout
@@ -1254,7 +1268,7 @@ async fn binary_prints_the_table_and_exits_1_on_violations() {
     assert_eq!(clean.code, Some(0), "stderr: {}", clean.stderr);
     assert_eq!(
         clean.stdout,
-        "0 violations, 0 migration candidates, 0 rollout risks; scanned 1 claim, 0 volumes, 0 deployments in namespace prewebhook\n"
+        "0 violations, 0 migration candidates, 0 rollout risks; scanned 1 claim, 0 volumes, 0 workloads in namespace prewebhook\n"
     );
     // The exit status does not depend on the output format.
     let default_json = run_scan(&kubeconfig, &["--namespace", "default", "--output", "json"]).await;
@@ -1284,7 +1298,7 @@ async fn binary_json_and_policyreport_outputs() {
     let value: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
     assert_eq!(
         value["summary"],
-        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 2, "migrationBlocked": 1})
+        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 2, "migrationBlocked": 1, "migrationsInProgress": 0})
     );
     assert_eq!(value["findings"].as_array().unwrap().len(), 5);
     assert_eq!(
@@ -1541,6 +1555,7 @@ mod agreement {
     /// Scan's allowances: it names the command with --switch-to-recreate when one is needed.
     const SCAN: Allowances = Allowances {
         allow_non_csi: false,
+        allow_delete_pods: false,
         switch_to_recreate: true,
     };
 
@@ -1554,10 +1569,11 @@ mod agreement {
                     .as_deref()
                     .and_then(|v| inventory.volumes.iter().find(|pv| pv.name == v));
                 let workloads: Vec<Workload> = inventory
-                    .deployments
+                    .workloads
+                    .workloads
                     .iter()
                     .filter(|d| d.claims.contains(&c.name))
-                    .map(|d| d.workload.clone())
+                    .map(Workload::of)
                     .collect();
                 (c.name.clone(), judge(c, volume, &workloads, SCAN))
             })

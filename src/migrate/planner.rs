@@ -30,58 +30,52 @@ pub async fn preflight(
     let namespace = pvc.metadata.namespace.clone().unwrap_or_default();
     let name = pvc.metadata.name.clone().unwrap_or_default();
     let found = consumers::find(client, &namespace, &name).await?;
-    let allow = Allowances {
-        allow_non_csi: opts.allow_non_csi,
-        switch_to_recreate: opts.switch_to_recreate,
-    };
-    let switches = match judge(&pvc.into(), Some(&pv.into()), &found.workloads, allow) {
+    let switches = match judge(
+        &pvc.into(),
+        Some(&pv.into()),
+        &found.workloads,
+        allowances(opts),
+    ) {
         Verdict::AlreadyMigrated => return Ok(None),
         Verdict::Refused(r) => return Err(MigrateError::Refused(r.message)),
-        Verdict::Accepted { warnings, switches } => {
+        Verdict::Accepted {
+            warnings, switches, ..
+        } => {
             for w in warnings {
                 progress(Progress::Warning(w));
             }
             switches
         }
     };
-    check_consumers(client, &namespace, &name, &found, opts, progress).await?;
+    check_autoscalers(client, &namespace, &name, &found, progress).await?;
     Ok(Some(new_state(
         pvc,
         pv,
         MigrationTarget::ReadWriteOncePod,
         found.scalable,
         found.bare_pods,
+        found.cronjobs,
         switches,
     )))
 }
 
-/// The refusals and warnings about consumers both directions share: controllers rwop-guard
-/// cannot scale, bare pods, autoscalers that would scale from zero.
-async fn check_consumers(
+/// What the command line allows.
+fn allowances(opts: &MigrateOptions) -> Allowances {
+    Allowances {
+        allow_non_csi: opts.allow_non_csi,
+        allow_delete_pods: opts.allow_delete_pods,
+        switch_to_recreate: opts.switch_to_recreate,
+    }
+}
+
+/// Autoscalers that would scale a consumer from zero during the run (both directions).
+async fn check_autoscalers(
     client: &Client,
     namespace: &str,
     name: &str,
     found: &consumers::Found,
-    opts: &MigrateOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(), MigrateError> {
-    if !found.unsupported.is_empty() {
-        return Err(MigrateError::Refused(format!(
-            "claim {namespace}/{name} is used by {}, which rwop-guard cannot scale; scale them down yourself and run again",
-            found.unsupported.join(", ")
-        )));
-    }
-    if !found.bare_pods.is_empty() {
-        let list = found.bare_pods.join(", ");
-        if !opts.allow_delete_pods {
-            return Err(MigrateError::Refused(format!(
-                "claim {namespace}/{name} is mounted by pods without a controller ({list}); they would have to be deleted and are not recreated (pass --allow-delete-pods to do so)"
-            )));
-        }
-        progress(Progress::Warning(format!(
-            "pods {list} have no controller: they will be deleted and not recreated"
-        )));
-    }
     let scalers = autoscalers::check(client, namespace, &found.scalable).await?;
     if !scalers.blocking.is_empty() {
         return Err(MigrateError::Refused(format!(
@@ -114,7 +108,14 @@ async fn rollback_preflight(
     eligibility::judge_rollback(pvc, pv, MIGRATED_FROM_ANNOTATION)
         .map_err(MigrateError::Refused)?;
     let found = consumers::find(client, namespace, claim).await?;
-    check_consumers(client, namespace, claim, &found, opts, progress).await?;
+    let mut warnings = Vec::new();
+    let target = format!("{namespace}/{claim}");
+    eligibility::stoppable(&target, &found.workloads, allowances(opts), &mut warnings)
+        .map_err(MigrateError::Refused)?;
+    for w in warnings {
+        progress(Progress::Warning(w));
+    }
+    check_autoscalers(client, namespace, claim, &found, progress).await?;
     // Deployments `--switch-to-recreate` switched get their recorded strategy back.
     let mut switches = Vec::new();
     for c in &found.scalable {
@@ -134,6 +135,7 @@ async fn rollback_preflight(
         MigrationTarget::ReadWriteOnce,
         found.scalable,
         found.bare_pods,
+        found.cronjobs,
         switches,
     ))
 }

@@ -1,15 +1,19 @@
 //! Every decision of the scan, from the [`Inventory`], without I/O.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 
-use super::{
-    DeploymentInfo, Finding, Inventory, Note, Passed, ScanReport, ScanRule, Scanned, Summary,
-};
+use super::{Finding, Inventory, Note, Passed, ScanReport, ScanRule, Scanned, Summary};
+use crate::migrate::MigrationState;
 use crate::migrate::eligibility::{
-    Allowances, Blocker, ClaimInfo, RolloutRisk, Verdict, VolumeInfo, Workload, judge,
+    Allowances, Blocker, ClaimInfo, RolloutRisk, Verdict, VolumeInfo, Workload, claims_refused,
+    judge, missing_claims, statefulset_blocker,
 };
+use crate::migrate::model::history::resume_command;
+use crate::migrate::model::users::ClaimUsers;
+use crate::migrate::model::workloads::{WorkloadInfo, WorkloadKind};
+use crate::policy::MigrationTarget;
 use crate::policy::{
     AccessMode, AccessModes, ClusterFacts, Facts, Policy, Subject, class_supports_rwop,
     exclusive_rwop_violation,
@@ -35,11 +39,18 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
         .iter()
         .filter(|pv| namespace.is_none_or(|ns| pv.claim_namespace.as_deref() == Some(ns)))
         .collect();
-    let deployments: Vec<&DeploymentInfo> = inventory
-        .deployments
+    let workloads: Vec<&WorkloadInfo> = inventory
+        .workloads
+        .workloads
         .iter()
-        .filter(|d| in_scope(&d.namespace))
+        .filter(|w| in_scope(&w.namespace))
         .collect();
+    let pods = inventory
+        .workloads
+        .pods
+        .iter()
+        .filter(|p| in_scope(&p.namespace))
+        .count();
     let volumes_by_name: HashMap<&str, &VolumeInfo> = inventory
         .volumes
         .iter()
@@ -49,16 +60,20 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
         .iter()
         .map(|c| ((c.namespace.as_str(), c.name.as_str()), *c))
         .collect();
-    // (namespace, claim) -> the Deployments whose pod template mounts it.
-    let mut mounted_by: HashMap<(&str, &str), Vec<&DeploymentInfo>> = HashMap::new();
-    for d in &deployments {
-        for claim in &d.claims {
-            mounted_by
-                .entry((d.namespace.as_str(), claim.as_str()))
-                .or_default()
-                .push(*d);
-        }
-    }
+    let users = ClaimUsers::index(
+        &inventory.workloads,
+        claims
+            .iter()
+            .map(|c| (c.namespace.as_str(), c.name.as_str())),
+    );
+    // Claims whose migration is under way: reported as such, not judged again.
+    let in_progress: HashMap<(&str, &str), &VolumeInfo> = volumes
+        .iter()
+        .filter_map(|pv| {
+            let state = pv.recorded.as_ref()?;
+            Some(((state.namespace.as_str(), state.claim.as_str()), *pv))
+        })
+        .collect();
 
     let mut findings = Vec::new();
     let mut passed = Vec::new();
@@ -89,6 +104,8 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
     }
     let mut candidates = Vec::new();
     let mut notes = Vec::new();
+    // StatefulSet -> its template claims' verdicts, judged as a group below.
+    let mut groups: BTreeMap<(&str, &str), Vec<(&ClaimInfo, Verdict)>> = BTreeMap::new();
     for claim in &claims {
         let subject = Subject {
             kind: "PersistentVolumeClaim",
@@ -96,15 +113,50 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
             name: &claim.name,
         };
         judge_v1(subject, claim_ref(claim), &claim.modes);
-        match migration_finding(policy, &facts, claim, &volumes_by_name, &mounted_by) {
+        if in_progress.contains_key(&(claim.namespace.as_str(), claim.name.as_str())) {
+            continue;
+        }
+        let of_claim = users.of(&claim.namespace, &claim.name);
+        let pv = claim
+            .volume_name
+            .as_deref()
+            .and_then(|v| volumes_by_name.get(v).copied());
+        let verdict = judge(claim, pv, of_claim, SCAN);
+        if let Some(sts) = of_claim.iter().find(|w| w.claim_template.is_some()) {
+            groups
+                .entry((claim.namespace.as_str(), sts.name.as_str()))
+                .or_default()
+                .push((claim, verdict));
+            continue;
+        }
+        match migration_finding(policy, &facts, claim, pv, verdict) {
             Outcome::Finding(f) => candidates.push(f),
             Outcome::Note(n) => notes.push(n),
             Outcome::Nothing => {}
         }
     }
     findings.extend(candidates);
-    for d in &deployments {
-        if let Some(f) = rollout_deadlock(d, &claims_by_key) {
+    for w in workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::StatefulSet)
+    {
+        let claims = groups
+            .remove(&(w.namespace.as_str(), w.name.as_str()))
+            .unwrap_or_default();
+        if let Some(f) = statefulset_finding(w, &claims, &claims_by_key) {
+            findings.push(f);
+        }
+    }
+    for pv in &volumes {
+        if let Some(state) = &pv.recorded {
+            findings.push(in_progress_finding(pv, state, &claims_by_key));
+        }
+    }
+    for w in workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::Deployment)
+    {
+        if let Some(f) = rollout_deadlock(w, &claims_by_key) {
             findings.push(f);
         }
     }
@@ -123,7 +175,15 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
         scanned: Scanned {
             claims: claims.len(),
             volumes: volumes.len(),
-            deployments: deployments.len(),
+            // A Deployment's ReplicaSets and a CronJob's Jobs are counted as their owner.
+            workloads: workloads
+                .iter()
+                .filter(|w| {
+                    !matches!(w.kind, WorkloadKind::ReplicaSet | WorkloadKind::Job)
+                        || w.owner.is_none()
+                })
+                .count(),
+            pods,
             storage_classes: inventory.storage_classes.len(),
         },
         summary: Summary {
@@ -131,6 +191,7 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
             migration_candidates: count(ScanRule::MigrationCandidate),
             rollout_risks: count(ScanRule::RolloutDeadlock),
             migration_blocked: count(ScanRule::MigrationBlocked),
+            migrations_in_progress: count(ScanRule::MigrationInProgress),
         },
         findings,
         notes,
@@ -178,7 +239,7 @@ fn qualified(r: &ObjectReference) -> String {
 }
 
 fn rollout_deadlock(
-    d: &DeploymentInfo,
+    d: &WorkloadInfo,
     claims: &HashMap<(&str, &str), &ClaimInfo>,
 ) -> Option<Finding> {
     let rwop: Vec<&ClaimInfo> = d
@@ -190,7 +251,7 @@ fn rollout_deadlock(
     if rwop.is_empty() {
         return None;
     }
-    let risk = RolloutRisk::of_workload(&d.workload)?;
+    let risk = RolloutRisk::of_workload(&Workload::of(d))?;
     let names: Vec<String> = rwop.iter().map(|c| format!("\"{}\"", c.name)).collect();
     let detail = format!(
         "mounts ReadWriteOncePod {} {} {}",
@@ -202,7 +263,7 @@ fn rollout_deadlock(
         "apps/v1",
         "Deployment",
         Some(&d.namespace),
-        &d.workload.name,
+        &d.name,
         d.uid.as_ref(),
     );
     Some(Finding {
@@ -221,36 +282,31 @@ enum Outcome {
     Nothing,
 }
 
-/// What `rwop-guard migrate` would answer for `claim`, decided by the same function its
-/// preflight calls ([`judge`]), on the Deployments whose pod template mounts the claim. The
-/// candidate's command carries `--switch-to-recreate` when a Deployment's rollout would surge.
-/// The class is not part of the verdict (migrate needs a CSI volume, not a class); a class that
-/// is not known to support ReadWriteOncePod is said in the detail.
+/// What `migrate`'s preflight and `scan` judge with, for `scan`: it names the command with
+/// `--switch-to-recreate` when a Deployment's rollout would surge.
+const SCAN: Allowances = Allowances {
+    allow_non_csi: false,
+    allow_delete_pods: false,
+    switch_to_recreate: true,
+};
+
+/// What `rwop-guard migrate` would answer for `claim`: `verdict`, from the same function its
+/// preflight calls ([`judge`]) on the same users (every workload and pod that mounts the claim).
+/// The candidate's command carries `--switch-to-recreate` when a Deployment's rollout would
+/// surge. The class is not part of the verdict (migrate needs a CSI volume, not a class); a
+/// class that is not known to support ReadWriteOncePod is said in the detail.
 fn migration_finding(
     policy: &Policy,
     facts: &Facts,
     claim: &ClaimInfo,
-    volumes: &HashMap<&str, &VolumeInfo>,
-    mounted_by: &HashMap<(&str, &str), Vec<&DeploymentInfo>>,
+    pv: Option<&VolumeInfo>,
+    verdict: Verdict,
 ) -> Outcome {
     let volume_name = claim.volume_name.as_deref();
-    let pv = volume_name.and_then(|v| volumes.get(v).copied());
-    let key = (claim.namespace.as_str(), claim.name.as_str());
-    let mut workloads: Vec<Workload> = mounted_by
-        .get(&key)
-        .into_iter()
-        .flatten()
-        .map(|d| d.workload.clone())
-        .collect();
-    workloads.sort_by(|a, b| a.name.cmp(&b.name));
-    let allow = Allowances {
-        allow_non_csi: false,
-        switch_to_recreate: true,
-    };
     let object = claim_ref(claim);
     let target = qualified(&object);
     let related = || pv.map(|pv| vec![volume_ref(pv)]).unwrap_or_default();
-    match judge(claim, pv, &workloads, allow) {
+    match verdict {
         Verdict::AlreadyMigrated => Outcome::Nothing,
         Verdict::Refused(r) if r.blocker == Blocker::Workload => {
             let detail = format!(
@@ -313,5 +369,122 @@ fn migration_finding(
                 related: related(),
             })
         }
+    }
+}
+
+/// The claims of a StatefulSet's `volumeClaimTemplates`, judged as `migrate --statefulset` judges
+/// them: the StatefulSet's own blockers, claims its replicas lack, then each claim's verdict. One
+/// finding on the StatefulSet: a candidate with the `--statefulset` command, or blocked with
+/// `migrate`'s words; none when every claim and the templates are done.
+fn statefulset_finding(
+    w: &WorkloadInfo,
+    claims: &[(&ClaimInfo, Verdict)],
+    existing: &HashMap<(&str, &str), &ClaimInfo>,
+) -> Option<Finding> {
+    let sts = w.statefulset.as_ref()?;
+    if sts.templates.is_empty() {
+        return None;
+    }
+    let (ns, name) = (w.namespace.as_str(), w.name.as_str());
+    let target = MigrationTarget::ReadWriteOncePod;
+    let related: Vec<ObjectReference> = claims.iter().map(|(c, _)| claim_ref(c)).collect();
+    let object = reference("apps/v1", "StatefulSet", Some(ns), name, w.uid.as_ref());
+    let blocked = |message: String| {
+        let detail = format!("{} migrate refuses it: {message}", crate::program_name());
+        Some(Finding {
+            rule: ScanRule::MigrationBlocked,
+            message: format!("StatefulSet \"{ns}/{name}\": {detail}"),
+            object: object.clone(),
+            detail,
+            command: None,
+            related: related.clone(),
+        })
+    };
+    if let Some(why) = statefulset_blocker(ns, name, sts, w.owner.as_ref(), Some(target)) {
+        return blocked(why);
+    }
+    let start = sts.ordinals_start;
+    let mut missing = Vec::new();
+    for ordinal in start..start.saturating_add(w.replicas.max(0)) {
+        for (t, _) in &sts.templates {
+            let claim = format!("{t}-{name}-{ordinal}");
+            if !existing.contains_key(&(ns, claim.as_str())) {
+                missing.push(claim);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return blocked(missing_claims(ns, name, &missing));
+    }
+    let refusals: Vec<String> = claims
+        .iter()
+        .filter_map(|(_, v)| match v {
+            Verdict::Refused(r) => Some(r.message.clone()),
+            _ => None,
+        })
+        .collect();
+    if !refusals.is_empty() {
+        return blocked(claims_refused(ns, name, &refusals));
+    }
+    let done = claims
+        .iter()
+        .all(|(_, v)| matches!(v, Verdict::AlreadyMigrated));
+    if done && sts.templates_are(target.mode()) {
+        return None;
+    }
+    let command = format!(
+        "{} migrate --statefulset {ns}/{name}",
+        crate::program_name()
+    );
+    let names: Vec<&str> = claims.iter().map(|(c, _)| c.name.as_str()).collect();
+    let detail = format!(
+        "its volumeClaimTemplates and claims ({}) are [ReadWriteOnce] on CSI volumes: they move \
+         together, with one scale-down and one scale-up, and the templates become \
+         [ReadWriteOncePod] so new replicas get single-pod claims; run: {command}",
+        names.join(", ")
+    );
+    Some(Finding {
+        rule: ScanRule::MigrationCandidate,
+        message: format!("StatefulSet \"{ns}/{name}\": {detail}"),
+        object,
+        detail,
+        command: Some(command),
+        related,
+    })
+}
+
+/// A migration recorded on `pv` and not finished: where it stands, and how to finish or undo it.
+fn in_progress_finding(
+    pv: &VolumeInfo,
+    state: &MigrationState,
+    claims: &HashMap<(&str, &str), &ClaimInfo>,
+) -> Finding {
+    let (ns, claim) = (state.namespace.as_str(), state.claim.as_str());
+    let uid = claims.get(&(ns, claim)).and_then(|c| c.uid.as_ref());
+    let object = reference("v1", "PersistentVolumeClaim", Some(ns), claim, uid);
+    let total = state.steps().len();
+    let resume = resume_command(state);
+    let (what, undo) = if state.is_rollback() {
+        ("a rollback to [ReadWriteOnce]", String::new())
+    } else {
+        let mut rollback = state.clone();
+        rollback.target = MigrationTarget::ReadWriteOnce;
+        (
+            "a migration to [ReadWriteOncePod]",
+            format!("; to undo it: {}", resume_command(&rollback)),
+        )
+    };
+    let detail = format!(
+        "{what} is under way on PersistentVolume \"{}\" ({} of {total} steps done); to finish \
+         it: {resume}{undo}",
+        pv.name, state.completed
+    );
+    Finding {
+        rule: ScanRule::MigrationInProgress,
+        message: format!("PersistentVolumeClaim \"{ns}/{claim}\": {detail}"),
+        object,
+        detail,
+        command: Some(resume),
+        related: vec![volume_ref(pv)],
     }
 }

@@ -1,24 +1,28 @@
 //! Listing: every page is reduced to what the analysis reads before the next is fetched, so a
 //! scan of a large cluster never holds more than one page of whole objects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::migrate::eligibility::{ClaimInfo, VolumeInfo, Workload};
+use crate::migrate::eligibility::{ClaimInfo, VolumeInfo};
+use crate::migrate::model::workloads::{PodInfo, WorkloadInfo, Workloads};
 use crate::policy::StorageClassFacts;
 
 /// Objects per list request (the page size kubectl uses).
 pub const PAGE_SIZE: u32 = 500;
 
-/// What [`collect`] listed, reduced to what the analysis reads. With a namespace, claims and
-/// Deployments are those of the namespace; PersistentVolumes and StorageClasses are
+/// What [`collect`] listed, reduced to what the analysis reads. With a namespace, claims,
+/// workloads and pods are those of the namespace; PersistentVolumes and StorageClasses are
 /// cluster-scoped and always listed whole.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
@@ -26,7 +30,8 @@ pub struct Inventory {
     pub volumes: Vec<VolumeInfo>,
     /// StorageClass name -> its provisioner.
     pub storage_classes: BTreeMap<String, StorageClassFacts>,
-    pub deployments: Vec<DeploymentInfo>,
+    /// Every workload with a pod template, and every pod.
+    pub workloads: Workloads,
 }
 
 impl Inventory {
@@ -35,13 +40,13 @@ impl Inventory {
         claims: &[PersistentVolumeClaim],
         volumes: &[PersistentVolume],
         storage_classes: &[StorageClass],
-        deployments: &[Deployment],
+        workloads: Workloads,
     ) -> Inventory {
         Inventory {
             claims: claims.iter().map(ClaimInfo::from).collect(),
             volumes: volumes.iter().map(VolumeInfo::from).collect(),
             storage_classes: storage_classes.iter().filter_map(class_facts).collect(),
-            deployments: deployments.iter().map(DeploymentInfo::from).collect(),
+            workloads,
         }
     }
 }
@@ -51,41 +56,6 @@ fn class_facts(sc: &StorageClass) -> Option<(String, StorageClassFacts)> {
         provisioner: sc.provisioner.clone(),
     };
     Some((sc.metadata.name.clone()?, facts))
-}
-
-/// What the analysis reads of a Deployment: its rollout and the claims its pod template mounts.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeploymentInfo {
-    pub namespace: String,
-    pub uid: Option<String>,
-    /// Name, replicas and strategy.
-    pub workload: Workload,
-    /// Claim names the pod template mounts, sorted, without repeats.
-    pub claims: Vec<String>,
-}
-
-impl From<&Deployment> for DeploymentInfo {
-    fn from(d: &Deployment) -> Self {
-        let mut claims: Vec<String> = d
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .and_then(|p| p.volumes.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.persistent_volume_claim.as_ref())
-            .map(|c| c.claim_name.clone())
-            .collect();
-        claims.sort_unstable();
-        claims.dedup();
-        DeploymentInfo {
-            namespace: d.metadata.namespace.clone().unwrap_or_default(),
-            uid: d.metadata.uid.clone(),
-            workload: Workload::from_deployment(d),
-            claims,
-        }
-    }
 }
 
 /// A list request that failed; the scan cannot go on without it.
@@ -120,8 +90,8 @@ fn describe(e: &kube::Error) -> String {
     crate::one_line(&parts.join(": "))
 }
 
-/// Lists claims, volumes, StorageClasses and Deployments, `namespace` limiting the namespaced
-/// ones. `progress` gets one line per page (`listed 1500 persistentvolumeclaims, about 300 more…`)
+/// Lists claims, volumes, StorageClasses, the workloads and the pods, `namespace` limiting the
+/// namespaced ones. `progress` gets one line per page (`listed 1500 persistentvolumeclaims, about 300 more…`)
 /// and one when a resource is done (`listed 1800 persistentvolumeclaims`).
 pub async fn collect(
     client: &Client,
@@ -130,7 +100,6 @@ pub async fn collect(
 ) -> Result<Inventory, ScanError> {
     let p = &mut progress;
     let claims = api(client, namespace);
-    let deployments = api(client, namespace);
     Ok(Inventory {
         claims: list(&claims, "persistentvolumeclaims", p, |c| {
             ClaimInfo::from(&c)
@@ -147,8 +116,73 @@ pub async fn collect(
         .into_iter()
         .flatten()
         .collect(),
-        deployments: list(&deployments, "deployments", p, |d| DeploymentInfo::from(&d)).await?,
+        workloads: collect_workloads(client, namespace, p).await?,
     })
+}
+
+/// Lists every kind of workload that runs pods from a template, and the pods themselves (the
+/// users of claims), `namespace` limiting them; one page of whole objects at a time.
+pub async fn collect_workloads(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Workloads, ScanError> {
+    let p = progress;
+    // Only what can use a claim is kept: a pod that mounts one, a workload whose template mounts
+    // one or that makes claims from templates, and the controllers of those pods (whose
+    // template may not say so: a webhook can add the volume), listed pods first.
+    let pods: Vec<PodInfo> = list(&api::<Pod>(client, namespace), "pods", p, |pod| {
+        let pod = PodInfo::from(&pod);
+        (!pod.claims.is_empty()).then_some(pod)
+    })
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut owners: HashSet<(String, String, String)> = pods
+        .iter()
+        .filter_map(|pod| {
+            let o = pod.owner.as_ref()?;
+            Some((o.kind.clone(), pod.namespace.clone(), o.name.clone()))
+        })
+        .collect();
+    let mut workloads = Vec::new();
+    macro_rules! kind {
+        ($k:ty, $resource:literal) => {{
+            let kept: Vec<WorkloadInfo> = list(&api::<$k>(client, namespace), $resource, p, |o| {
+                let w = WorkloadInfo::from(&o);
+                let templates = w
+                    .statefulset
+                    .as_ref()
+                    .is_some_and(|s| !s.templates.is_empty());
+                let owns = owners.contains(&(
+                    w.kind.as_str().to_owned(),
+                    w.namespace.clone(),
+                    w.name.clone(),
+                ));
+                (!w.claims.is_empty() || templates || owns).then_some(w)
+            })
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+            // A kept ReplicaSet's or Job's own controller is kept too.
+            for w in &kept {
+                if let Some(o) = &w.owner {
+                    owners.insert((o.kind.clone(), w.namespace.clone(), o.name.clone()));
+                }
+            }
+            workloads.extend(kept);
+        }};
+    }
+    kind!(ReplicaSet, "replicasets");
+    kind!(Job, "jobs");
+    kind!(Deployment, "deployments");
+    kind!(CronJob, "cronjobs");
+    kind!(StatefulSet, "statefulsets");
+    kind!(DaemonSet, "daemonsets");
+    kind!(ReplicationController, "replicationcontrollers");
+    Ok(Workloads { workloads, pods })
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

@@ -21,7 +21,7 @@ mod reports;
 
 pub use analyze::analyze;
 pub(crate) use inventory::list_all;
-pub use inventory::{DeploymentInfo, Inventory, PAGE_SIZE, ScanError, collect};
+pub use inventory::{Inventory, PAGE_SIZE, ScanError, collect, collect_workloads};
 pub use output::{render_table, summary_line};
 pub use reports::{
     REPORT_POLICY, Report, ReportFormat, ReportMeta, ReportResult, ReportSummary, ReportTimestamp,
@@ -46,6 +46,10 @@ pub enum ScanRule {
     /// workload (more than one replica, or a rollout that surges and no --switch-to-recreate).
     #[serde(rename = "migration-blocked")]
     MigrationBlocked,
+    /// A migration (or rollback) recorded on a volume and not finished: where it stands and the
+    /// command that finishes it or undoes it.
+    #[serde(rename = "migration-in-progress")]
+    MigrationInProgress,
 }
 
 impl ScanRule {
@@ -55,6 +59,7 @@ impl ScanRule {
             ScanRule::RolloutDeadlock => "rollout-deadlock",
             ScanRule::MigrationCandidate => "migration-candidate",
             ScanRule::MigrationBlocked => "migration-blocked",
+            ScanRule::MigrationInProgress => "migration-in-progress",
         }
     }
 }
@@ -70,13 +75,15 @@ impl fmt::Display for ScanRule {
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub rule: ScanRule,
-    /// The object to change: the PV or claim, or the Deployment for `rollout-deadlock`.
+    /// The object to change: the PV or claim; the Deployment for `rollout-deadlock`; the
+    /// StatefulSet for the claims of its `volumeClaimTemplates`.
     pub object: ObjectReference,
     /// One line: `<Kind> "<namespace>/<name>": <detail>`.
     pub message: String,
     /// What was found and what to do, without naming the object.
     pub detail: String,
-    /// The command that fixes it, when there is one (`rwop-guard migrate NS/NAME`).
+    /// The command that fixes it, when there is one (`rwop-guard migrate NS/NAME`,
+    /// `rwop-guard migrate --statefulset NS/NAME`, the command that resumes a migration).
     pub command: Option<String>,
     /// Other objects involved: the claims a Deployment mounts, the volume of a claim.
     pub related: Vec<ObjectReference>,
@@ -94,7 +101,12 @@ pub struct Passed {
 pub struct Scanned {
     pub claims: usize,
     pub volumes: usize,
-    pub deployments: usize,
+    /// Workloads whose pod template mounts a claim, or that make claims from templates, or
+    /// whose pods mount one (a Deployment's ReplicaSets and a CronJob's Jobs count as their
+    /// owner).
+    pub workloads: usize,
+    /// Pods that mount a claim.
+    pub pods: usize,
     pub storage_classes: usize,
 }
 
@@ -105,6 +117,7 @@ pub struct Summary {
     pub migration_candidates: usize,
     pub rollout_risks: usize,
     pub migration_blocked: usize,
+    pub migrations_in_progress: usize,
 }
 
 /// Why `migrate` would refuse a claim that is no finding (not [ReadWriteOnce], not bound, not
@@ -125,8 +138,8 @@ pub struct ScanReport {
     pub namespace: Option<String>,
     pub scanned: Scanned,
     pub summary: Summary,
-    /// Ordered by rule (V1, rollout-deadlock, migration-candidate, migration-blocked), then
-    /// namespace, kind, name.
+    /// Ordered by rule (V1, rollout-deadlock, migration-candidate, migration-blocked,
+    /// migration-in-progress), then namespace, kind, name.
     pub findings: Vec<Finding>,
     /// Claims `migrate` would refuse that are no finding, with its reason; claims already
     /// [ReadWriteOncePod] on a [ReadWriteOncePod] volume have none.

@@ -6,8 +6,9 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// `1 violation, 2 migration candidates, 0 rollout risks; scanned 9 claims, 6 volumes, 1 deployment in all namespaces`
-/// (`, 1 blocked migration` after the rollout risks when there are any).
+/// `1 violation, 2 migration candidates, 0 rollout risks; scanned 9 claims, 6 volumes, 3 workloads in all namespaces`
+/// (`, 1 blocked migration` and `, 1 migration in progress` after the rollout risks when there
+/// are any). Workloads are those that use claims.
 pub fn summary_line(report: &ScanReport) -> String {
     let s = &report.summary;
     let n = &report.scanned;
@@ -27,8 +28,20 @@ pub fn summary_line(report: &ScanReport) -> String {
     } else {
         String::new()
     };
+    let in_progress = if s.migrations_in_progress > 0 {
+        format!(
+            ", {}",
+            plural(
+                s.migrations_in_progress,
+                "migration in progress",
+                "migrations in progress"
+            )
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{}, {}, {}{blocked}; scanned {}, {}, {} in {scope}",
+        "{}, {}, {}{blocked}{in_progress}; scanned {}, {}, {} in {scope}",
         plural(s.violations, "violation", "violations"),
         plural(
             s.migration_candidates,
@@ -38,7 +51,7 @@ pub fn summary_line(report: &ScanReport) -> String {
         plural(s.rollout_risks, "rollout risk", "rollout risks"),
         plural(n.claims, "claim", "claims"),
         plural(n.volumes, "volume", "volumes"),
-        plural(n.deployments, "deployment", "deployments"),
+        plural(n.workloads, "workload", "workloads"),
     )
 }
 

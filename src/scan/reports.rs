@@ -135,6 +135,7 @@ pub fn reports(report: &ScanReport, timestamp: i64, format: ReportFormat) -> Vec
             ScanRule::RolloutDeadlock => (ResultStatus::Warn, Severity::Medium, false),
             ScanRule::MigrationCandidate => (ResultStatus::Warn, Severity::Low, false),
             ScanRule::MigrationBlocked => (ResultStatus::Warn, Severity::Medium, false),
+            ScanRule::MigrationInProgress => (ResultStatus::Warn, Severity::Medium, false),
         };
         ReportResult {
             policy: REPORT_POLICY,

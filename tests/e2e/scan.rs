@@ -237,7 +237,7 @@ fn expected_rows() -> Vec<(&'static str, &'static str, &'static str)> {
 fn expected_summary(ns: &str) -> String {
     format!(
         "0 violations, 1 migration candidate, 2 rollout risks; scanned 5 claims, 5 volumes, \
-         3 deployments in namespace {ns}"
+         3 workloads in namespace {ns}"
     )
 }
 
@@ -413,8 +413,8 @@ fn json_output(env: &Env) -> anyhow::Result<()> {
     anyhow::ensure!(report["namespace"] == ns, "namespace:\n{text}");
     let scanned = &report["scanned"];
     anyhow::ensure!(
-        scanned["claims"] == 5 && scanned["volumes"] == 5 && scanned["deployments"] == 3,
-        "scanned {scanned}, expected 5 claims, 5 volumes, 3 deployments:\n{text}"
+        scanned["claims"] == 5 && scanned["volumes"] == 5 && scanned["workloads"] == 3,
+        "scanned {scanned}, expected 5 claims, 5 volumes, 3 workloads:\n{text}"
     );
     // StorageClasses are cluster-wide: at least the environment's two.
     anyhow::ensure!(
@@ -423,7 +423,7 @@ fn json_output(env: &Env) -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         report["summary"]
-            == json!({"violations": 0, "migrationCandidates": 1, "rolloutRisks": 2, "migrationBlocked": 0}),
+            == json!({"violations": 0, "migrationCandidates": 1, "rolloutRisks": 2, "migrationBlocked": 0, "migrationsInProgress": 0}),
         "summary:\n{text}"
     );
 
@@ -943,7 +943,7 @@ fn v1_cannot_exist(env: &Env) -> anyhow::Result<()> {
     anyhow::ensure!(out.code == 0, "exit {}: {out:#?}", out.code);
     let want = format!(
         "0 violations, 0 migration candidates, 0 rollout risks; scanned 0 claims, 1 volume, \
-         0 deployments in namespace {ns}\n"
+         0 workloads in namespace {ns}\n"
     );
     anyhow::ensure!(
         out.stdout == want,

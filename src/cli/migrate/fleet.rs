@@ -95,5 +95,11 @@ fn from_scan(path: &std::path::Path, args: &MigrateArgs) -> anyhow::Result<Vec<(
         (text, path.display().to_string())
     };
     let found = fleet::candidates_from_scan(&text, &name, args.namespace.as_deref())?;
+    for (ns, sts) in &found.statefulsets {
+        eprintln!(
+            "StatefulSet {ns}/{sts} is a candidate too: its claims move with its templates, run: {} migrate --statefulset {ns}/{sts}",
+            crate::program_name()
+        );
+    }
     Ok(found.claims)
 }

@@ -5,121 +5,71 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::batch::v1::CronJob;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 
-use super::list::list_all;
 use crate::migrate::model::eligibility::Workload;
 use crate::migrate::model::error::{MigrateError, api_err};
 use crate::migrate::model::rollout::describe_strategy;
 use crate::migrate::model::state::{Consumer, ConsumerKind, ORIGINAL_STRATEGY_ANNOTATION};
-use crate::migrate::model::templates::{mounts, ordinal_of, template_mounts};
+use crate::migrate::model::users::ClaimUsers;
+use crate::migrate::model::workloads::WorkloadKind;
+use crate::scan::collect_workloads;
 
 pub struct Found {
     pub scalable: Vec<Consumer>,
-    /// The scalable consumers as [`Workload`]s (Deployments with their strategy), for
-    /// the judgement.
+    /// Every user of the claim, as the judgement reads them.
     pub workloads: Vec<Workload>,
     /// Pods with no controller.
     pub bare_pods: Vec<String>,
-    /// Controllers rwop-guard does not scale (DaemonSet, Job, operators…), as `Kind/name`.
-    pub unsupported: Vec<String>,
+    /// CronJobs that use the claim and are not suspended: suspended for the run.
+    pub cronjobs: Vec<String>,
 }
 
-fn controller(refs: Option<&Vec<OwnerReference>>) -> Option<&OwnerReference> {
-    refs?.iter().find(|r| r.controller == Some(true))
-}
-
-/// The pods of `namespace` that mount `claim` and are not finished.
-async fn pods_mounting(
-    client: &Client,
-    namespace: &str,
-    claim: &str,
-) -> Result<Vec<Pod>, MigrateError> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    Ok(list_all(&pods, "pods")
-        .await?
-        .into_iter()
-        .filter(|p| mounts(p, claim))
-        .collect())
-}
-
-/// Finds the controllers of the pods mounting `claim`, and the Deployments whose pod template
-/// mounts it (one scaled to 0 has no pod, and would start one), with their current replica
-/// counts.
+/// Who uses `claim`: every workload of the namespace whose pod template mounts it and the
+/// controllers of the pods that mount it (the judgement's users, found as `scan` finds them),
+/// and of them what a run stops: Deployments, StatefulSets and ReplicaSets at their live replica
+/// counts, bare pods, and CronJobs to suspend.
 pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found, MigrateError> {
-    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let deployments: Vec<Deployment> = list_all(
-        &Api::<Deployment>::namespaced(client.clone(), namespace),
-        "deployments",
-    )
-    .await?;
+    let listed = collect_workloads(client, Some(namespace), &mut |_| {})
+        .await
+        .map_err(|e| MigrateError::Api {
+            what: format!("cannot list {}", e.resource),
+            error: e.error,
+        })?;
+    let users = ClaimUsers::index(&listed, [(namespace, claim)]);
+    let workloads = users.of(namespace, claim).to_vec();
     let mut scalable = BTreeSet::new();
     let mut bare_pods = Vec::new();
-    let mut unsupported = BTreeSet::new();
-    let mut owners = BTreeSet::new();
-    for d in deployments.iter().filter(|d| template_mounts(d, claim)) {
-        if let Some(name) = &d.metadata.name {
-            owners.insert((ConsumerKind::Deployment, name.clone()));
-        }
-    }
-    for pod in pods_mounting(client, namespace, claim).await? {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        match controller(pod.metadata.owner_references.as_ref()) {
-            None => bare_pods.push(name),
-            Some(r) if r.kind == "ReplicaSet" => {
-                let rs = replicasets.get(&r.name).await.map_err(api_err(format!(
-                    "cannot read ReplicaSet {namespace}/{}",
-                    r.name
-                )))?;
-                match controller(rs.metadata.owner_references.as_ref()) {
-                    Some(d) if d.kind == "Deployment" => {
-                        owners.insert((ConsumerKind::Deployment, d.name.clone()));
-                    }
-                    Some(other) => {
-                        unsupported.insert(format!("{}/{}", other.kind, other.name));
-                    }
-                    None => {
-                        owners.insert((ConsumerKind::ReplicaSet, r.name.clone()));
-                    }
+    let mut cronjobs = Vec::new();
+    for w in &workloads {
+        let kind = match w.kind {
+            WorkloadKind::Deployment => ConsumerKind::Deployment,
+            WorkloadKind::StatefulSet => ConsumerKind::StatefulSet,
+            WorkloadKind::ReplicaSet => ConsumerKind::ReplicaSet,
+            WorkloadKind::Pod => {
+                bare_pods.push(w.name.clone());
+                continue;
+            }
+            WorkloadKind::CronJob => {
+                let suspended = listed
+                    .workloads
+                    .iter()
+                    .any(|l| l.kind == WorkloadKind::CronJob && l.name == w.name && l.suspended);
+                if !suspended {
+                    cronjobs.push(w.name.clone());
                 }
+                continue;
             }
-            Some(r) if r.kind == "StatefulSet" => {
-                owners.insert((ConsumerKind::StatefulSet, r.name.clone()));
-            }
-            Some(r) => {
-                unsupported.insert(format!("{}/{}", r.kind, r.name));
-            }
-        }
-    }
-    let mut workloads = Vec::new();
-    for (kind, name) in owners {
-        let replicas = get_replicas(client, namespace, kind, &name).await?;
-        // A claim of a StatefulSet's volumeClaimTemplates is mounted by one of its pods only.
-        let mut per_pod = false;
-        if kind == ConsumerKind::StatefulSet {
-            let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-            let sts = api.get_opt(&name).await.map_err(api_err(format!(
-                "cannot read StatefulSet {namespace}/{name}"
-            )))?;
-            per_pod = sts.is_some_and(|s| ordinal_of(&s, claim).is_some());
-        }
-        let strategy = deployments
-            .iter()
-            .filter(|_| kind == ConsumerKind::Deployment)
-            .find(|d| d.metadata.name.as_deref() == Some(name.as_str()))
-            .and_then(|d| d.spec.strategy.clone());
-        workloads.push(Workload {
-            kind,
-            name: name.clone(),
-            replicas: if per_pod { 1 } else { replicas },
-            strategy,
-        });
+            // Jobs run to their end (the scale-down waits for their pods); the judgement
+            // refuses the others.
+            _ => continue,
+        };
+        let replicas = get_replicas(client, namespace, kind, &w.name).await?;
         scalable.insert(Consumer {
             kind,
-            name,
+            name: w.name.clone(),
             replicas,
         });
     }
@@ -127,7 +77,7 @@ pub async fn find(client: &Client, namespace: &str, claim: &str) -> Result<Found
         scalable: scalable.into_iter().collect(),
         workloads,
         bare_pods,
-        unsupported: unsupported.into_iter().collect(),
+        cronjobs,
     })
 }
 
@@ -285,4 +235,31 @@ pub async fn recorded_strategy(
         let strategy = serde_json::from_str(text).ok();
         describe_strategy(strategy.as_ref())
     }))
+}
+
+/// Sets CronJob `name`'s `spec.suspend` (a merge patch). Returns whether it changed anything.
+pub async fn suspend_cronjob(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    suspend: bool,
+) -> Result<bool, MigrateError> {
+    let api: Api<CronJob> = Api::namespaced(client.clone(), namespace);
+    let Some(c) = api
+        .get_opt(name)
+        .await
+        .map_err(api_err(format!("cannot read CronJob {namespace}/{name}")))?
+    else {
+        return Ok(false);
+    };
+    if c.spec.suspend.unwrap_or(false) == suspend {
+        return Ok(false);
+    }
+    let patch = Patch::Merge(serde_json::json!({ "spec": { "suspend": suspend } }));
+    api.patch(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(api_err(format!(
+            "cannot set spec.suspend: {suspend} on CronJob {namespace}/{name}"
+        )))?;
+    Ok(true)
 }

@@ -22,6 +22,9 @@ impl Ctx<'_> {
         for consumer in &state.consumers {
             consumers::scale(client, &state.namespace, consumer, 0).await?;
         }
+        for cronjob in &state.cronjobs {
+            consumers::suspend_cronjob(client, &state.namespace, cronjob, true).await?;
+        }
         let pods: Api<Pod> = Api::namespaced(client.clone(), &state.namespace);
         for pod in &state.deleted_pods {
             match pods.delete(pod, &DeleteParams::default()).await {
@@ -55,6 +58,9 @@ impl Ctx<'_> {
         }
         for consumer in &state.consumers {
             any |= consumers::scale(client, &state.namespace, consumer, consumer.replicas).await?;
+        }
+        for cronjob in &state.cronjobs {
+            any |= consumers::suspend_cronjob(client, &state.namespace, cronjob, false).await?;
         }
         Ok((!any).then(|| "consumers already at their replica counts".to_owned()))
     }

@@ -66,6 +66,9 @@ pub struct ScanCandidates {
     pub scanned_namespace: Option<String>,
     /// (namespace, claim), in the scan's order.
     pub claims: Vec<(String, String)>,
+    /// (namespace, name) of the StatefulSets the scan names as candidates: their claims move
+    /// with `migrate --statefulset`, not in a fleet.
+    pub statefulsets: Vec<(String, String)>,
 }
 
 /// Why a `--from-scan` file cannot be used.
@@ -119,29 +122,33 @@ pub fn candidates_from_scan(
     }
     let mut seen = BTreeSet::new();
     let mut claims = Vec::new();
+    let mut statefulsets = Vec::new();
     for (i, f) in scan.findings.into_iter().enumerate() {
         if f.rule != ScanRule::MigrationCandidate.as_str() {
             continue;
         }
-        let (Some("PersistentVolumeClaim"), Some(ns), Some(name)) = (
+        let (Some(kind @ ("PersistentVolumeClaim" | "StatefulSet")), Some(ns), Some(name)) = (
             f.object.kind.as_deref(),
             f.object.namespace.filter(|n| !n.is_empty()),
             f.object.name.filter(|n| !n.is_empty()),
         ) else {
             return Err(not_scan(format!(
-                "findings[{i}] is a migration candidate but not a PersistentVolumeClaim with namespace and name"
+                "findings[{i}] is a migration candidate but not a PersistentVolumeClaim or StatefulSet with namespace and name"
             )));
         };
         if namespace.is_some_and(|wanted| wanted != ns) {
             continue;
         }
-        if seen.insert((ns.clone(), name.clone())) {
+        if kind == "StatefulSet" {
+            statefulsets.push((ns, name));
+        } else if seen.insert((ns.clone(), name.clone())) {
             claims.push((ns, name));
         }
     }
     Ok(ScanCandidates {
         scanned_namespace: scan.namespace,
         claims,
+        statefulsets,
     })
 }
 

@@ -20,6 +20,7 @@ use crate::migrate::access::list::list_all;
 use crate::migrate::access::statefulsets::read_record;
 pub use crate::migrate::access::statefulsets::template_warning;
 use crate::migrate::lockstep;
+use crate::migrate::model::eligibility::{claims_refused, missing_claims, statefulset_blocker};
 use crate::migrate::model::error::{MigrateError, api_err};
 use crate::migrate::model::history;
 use crate::migrate::model::plan::{
@@ -31,6 +32,7 @@ use crate::migrate::model::state::{Consumer, ConsumerKind, MigrationState, new_s
 use crate::migrate::model::steps::BOUND;
 use crate::migrate::model::templates::template_names;
 pub use crate::migrate::model::templates::{ordinal_of, templates_are};
+use crate::migrate::model::workloads::WorkloadInfo;
 use crate::migrate::planner::{in_place, prepare};
 use crate::policy::{AccessMode, HasAccessModes, MigrationTarget};
 
@@ -97,7 +99,6 @@ pub async fn plan(
         }
     };
     let sts = record.decode()?;
-    let spec = &sts.spec;
     if template_names(&sts).is_empty() {
         return Err(refused(
             namespace,
@@ -105,42 +106,13 @@ pub async fn plan(
             "has no volumeClaimTemplates; migrate its claims one by one",
         ));
     }
-    if recorded.is_empty() {
-        if let Some(owner) = sts
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|r| r.controller == Some(true))
-        {
-            return Err(refused(
-                namespace,
-                name,
-                format!(
-                    "is managed by {} {}, which would fight a recreated StatefulSet; migrate through its operator",
-                    owner.kind, owner.name
-                ),
-            ));
-        }
-        let when_scaled = spec
-            .persistent_volume_claim_retention_policy
-            .as_ref()
-            .and_then(|p| p.when_scaled.as_deref());
-        if when_scaled == Some("Delete") {
-            return Err(refused(
-                namespace,
-                name,
-                "has persistentVolumeClaimRetentionPolicy.whenScaled: Delete, so scaling it to 0 would delete its claims; set it to Retain first",
-            ));
-        }
-        let source = target.source();
-        if !templates_are(&sts, source) && !templates_are(&sts, target.mode()) {
-            return Err(refused(
-                namespace,
-                name,
-                format!("its volumeClaimTemplates are not all [{source}]"),
-            ));
-        }
+    if recorded.is_empty()
+        && let info = WorkloadInfo::from(&sts)
+        && let Some(facts) = &info.statefulset
+        && let Some(why) =
+            statefulset_blocker(namespace, name, facts, info.owner.as_ref(), Some(target))
+    {
+        return Err(MigrateError::Refused(why));
     }
     // The replicas to restore: recorded by a run under way (the StatefulSet is at 0 or gone),
     // else the live count.
@@ -229,11 +201,9 @@ pub async fn plan(
         }
     }
     if !refusals.is_empty() {
-        return Err(refused(
-            namespace,
-            name,
-            format!("cannot be migrated: {}", refusals.join("; ")),
-        ));
+        return Err(MigrateError::Refused(claims_refused(
+            namespace, name, &refusals,
+        )));
     }
     let template_done = live
         .as_ref()
@@ -311,6 +281,7 @@ async fn claim_only_state(
         consumers,
         Vec::new(),
         Vec::new(),
+        Vec::new(),
     );
     state.statefulset = Some(record.clone());
     let volume = located.volume.metadata.name.clone().unwrap_or_default();
@@ -359,14 +330,9 @@ async fn claims_of(
         }
     }
     if !missing.is_empty() {
-        return Err(refused(
-            namespace,
-            name,
-            format!(
-                "claims {} of its replicas do not exist; only Bound claims can be migrated",
-                missing.join(", ")
-            ),
-        ));
+        return Err(MigrateError::Refused(missing_claims(
+            namespace, name, &missing,
+        )));
     }
     Ok(claims.into_iter().map(|(_, c)| c).collect())
 }

@@ -11,13 +11,16 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 pub use super::facts::{ClaimInfo, VolumeInfo, Workload};
 pub use super::rollout::{RolloutRisk, describe_strategy};
 pub use super::state::StrategySwitch;
-use crate::policy::{AccessMode, HasAccessModes};
+use super::workloads::{Owner, StatefulSetInfo, WorkloadKind};
+use crate::policy::{AccessMode, HasAccessModes, MigrationTarget};
 
 /// What the user allowed on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Allowances {
     /// `--allow-non-csi`.
     pub allow_non_csi: bool,
+    /// `--allow-delete-pods`: pods without a controller are deleted (not recreated).
+    pub allow_delete_pods: bool,
     /// `--switch-to-recreate`: a Deployment whose rollout would surge is switched to `Recreate`.
     pub switch_to_recreate: bool,
 }
@@ -31,6 +34,9 @@ pub enum Verdict {
         warnings: Vec<String>,
         /// Deployments to switch to `Recreate` first.
         switches: Vec<StrategySwitch>,
+        /// The StatefulSet whose `volumeClaimTemplates` make the claim: `scan` reports its
+        /// claims as one candidate, `migrate --statefulset` moves them with its templates.
+        statefulset: Option<String>,
     },
     /// Claim and volume are already [ReadWriteOncePod], bound to each other.
     AlreadyMigrated,
@@ -136,18 +142,26 @@ pub fn judge(
         }
         warnings.push(msg);
     }
+    let users = match judge_users(&target, workloads, allow, &mut warnings) {
+        Ok(users) => users,
+        Err(message) => return refused(Blocker::Workload, message),
+    };
     let mut switches = Vec::new();
-    for w in workloads {
+    for w in &users {
         let Some(risk) = RolloutRisk::of_workload(w) else {
             continue;
         };
-        let what = format!("{:?} {}", w.kind, w.name);
+        let what = w.describe();
         if risk.replicas > 1 {
+            let (many, pods) = match w.kind {
+                WorkloadKind::Job | WorkloadKind::CronJob => ("parallelism", "pods"),
+                _ => ("replicas", "replicas"),
+            };
             return refused(
                 Blocker::Workload,
                 format!(
-                    "claim {target} is used by {what} with {} replicas: only one pod can use a \
-                     ReadWriteOncePod claim, so the other replicas would stay Pending; scale it \
+                    "claim {target} is used by {what} with {} {many}: only one pod can use a \
+                     ReadWriteOncePod claim, so the other {pods} would stay Pending; scale it \
                      to 1 replica first (or use a StatefulSet with volumeClaimTemplates, one \
                      claim per pod)",
                     risk.replicas
@@ -173,7 +187,171 @@ pub fn judge(
             });
         }
     }
-    Verdict::Accepted { warnings, switches }
+    let statefulset = users
+        .iter()
+        .find(|w| w.claim_template.is_some())
+        .map(|w| w.name.clone());
+    Verdict::Accepted {
+        warnings,
+        switches,
+        statefulset,
+    }
+}
+
+/// The users that decide a claim's fate: who would stay Pending with a single-pod claim, and
+/// who rwop-guard cannot stop for the swap. Bare pods are deleted with `--allow-delete-pods`
+/// (and are no users after), else they refuse the claim. Returns the users that stay, or the
+/// refusal.
+fn judge_users<'w>(
+    target: &str,
+    users: &'w [Workload],
+    allow: Allowances,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'w Workload>, String> {
+    for w in users {
+        if w.kind == WorkloadKind::DaemonSet {
+            return Err(format!(
+                "claim {target} is mounted by {}/{}: ReadWriteOncePod lets one pod in the \
+                 whole cluster use it, so the DaemonSet's pods on every other node would stay \
+                 Pending; keep it ReadWriteOnce (or give each node a claim of its own)",
+                w.kind, w.name
+            ));
+        }
+    }
+    let users = stoppable(target, users, allow, warnings)?;
+    if users.len() > 1 {
+        return Err(shared(target, &users));
+    }
+    for w in &users {
+        if let Some(sts) = &w.claim_template
+            && let Some(why) = statefulset_blocker(
+                target.split_once('/').map_or("", |(ns, _)| ns),
+                &w.name,
+                sts,
+                w.managed_by.as_ref(),
+                None,
+            )
+        {
+            return Err(why);
+        }
+        if let Some(owner) = &w.managed_by
+            && w.claim_template.is_none()
+        {
+            return Err(format!(
+                "claim {target} is used by {}, which is managed by {owner}: it would undo the \
+                 scale-down; migrate through its operator",
+                w.describe()
+            ));
+        }
+        if w.kind == WorkloadKind::CronJob && w.overlapping_runs {
+            warnings.push(format!(
+                "runs of CronJob {} can overlap (concurrencyPolicy: Allow, the default): with \
+                 ReadWriteOncePod a run that starts while the previous one still runs stays \
+                 Pending until it ends; set concurrencyPolicy: Forbid",
+                w.name
+            ));
+        }
+    }
+    Ok(users)
+}
+
+/// The users a run can stop for the swap (bare pods are deleted with `--allow-delete-pods`, and
+/// are no users after): in both directions, every other kind is one rwop-guard cannot scale.
+pub fn stoppable<'w>(
+    target: &str,
+    users: &'w [Workload],
+    allow: Allowances,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<&'w Workload>, String> {
+    let bare: Vec<&str> = users
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::Pod)
+        .map(|w| w.name.as_str())
+        .collect();
+    if !bare.is_empty() {
+        let list = bare.join(", ");
+        if !allow.allow_delete_pods {
+            return Err(format!(
+                "claim {target} is mounted by pods without a controller ({list}); they would have \
+                 to be deleted and are not recreated (pass --allow-delete-pods to do so)"
+            ));
+        }
+        warnings.push(format!(
+            "pods {list} have no controller: they will be deleted and not recreated"
+        ));
+    }
+    let users: Vec<&Workload> = users
+        .iter()
+        .filter(|w| w.kind != WorkloadKind::Pod)
+        .collect();
+    let cannot: Vec<String> = users
+        .iter()
+        .filter(|w| {
+            matches!(
+                w.kind,
+                WorkloadKind::Other(_)
+                    | WorkloadKind::ReplicationController
+                    | WorkloadKind::DaemonSet
+            )
+        })
+        .map(|w| format!("{}/{}", w.kind, w.name))
+        .collect();
+    if !cannot.is_empty() {
+        return Err(format!(
+            "claim {target} is used by {}, which rwop-guard cannot scale; scale them down \
+             yourself (or migrate through their operator) and run again",
+            cannot.join(", ")
+        ));
+    }
+    Ok(users)
+}
+
+/// Two or more workloads mount the claim: with ReadWriteOncePod all but one stay Pending.
+fn shared(target: &str, users: &[&Workload]) -> String {
+    let names: Vec<String> = users.iter().map(|w| w.describe()).collect();
+    let batch = users
+        .iter()
+        .any(|w| matches!(w.kind, WorkloadKind::Job | WorkloadKind::CronJob));
+    let advice = if batch {
+        "run the job's work inside the other workload's pod (a sidecar, or kubectl exec from a \
+         CronJob), or keep ReadWriteOnce"
+    } else {
+        "run them in one pod, or keep ReadWriteOnce"
+    };
+    format!(
+        "claim {target} is used by {}: ReadWriteOncePod lets one pod in the whole cluster use it, \
+         so whichever starts second would stay Pending while the other runs; {advice}",
+        names.join(" and ")
+    )
+}
+
+/// What stands in the way of migrating the claims of StatefulSet `namespace/name`, in the order
+/// `migrate --statefulset` checks it (the same words for a single claim of it). `group`: the
+/// target of a `--statefulset` run, which also needs templates to recreate, all `[source]`.
+pub fn statefulset_blocker(
+    namespace: &str,
+    name: &str,
+    sts: &StatefulSetInfo,
+    managed_by: Option<&Owner>,
+    group: Option<MigrationTarget>,
+) -> Option<String> {
+    let why = if group.is_some() && sts.templates.is_empty() {
+        "has no volumeClaimTemplates; migrate its claims one by one".to_owned()
+    } else if let Some(owner) = managed_by {
+        format!(
+            "is managed by {owner}, which would fight a recreated StatefulSet; migrate through its operator"
+        )
+    } else if sts.when_scaled_delete {
+        "has persistentVolumeClaimRetentionPolicy.whenScaled: Delete, so scaling it to 0 would delete its claims; set it to Retain first".to_owned()
+    } else {
+        let target = group?;
+        let source = target.source();
+        if sts.templates_are(source) || sts.templates_are(target.mode()) {
+            return None;
+        }
+        format!("its volumeClaimTemplates are not all [{source}]")
+    };
+    Some(format!("StatefulSet {namespace}/{name}: {why}"))
 }
 
 /// Why a claim has no volume to migrate: `spec.volumeName` empty, or naming a missing volume.
@@ -227,4 +405,21 @@ pub fn judge_rollback(
         ));
     }
     Ok(())
+}
+
+/// Claims of the replicas of StatefulSet `namespace/name` that do not exist.
+pub fn missing_claims(namespace: &str, name: &str, missing: &[String]) -> String {
+    format!(
+        "StatefulSet {namespace}/{name}: claims {} of its replicas do not exist; only Bound claims \
+         can be migrated",
+        missing.join(", ")
+    )
+}
+
+/// Claims of StatefulSet `namespace/name` that `migrate` refuses, each with its reason.
+pub fn claims_refused(namespace: &str, name: &str, refusals: &[String]) -> String {
+    format!(
+        "StatefulSet {namespace}/{name}: cannot be migrated: {}",
+        refusals.join("; ")
+    )
 }

@@ -5,30 +5,64 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
-use super::state::ConsumerKind;
+use super::state::MigrationState;
+use super::workloads::{Owner, StatefulSetInfo, WorkloadInfo, WorkloadKind};
 use crate::policy::{AccessModes, HasAccessModes};
 
-/// A workload that uses the claim: a controller of a pod that mounts it, or a Deployment whose
-/// pod template mounts it (a Deployment scaled to 0 still rolls once scaled up).
+/// One user of a claim as the judgement sees it: a workload whose pod template mounts it (one
+/// scaled to 0 still starts pods once scaled up), or the controller of a live pod that mounts it,
+/// or a bare pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
-    pub kind: ConsumerKind,
+    pub kind: WorkloadKind,
     pub name: String,
-    /// `spec.replicas` (the API server defaults it to 1); 1 for a StatefulSet whose
-    /// `volumeClaimTemplates` make the claim (one claim per pod).
+    /// Pods at once (`spec.replicas`, a Job's `parallelism`); 1 for a bare pod and for a
+    /// StatefulSet whose `volumeClaimTemplates` make the claim (one claim per pod).
     pub replicas: i32,
     /// Deployments only: `spec.strategy` as stored.
     pub strategy: Option<DeploymentStrategy>,
+    /// A StatefulSet whose `volumeClaimTemplates` make the claim: its templates and policies.
+    pub claim_template: Option<StatefulSetInfo>,
+    /// CronJobs: runs may overlap (`concurrencyPolicy: Allow`, the default).
+    pub overlapping_runs: bool,
+    /// The workload's own controller: an operator that would undo a scale-down.
+    pub managed_by: Option<Owner>,
 }
 
 impl Workload {
     pub fn from_deployment(d: &Deployment) -> Workload {
+        Workload::of(&WorkloadInfo::from(d))
+    }
+
+    /// The user a listed workload is (its own controller is `managed_by`).
+    pub fn of(w: &WorkloadInfo) -> Workload {
         Workload {
-            kind: ConsumerKind::Deployment,
-            name: d.metadata.name.clone().unwrap_or_default(),
-            replicas: d.spec.replicas.unwrap_or(1),
-            strategy: d.spec.strategy.clone(),
+            kind: w.kind.clone(),
+            name: w.name.clone(),
+            replicas: w.replicas,
+            strategy: w.strategy.clone(),
+            claim_template: None,
+            overlapping_runs: w.overlapping_runs,
+            managed_by: w.owner.clone(),
         }
+    }
+
+    /// A user known only by kind and name (a pod's controller that was not listed, a bare pod).
+    pub fn named(kind: WorkloadKind, name: &str) -> Workload {
+        Workload {
+            kind,
+            name: name.to_owned(),
+            replicas: 1,
+            strategy: None,
+            claim_template: None,
+            overlapping_runs: false,
+            managed_by: None,
+        }
+    }
+
+    /// `Deployment web`, `Pod debug`, `PostgresCluster main`.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind, self.name)
     }
 }
 
@@ -77,6 +111,8 @@ pub struct VolumeInfo {
     /// `spec.claimRef`: namespace and uid of the claim it is bound (or reserved) to.
     pub claim_namespace: Option<String>,
     pub claim_uid: Option<String>,
+    /// A migration or rollback under way: the state recorded on the volume.
+    pub recorded: Option<Box<MigrationState>>,
 }
 
 impl From<&PersistentVolume> for VolumeInfo {
@@ -90,6 +126,8 @@ impl From<&PersistentVolume> for VolumeInfo {
             csi_driver: spec.and_then(|s| s.csi.as_ref()).map(|c| c.driver.clone()),
             claim_namespace: claim_ref.and_then(|r| r.namespace.clone()),
             claim_uid: claim_ref.and_then(|r| r.uid.clone()),
+            // An unreadable state is `migrate`'s to report (it refuses the volume).
+            recorded: MigrationState::read(pv).ok().flatten().map(Box::new),
         }
     }
 }

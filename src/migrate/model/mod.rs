@@ -10,3 +10,5 @@ pub mod rollout;
 pub mod state;
 pub mod steps;
 pub mod templates;
+pub mod users;
+pub mod workloads;

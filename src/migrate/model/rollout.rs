@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::facts::Workload;
-use super::state::ConsumerKind;
+use super::workloads::WorkloadKind;
 
 /// Why a workload cannot run its pods with a single-pod volume: too many replicas, a rolling
 /// update that starts new pods before old ones stop, or both.
@@ -22,12 +22,16 @@ impl RolloutRisk {
         Self::of_workload(&Workload::from_deployment(d))
     }
 
-    /// StatefulSets replace a pod only after the old one is gone, and ReplicaSets do not roll:
-    /// for them only the replica count matters.
+    /// StatefulSets replace a pod only after the old one is gone, and the other kinds do not
+    /// roll: for them only the number of pods at once matters (a Job's parallelism). A
+    /// StatefulSet's claim from its `volumeClaimTemplates` is one pod's.
     pub fn of_workload(w: &Workload) -> Option<RolloutRisk> {
+        if w.claim_template.is_some() {
+            return None;
+        }
         let surge = match w.kind {
-            ConsumerKind::Deployment => surge_of(w.strategy.as_ref(), w.replicas),
-            ConsumerKind::StatefulSet | ConsumerKind::ReplicaSet => None,
+            WorkloadKind::Deployment => surge_of(w.strategy.as_ref(), w.replicas),
+            _ => None,
         };
         (w.replicas > 1 || surge.is_some()).then_some(RolloutRisk {
             replicas: w.replicas,

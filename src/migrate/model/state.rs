@@ -35,6 +35,10 @@ pub struct MigrationState {
     /// rolling back, those whose recorded strategy is restored before the scale-up.
     #[serde(default)]
     pub switches: Vec<StrategySwitch>,
+    /// CronJobs using the claim, suspended (`spec.suspend: true`) for the run and resumed at
+    /// its end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cronjobs: Vec<String>,
     /// Migrated with its StatefulSet (`migrate --statefulset`): the StatefulSet to recreate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statefulset: Option<StatefulSetRecord>,
@@ -122,6 +126,7 @@ pub fn new_state(
     target: MigrationTarget,
     consumers: Vec<Consumer>,
     deleted_pods: Vec<String>,
+    cronjobs: Vec<String>,
     switches: Vec<StrategySwitch>,
 ) -> MigrationState {
     MigrationState {
@@ -137,6 +142,7 @@ pub fn new_state(
         claim_manifest: sanitized_claim(pvc),
         consumers,
         deleted_pods,
+        cronjobs,
         switches,
         statefulset: None,
         completed: 0,

@@ -135,6 +135,12 @@ impl Step {
                         .iter()
                         .map(|p| format!("delete bare Pod {p}")),
                 );
+                what.extend(
+                    state
+                        .cronjobs
+                        .iter()
+                        .map(|c| format!("suspend CronJob {c}")),
+                );
                 if what.is_empty() {
                     what.push("no consumers found".to_owned());
                 }
@@ -179,11 +185,12 @@ impl Step {
                 format!("wait until PersistentVolumeClaim {claim} is Bound to {volume}")
             }
             Step::ScaleUp => {
-                let what: Vec<String> = state
+                let mut what: Vec<String> = state
                     .consumers
                     .iter()
                     .map(|c| format!("{c} replicas 0 -> {}", c.replicas))
                     .collect();
+                what.extend(state.cronjobs.iter().map(|c| format!("resume CronJob {c}")));
                 let restore = if what.is_empty() {
                     "restore consumers (none recorded)".to_owned()
                 } else {
@@ -323,10 +330,11 @@ pub fn statuses(
                         c.access_modes().is_only(target) && c.metadata.deletion_timestamp.is_none()
                     })
                     .map(|_| "the claim exists".to_owned()),
-                Step::ScaleUp => {
-                    (swapped && restored && (!state.is_rollback() || state.switches.is_empty()))
-                        .then(|| "consumers already at their replica counts".to_owned())
-                }
+                Step::ScaleUp => (swapped
+                    && restored
+                    && state.cronjobs.is_empty()
+                    && (!state.is_rollback() || state.switches.is_empty()))
+                .then(|| "consumers already at their replica counts".to_owned()),
                 Step::RestoreReclaimPolicy => (swapped
                     && policy == Some(state.reclaim_policy.as_str()))
                 .then(|| format!("reclaim policy is already {}", state.reclaim_policy)),
