@@ -9,7 +9,8 @@
 //! 1. through the webhook alone: `rwop-guard serve --no-cluster` with the policy, registered with
 //!    the chart's webhook configurations;
 //! 2. through both engines at once (the webhook and the in-tree objects);
-//! 3. through the in-tree objects alone (`rwop-guard policy export` of the same policy file).
+//! 3. through the in-tree objects alone (the chart's, `engine.mode=inTree`, which are checked to
+//!    be what `rwop-guard policy export` prints for the same policy file).
 //!
 //! Phases 1 and 3 must agree on the decision (exit code, error class, message after kubectl's
 //! prefix), the resulting object (spec, labels, annotations), the validation warnings (after
@@ -62,6 +63,8 @@ const MUTATED_FROM: &str = "rwop-guard.dev/mutated-from";
 const MIGRATED_FROM: &str = "rwop-guard.dev/migrated-from";
 const MIGRATION: &str = "rwop-guard.dev/migration";
 const OPT_OUT: &str = "rwop-guard.dev/mutate";
+/// The chart's full name for the release the cases render ("diff"): the in-tree objects' prefix.
+const PREFIX: &str = "diff-rwop-guard";
 /// Classes the policies list, and one they do not.
 const LISTED: [&str; 2] = ["diff-fast", "diff-fast-b"];
 const UNLISTED: &str = "diff-slow";
@@ -213,12 +216,45 @@ fn run_policy(env: &Env, spec: &Spec) -> anyhow::Result<()> {
     let dir = env.dir.join(format!("intree-{p}"));
     std::fs::create_dir_all(&dir)?;
 
-    // The policy as the chart's values, and the file the chart gives the pods.
+    // The policy as the chart's values: the webhook engine's configurations and the file the
+    // chart gives the pods; the in-tree engine's objects, which must be what `policy export`
+    // prints for that file (tests/intree.rs proves it for more values, without a cluster).
     let values = dir.join("values.json");
     std::fs::write(&values, json!({"policy": (spec.policy)(p)}).to_string())?;
-    let chart = Chart::render_with("diff", &env.tls.ca_file, &[&values], &[])?;
+    let chart = Chart::render_with(
+        "diff",
+        &env.tls.ca_file,
+        &[&values],
+        &["engine.mode=webhook"],
+    )?;
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, chart.policy_yaml()?)?;
+    let in_tree_chart = Chart::render_with(
+        "diff",
+        &env.tls.ca_file,
+        &[&values],
+        &[
+            "engine.mode=inTree",
+            "engine.mutatingAdmissionPolicy=v1beta1",
+        ],
+    )?;
+    let mut intree: Vec<Value> = in_tree_chart
+        .documents
+        .iter()
+        .filter(|d| {
+            d["kind"].as_str().is_some_and(|k| {
+                k.ends_with("AdmissionPolicy") || k.ends_with("AdmissionPolicyBinding")
+            })
+        })
+        .cloned()
+        .collect();
+    anyhow::ensure!(
+        !in_tree_chart
+            .documents
+            .iter()
+            .any(|d| d["kind"] == "Deployment"),
+        "engine.mode=inTree rendered a Deployment"
+    );
     let exported = env
         .rwop(
             &[
@@ -226,19 +262,36 @@ fn run_policy(env: &Env, spec: &Spec) -> anyhow::Result<()> {
                 "export",
                 "--config",
                 &policy.display().to_string(),
+                "--prefix",
+                PREFIX,
                 "-o",
                 "json",
             ],
             "",
         )
         .success()?;
-    let intree: Vec<Value> = serde_json::from_str::<Value>(&exported.stdout)?["items"]
+    let mut exported: Vec<Value> = serde_json::from_str::<Value>(&exported.stdout)?["items"]
         .as_array()
         .cloned()
         .context("policy export printed no List")?;
+    let key = |o: &Value| (o["kind"].to_string(), o["metadata"]["name"].to_string());
+    intree.sort_by_key(key);
+    exported.sort_by_key(key);
+    let unlabelled: Vec<Value> = intree
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            o["metadata"].as_object_mut().map(|m| m.remove("labels"));
+            o
+        })
+        .collect();
+    anyhow::ensure!(
+        unlabelled == exported,
+        "the chart's in-tree objects are not what policy export prints"
+    );
     let mutates = intree
         .iter()
-        .any(|o| o["metadata"]["name"] == "rwop-guard-mutate");
+        .any(|o| o["metadata"]["name"] == format!("{PREFIX}-mutate"));
 
     // Namespaces and stored objects, created while no engine is installed.
     for ns in ["a", "b", "c", "d"] {
@@ -500,8 +553,8 @@ type Audit = Option<BTreeMap<String, String>>;
 const AUDIT_KEYS: [&str; 4] = ["action", "v2", "rollback", "w1"];
 const AUDIT_PREFIXES: [&str; 3] = [
     "validate.rwop-guard.dev",
-    "rwop-guard-access-modes",
-    "rwop-guard-transition-warnings",
+    "diff-rwop-guard-access-modes",
+    "diff-rwop-guard-transition-warnings",
 ];
 
 /// The audit annotations of each case's dry-run request, from the audit log past `start`.
@@ -708,13 +761,13 @@ impl Probes {
                     .contains(&format!("Warning: PersistentVolume \"{p}-probe-v2\"")),
             v2_policy: v2
                 .stderr
-                .contains("ValidatingAdmissionPolicy 'rwop-guard-access-modes'"),
+                .contains("ValidatingAdmissionPolicy 'diff-rwop-guard-access-modes'"),
             w1_webhook: w1
                 .stderr
                 .contains(&format!("Warning: PersistentVolume \"{p}-probe-w1\"")),
             w1_policy: w1
                 .stderr
-                .contains("ValidatingAdmissionPolicy 'rwop-guard-transition-warnings'"),
+                .contains("ValidatingAdmissionPolicy 'diff-rwop-guard-transition-warnings'"),
             mutated: rwop(&m1),
             mutation_warned: m1.stderr.contains("by rwop-guard (storage class"),
             kept: rwop(&keep),
