@@ -344,10 +344,22 @@ fn run_policy(env: &Env, spec: &Spec) -> anyhow::Result<()> {
     probes.wait(env, "the webhook alone", |o| o.webhook_only(mutates))?;
     let (webhook, webhook_audit) = send_all(env, &cases)?;
 
-    // 2. Both engines at once.
+    // 2. Both engines at once, for every fixed case and a quarter of the generated ones (the
+    //    rest would add a minute to the suite and little else).
     env.apply(&intree)?;
     probes.wait(env, "both engines", |o| o.both(mutates))?;
-    let (both, _) = send_all(env, &cases)?;
+    let both_cases: Vec<DiffCase> = cases
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| *i % 4 == 0 || c.what.starts_with("fixed: "))
+        .map(|(_, c)| c.clone())
+        .collect();
+    let (both_outcomes, _) = send_all(env, &both_cases)?;
+    let both: BTreeMap<&str, &Outcome> = both_cases
+        .iter()
+        .map(|c| c.what.as_str())
+        .zip(&both_outcomes)
+        .collect();
 
     // 3. The in-tree objects alone.
     env.kubectl(
@@ -367,14 +379,16 @@ fn run_policy(env: &Env, spec: &Spec) -> anyhow::Result<()> {
 
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let (w, b, t) = (&webhook[i], &both[i], &in_tree[i]);
+        let (w, t) = (&webhook[i], &in_tree[i]);
         if w != t {
             failures.push(format!(
                 "{}: webhook and in-tree differ\n  request: {:?}\n  webhook: {w:?}\n  in-tree: {t:?}",
                 case.what, case.request
             ));
         }
-        if (b.code, &b.error, &b.object) != (w.code, &w.error, &w.object) {
+        if let Some(b) = both.get(case.what.as_str())
+            && (b.code, &b.error, &b.object) != (w.code, &w.error, &w.object)
+        {
             failures.push(format!(
                 "{}: both engines at once differ from the webhook alone\n  webhook: {w:?}\n  both: {b:?}",
                 case.what
@@ -426,7 +440,7 @@ fn send_all(env: &Env, cases: &[DiffCase]) -> anyhow::Result<(Vec<Outcome>, Vec<
     let results: Vec<std::sync::Mutex<Option<anyhow::Result<Outcome>>>> =
         cases.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..6 {
+        for _ in 0..8 {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
