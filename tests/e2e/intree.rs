@@ -351,7 +351,7 @@ fn run_policy(env: &Env, spec: &Spec) -> anyhow::Result<()> {
     let both_cases: Vec<DiffCase> = cases
         .iter()
         .enumerate()
-        .filter(|(i, c)| *i % 4 == 0 || c.what.starts_with("fixed: "))
+        .filter(|(i, c)| i.is_multiple_of(4) || c.what.starts_with("fixed: "))
         .map(|(_, c)| c.clone())
         .collect();
     let (both_outcomes, _) = send_all(env, &both_cases)?;
@@ -826,7 +826,7 @@ fn pick<'a, T>(rng: &mut TestRng, items: &'a [T]) -> &'a T {
 }
 
 fn chance(rng: &mut TestRng, one_in: u64) -> bool {
-    rng.next_u64() % one_in == 0
+    rng.next_u64().is_multiple_of(one_in)
 }
 
 fn claim(name: &str, namespace: &str, modes: &[&str], class: Option<&str>) -> Value {
@@ -962,7 +962,7 @@ fn create_case(p: &str, i: usize, rng: &mut TestRng) -> DiffCase {
         &[RWO, ROX],
         &[RWOP],
     ];
-    let modes: &[&str] = *pick(rng, NEW_SETS);
+    let modes = *pick::<&[&str]>(rng, NEW_SETS);
     let class = *pick(
         rng,
         &[
