@@ -52,7 +52,88 @@ pub fn cases() -> Vec<Case> {
             "intree::chart_default_policy_decides_as_the_webhook",
             |env| differential(env, &DEFAULT),
         ),
+        Case::exclusive(
+            "intree::default_helm_install_puts_no_webhook_on_the_pv_update_path",
+            default_install,
+        ),
     ]
+}
+
+/// `helm install` of the chart with its default values, on an API server that serves
+/// MutatingAdmissionPolicy: every rule in-tree, no Deployment, Service, certificate or webhook
+/// configuration; a volume's access-mode change is decided by the API server itself.
+fn default_install(env: &Env) -> anyhow::Result<()> {
+    let ns = "rwop-install";
+    let _ = env.kubectl(&["create", "namespace", ns]);
+    let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/rwop-guard");
+    let helm = |args: &[&str]| {
+        crate::harness::run_tool(
+            std::process::Command::new(crate::harness::tool("helm", "HELM"))
+                .args(args)
+                .args(["--namespace", ns, "--kubeconfig"])
+                .arg(&env.plane.kubeconfig),
+        )
+    };
+    let install = helm(&["install", "guard", &chart.display().to_string(), "--wait"]).success()?;
+    let result = check_default_install(env, &helm);
+    let uninstall = helm(&["uninstall", "guard", "--wait"]).success();
+    let _ = install;
+    result.and(uninstall.map(|_| ()))?;
+    // Uninstalled: the shared webhook answers again.
+    env.wait_called(&env.serve(), true)
+}
+
+fn check_default_install(env: &Env, helm: &dyn Fn(&[&str]) -> Out) -> anyhow::Result<()> {
+    let manifest = helm(&["get", "manifest", "guard"]).success()?;
+    let kinds: Vec<String> = serde_saphyr::from_multiple::<Value>(&manifest.stdout)?
+        .into_iter()
+        .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    anyhow::ensure!(
+        sorted
+            == [
+                "ConfigMap",
+                "MutatingAdmissionPolicy",
+                "MutatingAdmissionPolicyBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+                "ValidatingAdmissionPolicyBinding",
+            ],
+        "the default install has more than the in-tree objects: {kinds:?}"
+    );
+    // A V2 denial by the release's ValidatingAdmissionPolicy (it runs before the shared
+    // webhook, which is also registered).
+    let name = "rwop-install-pv";
+    let mut pv = crate::harness::csi_volume(name, &[RWX]);
+    pv["spec"]["storageClassName"] = LONE_CLASS.into();
+    env.apply(&[pv])?;
+    let expected = format!(
+        "Error from server (Forbidden): persistentvolumes \"{name}\" is forbidden: \
+         ValidatingAdmissionPolicy 'guard-rwop-guard-access-modes' with binding \
+         'guard-rwop-guard-access-modes' denied request: PersistentVolume \"{name}\": access mode \
+         change [ReadWriteMany] -> [ReadWriteOncePod] is not allowed; only [ReadWriteOnce] -> \
+         [ReadWriteOncePod] is supported \
+         (https://kubernetes.io/docs/tasks/administer-cluster/change-pv-access-mode-readwriteoncepod/)"
+    );
+    wait_until(
+        "the release's policy to deny",
+        Duration::from_secs(30),
+        || {
+            let out = env.kubectl(&[
+                "patch",
+                "pv",
+                name,
+                "--type=merge",
+                "-p",
+                &json!({"spec": {"accessModes": [RWOP]}}).to_string(),
+            ]);
+            Ok((out.stderr.trim_end() == expected).then_some(()))
+        },
+    )?;
+    Ok(())
 }
 
 const RWO: &str = "ReadWriteOnce";
