@@ -11,6 +11,7 @@ pub(crate) mod bounded;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod intree;
 pub(crate) mod logging;
 pub mod manifests;
 pub mod migrate;

@@ -81,6 +81,8 @@ fn try_render(args: &[&str]) -> Result<Vec<Value>, String> {
         .arg(RELEASE)
         .arg(&chart)
         .args(["--namespace", NAMESPACE])
+        // These tests are about the webhook engine; tests/intree.rs renders the others.
+        .args(["--set", "engine.mode=webhook"])
         .args(args)
         .output()
         .expect("failed to run helm");

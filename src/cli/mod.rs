@@ -4,6 +4,7 @@ mod certs;
 mod check;
 mod kube_args;
 mod migrate;
+mod policy;
 mod review;
 mod scan;
 mod serve;
@@ -17,6 +18,7 @@ use certs::CertsArgs;
 use check::CheckArgs;
 use kube_args::KubeArgs;
 use migrate::MigrateArgs;
+use policy::PolicyArgs;
 use review::ReviewArgs;
 use scan::ScanArgs;
 use serve::{LogFormat, ServeArgs, parse_duration};
@@ -126,6 +128,8 @@ enum Command {
     Scan(ScanArgs),
     /// Move a claim's volume from ReadWriteOnce to ReadWriteOncePod, safely and resumably.
     Migrate(MigrateArgs),
+    /// Print the policy as in-tree admission objects (`policy export`).
+    Policy(PolicyArgs),
 }
 
 /// Runs a parsed command line.
@@ -145,6 +149,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate::run(&args, &args.kube),
         Command::Review(args) => review::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Policy(args) => policy::run(&args),
     }
 }
 

@@ -13,6 +13,7 @@ mod admission;
 mod failsafe;
 mod fleet;
 mod harness;
+mod intree;
 mod migrate;
 mod scan;
 mod serve;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         migrate::cases(),
         fleet::cases(),
         serve::cases(),
+        intree::cases(),
     ]
     .into_iter()
     .flatten()

@@ -110,3 +110,80 @@ duplicates do not count, as in rwop-guard's own comparison).
 {{- define "rwop-guard.celModesChange" -}}
 has(object.spec.accessModes) != has(oldObject.spec.accessModes) || (has(object.spec.accessModes) && (!object.spec.accessModes.all(m, m in oldObject.spec.accessModes) || !oldObject.spec.accessModes.all(m, m in object.spec.accessModes)))
 {{- end }}
+
+{{/*
+The MutatingAdmissionPolicy API version to render: v1 (Kubernetes >= 1.36), v1beta1 (1.34-1.35
+with the MutatingAdmissionPolicy feature gate and admissionregistration.k8s.io/v1beta1 enabled),
+or empty when the cluster serves neither. engine.mutatingAdmissionPolicy "auto" asks the cluster
+(helm install/upgrade see its APIs; `helm template` sees none unless given --api-versions).
+*/}}
+{{- define "rwop-guard.mapVersion" -}}
+{{- $want := .Values.engine.mutatingAdmissionPolicy -}}
+{{- if eq $want "auto" -}}
+{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy" -}}
+v1
+{{- else if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy" -}}
+v1beta1
+{{- end -}}
+{{- else if ne $want "none" -}}
+{{ $want }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Which engine runs each rule, as JSON: {"validation": V2 and W1, "mutation": M1, "keep": M2},
+each "webhook", "inTree" or "" (off). engine.mode:
+  auto    - validation in-tree (ValidatingAdmissionPolicy) unless webhooks.scope=all asks for
+            every write to be reviewed by rwop-guard; M1 by the webhook (it needs cluster facts:
+            the CSI provisioner, the default class, a named volume); M2 in-tree where the
+            cluster serves MutatingAdmissionPolicy, else by the webhook.
+  webhook - every rule by the webhook (the chart before in-tree policies).
+  inTree  - every rule in-tree: no Deployment, Service or certificate. Fails when the values
+            ask for what only the webhook can do.
+*/}}
+{{- define "rwop-guard.engines" -}}
+{{- $mode := .Values.engine.mode -}}
+{{- $map := include "rwop-guard.mapVersion" . -}}
+{{- $m := .Values.policy.mutation -}}
+{{- $keep := .Values.webhooks.mutating.keepOnReapply -}}
+{{- $e := dict "validation" "inTree" "mutation" "" "keep" "" -}}
+{{- if eq $mode "webhook" -}}
+{{- $_ := set $e "validation" "webhook" -}}
+{{- if $m.enabled }}{{ $_ := set $e "mutation" "webhook" }}{{ end -}}
+{{- if $keep }}{{ $_ := set $e "keep" "webhook" }}{{ end -}}
+{{- else if eq $mode "inTree" -}}
+{{- $why := "" -}}
+{{- if eq .Values.webhooks.scope "all" -}}
+{{- $why = "webhooks.scope=all (every write reviewed and logged by rwop-guard)" -}}
+{{- else if and $m.enabled (not $m.storageClasses) -}}
+{{- $why = "policy.mutation.enabled with an empty policy.mutation.storageClasses (in-tree, M1 mutates only claims of listed classes; finding CSI classes and the default class needs the webhook's cluster lookups)" -}}
+{{- else if and $m.enabled (or $m.provisioners.allow $m.provisioners.deny) -}}
+{{- $why = "policy.mutation.provisioners (it needs the StorageClasses, which only the webhook looks up)" -}}
+{{- else if and (or $m.enabled $keep) (not $map) -}}
+{{- $why = printf "%s, which needs MutatingAdmissionPolicy: Kubernetes >= 1.36, or 1.34-1.35 with the MutatingAdmissionPolicy feature gate and --runtime-config=admissionregistration.k8s.io/v1beta1=true (set engine.mutatingAdmissionPolicy when helm cannot ask the cluster, as with helm template)" (ternary "policy.mutation.enabled" "webhooks.mutating.keepOnReapply" $m.enabled) -}}
+{{- end -}}
+{{- if $why -}}
+{{- fail (printf "engine.mode=inTree: the values ask for %s; only the webhook can do that: use engine.mode=auto or webhook" $why) -}}
+{{- end -}}
+{{- if $m.enabled }}{{ $_ := set $e "mutation" "inTree" }}{{ end -}}
+{{- if $keep }}{{ $_ := set $e "keep" "inTree" }}{{ end -}}
+{{- else -}}
+{{- if eq .Values.webhooks.scope "all" }}{{ $_ := set $e "validation" "webhook" }}{{ end -}}
+{{- if $m.enabled }}{{ $_ := set $e "mutation" "webhook" }}{{ end -}}
+{{- if $keep }}{{ $_ := set $e "keep" (ternary "inTree" "webhook" (ne $map "")) }}{{ end -}}
+{{- end -}}
+{{- toJson $e -}}
+{{- end }}
+
+{{/* Non-empty when some rule runs in the webhook: the Deployment, Service, certificates. */}}
+{{- define "rwop-guard.webhookNeeded" -}}
+{{- $e := include "rwop-guard.engines" . | fromJson -}}
+{{- if or (eq $e.validation "webhook") (eq $e.mutation "webhook") (eq $e.keep "webhook") -}}
+true
+{{- end -}}
+{{- end }}
+
+{{/* A CEL string literal (single-quoted), as `rwop-guard policy export` writes it. */}}
+{{- define "rwop-guard.celString" -}}
+'{{ . | replace "\\" "\\\\" | replace "'" "\\'" | replace "\n" "\\n" }}'
+{{- end }}

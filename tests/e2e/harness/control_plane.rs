@@ -14,8 +14,25 @@ use super::{free_ports, wait_until};
 
 pub const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 
+/// What the API server audits: writes of volumes and claims, with their audit annotations
+/// (level Metadata), nothing else.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch]
+    resources:
+      - group: \"\"
+        resources: [persistentvolumes, persistentvolumeclaims]
+  - level: None
+";
+
 pub struct ControlPlane {
     pub dir: PathBuf,
+    /// The API server's audit log (JSON lines, level Metadata, PersistentVolumes and claims
+    /// only): where audit annotations of admission show.
+    pub audit_log: PathBuf,
     pub kubeconfig: PathBuf,
     pub server: String,
     // Dropped in reverse order of start: controller manager, API server, etcd.
@@ -52,8 +69,12 @@ impl ControlPlane {
         let kcm_kubeconfig = dir.join("kcm.kubeconfig");
         write_kubeconfig(&kcm_kubeconfig, &server, &pki, "kcm")?;
 
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)?;
+        let audit_log = logs.join("audit.log");
         let mut plane = Self {
             dir: dir.to_owned(),
+            audit_log: audit_log.clone(),
             kubeconfig,
             server,
             processes: Vec::new(),
@@ -94,7 +115,15 @@ impl ControlPlane {
             .args([
                 "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.0.0.0/24",
-            ]);
+            ])
+            // MutatingAdmissionPolicy (v1beta1 in 1.34-1.35, behind its gate): the in-tree engine.
+            .args([
+                "--feature-gates=MutatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            ])
+            .arg(format!("--audit-policy-file={}", audit_policy.display()))
+            .arg(format!("--audit-log-path={}", audit_log.display()))
+            .args(["--audit-log-format=json", "--audit-log-maxsize=0"]);
         plane.processes.push(Process::spawn(
             "kube-apiserver",
             apiserver,

@@ -29,8 +29,9 @@ pub const MUTATE: &str = "mutate.rwop-guard.dev";
 pub const CSI_CLASS: &str = "e2e-csi";
 pub const CSI_DRIVER: &str = "hostpath.csi.k8s.io";
 pub const INTREE_CLASS: &str = "e2e-intree";
-/// Values the shared webhook is installed with: the chart's defaults plus mutation.
-pub const CHART_VALUES: &[&str] = &["policy.mutation.enabled=true"];
+/// Values the shared webhook is installed with: the chart's defaults plus mutation, every rule
+/// in the webhook (tests/e2e/intree.rs compares it with the in-tree engine).
+pub const CHART_VALUES: &[&str] = &["policy.mutation.enabled=true", "engine.mode=webhook"];
 
 /// The environment every case runs in.
 pub struct Env {

@@ -144,6 +144,16 @@ pub struct Chart {
 
 impl Chart {
     pub fn render(release: &str, ca_file: &Path, set: &[&str]) -> anyhow::Result<Self> {
+        Self::render_with(release, ca_file, &[], set)
+    }
+
+    /// As [`Chart::render`], with values files (`--values`) before the `--set` values.
+    pub fn render_with(
+        release: &str,
+        ca_file: &Path,
+        values: &[&Path],
+        set: &[&str],
+    ) -> anyhow::Result<Self> {
         let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/rwop-guard");
         let mut command = Command::new(tool("helm", "HELM"));
         command
@@ -158,6 +168,9 @@ impl Chart {
             ])
             .arg("--set-file")
             .arg(format!("tls.caBundle={}", ca_file.display()));
+        for v in values {
+            command.arg("--values").arg(v);
+        }
         for s in set {
             command.args(["--set", s]);
         }
