@@ -79,7 +79,7 @@ fn template(claim: &str) -> Value {
 /// One user of a claim: (collection path, object).
 fn user(i: usize) -> impl Strategy<Value = (String, Value)> {
     let claim = prop::sample::select(SHARED.to_vec());
-    (0u8..10, claim, 0i32..3, proptest::bool::ANY).prop_map(move |(kind, claim, n, flag)| {
+    (0u8..12, claim, 0i32..3, proptest::bool::ANY).prop_map(move |(kind, claim, n, flag)| {
         let name = format!("w{i}");
         let meta = json!({"name": name, "namespace": NS});
         let apps = |plural: &str| format!("/apis/apps/v1/namespaces/{NS}/{plural}");
@@ -87,7 +87,7 @@ fn user(i: usize) -> impl Strategy<Value = (String, Value)> {
         let core = |plural: &str| format!("/api/v1/namespaces/{NS}/{plural}");
         let selector = json!({"matchLabels": {"app": "x"}});
         match kind {
-            0 | 1 => {
+            0 | 1 | 10 | 11 => {
                 let strategy = if flag {
                     json!({"type": "Recreate"})
                 } else {
@@ -135,12 +135,13 @@ fn user(i: usize) -> impl Strategy<Value = (String, Value)> {
                 core("pods"),
                 json!({"metadata": meta, "spec": pod_spec(claim)}),
             ),
-            _ => {
+            9 => {
                 let mut p = json!({"metadata": meta, "spec": pod_spec(claim)});
                 p["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1",
                     "kind": "Cluster", "name": "main", "uid": "uid-main", "controller": true}]);
                 (core("pods"), p)
             }
+            _ => unreachable!("kinds are 0..12"),
         }
     })
 }
@@ -235,6 +236,8 @@ fn findings_about<'r>(report: &'r ScanReport, kind: &str, name: &str) -> Vec<&'r
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Seen {
     Candidate,
+    /// A Deployment whose rollout would surge: the command says --switch-to-recreate.
+    CandidateSwitching,
     Blocked,
     Note,
     Nothing,
@@ -280,7 +283,11 @@ async fn check(scene: &Scene) -> Vec<Seen> {
                     command.push_str(" --switch-to-recreate");
                 }
                 assert_eq!(f.command.as_deref(), Some(command.as_str()), "{name}");
-                seen.push(Seen::Candidate);
+                seen.push(if switch {
+                    Seen::CandidateSwitching
+                } else {
+                    Seen::Candidate
+                });
             }
             ([f], [], Err(MigrateError::Refused(msg))) if f.rule == ScanRule::MigrationBlocked => {
                 assert!(
@@ -358,5 +365,5 @@ fn generated_namespaces_reach_every_outcome() {
         let scene = scene().new_tree(&mut runner).unwrap().current();
         seen.extend(rt.block_on(check(&scene)));
     }
-    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert_eq!(seen.len(), 7, "{seen:?}");
 }
