@@ -1156,3 +1156,48 @@ async fn a_claim_naming_a_missing_volume_is_told_so() {
     );
     assert!(!msg.contains("is empty"), "{msg}");
 }
+
+/// A migration stopped after the claim was deleted is a finding of `scan`: where it stands and
+/// the commands that finish it or undo it, on the claim that is gone.
+#[tokio::test]
+async fn scan_reports_a_migration_under_way_with_the_commands_to_resume_or_undo() {
+    use rwop_guard::policy::Policy;
+    use rwop_guard::scan::{ScanRule, analyze, collect};
+    let c = cluster().await;
+    let (first, _) = run(&c, &opts(), Some(4)).await;
+    assert!(
+        matches!(first, Err(MigrateError::Interrupted { completed: 4 })),
+        "{first:?}"
+    );
+    assert!(
+        c.fake.get(PVC_PATH).is_none(),
+        "the claim is deleted at step 4"
+    );
+    let inventory = collect(&c.fake.client(), Some(NS), |_| {}).await.unwrap();
+    let report = analyze(&Policy::default(), &inventory, Some(NS));
+    let found: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == ScanRule::MigrationInProgress)
+        .collect();
+    assert_eq!(found.len(), 1, "{report:#?}");
+    let f = found[0];
+    assert_eq!(f.object.name.as_deref(), Some(CLAIM));
+    assert_eq!(f.object.namespace.as_deref(), Some(NS));
+    assert_eq!(
+        f.command.as_deref(),
+        Some("rwop-guard migrate shop/orders-db")
+    );
+    assert!(
+        f.detail.contains("a migration to [ReadWriteOncePod] is under way on PersistentVolume \"pv-orders\" (4 of 11 steps done)")
+            && f.detail.ends_with("to undo it: rwop-guard migrate shop/orders-db --rollback"),
+        "{}",
+        f.detail
+    );
+    assert_eq!(report.summary.migrations_in_progress, 1);
+    // The printed command finishes it; then there is nothing under way.
+    run(&c, &opts(), None).await.0.unwrap();
+    let inventory = collect(&c.fake.client(), Some(NS), |_| {}).await.unwrap();
+    let report = analyze(&Policy::default(), &inventory, Some(NS));
+    assert_eq!(report.summary.migrations_in_progress, 0, "{report:#?}");
+}

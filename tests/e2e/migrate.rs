@@ -99,6 +99,10 @@ pub fn cases() -> Vec<Case> {
             "migrate::without_permission_to_create_events_a_run_migrates_and_says_so_once",
             events_forbidden,
         ),
+        Case::shared(
+            "migrate::every_workload_kind_scanned_in_every_format_then_each_suggested_command_run_as_printed",
+            every_workload_kind,
+        ),
     ]
 }
 
@@ -2309,5 +2313,230 @@ fn events_forbidden(env: &Env) -> anyhow::Result<()> {
     anyhow::ensure!(events.is_empty(), "{events:#?}");
     env.kubectl(&["delete", "clusterrole,clusterrolebinding", name])
         .success()?;
+    Ok(())
+}
+
+/// One namespace as the admin of a shop has it: a 3-replica StatefulSet database (Parallel), a
+/// Deployment with a nightly CronJob mounting its claim (the backup pattern), a DaemonSet, a
+/// CronJob alone on its claim, and a bare debug pod. `scan` (every output format) names the
+/// StatefulSet and the lone CronJob's claim as candidates with their commands and blocks the
+/// others with the reason; each command, run as printed (answering the confirmation), moves
+/// them; a second scan finds no candidate left and nothing that could never start.
+fn every_workload_kind(env: &Env) -> anyhow::Result<()> {
+    let ns = "e2e-mig-kinds";
+    env.namespace(ns)?;
+    let opt_out = json!({OPT_OUT: "false"});
+    // Claims bound to volumes reserved for them (no provisioner here), opted out of mutation so
+    // they start [ReadWriteOnce] as they would have before rwop-guard.
+    let db_claims: Vec<String> = (0..3).map(|i| format!("data-db-{i}")).collect();
+    for name in ["web-data", "agent-data", "report-data", "debug-data"]
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(db_claims.iter().cloned())
+    {
+        let pv = format!("{ns}-{name}");
+        let volume = reserved(delete_policy(csi_volume(&pv, &[RWO])), ns, &name);
+        env.kubectl_stdin(&["create", "-f", "-"], &volume.to_string())
+            .success()?;
+        if !name.starts_with("data-db-") {
+            let mut c = claim(&name, ns, &[RWO], Some(CSI_CLASS));
+            c["spec"]["volumeName"] = pv.as_str().into();
+            c["metadata"]["annotations"] = opt_out.clone();
+            env.kubectl_stdin(&["create", "-f", "-"], &c.to_string())
+                .success()?;
+        }
+    }
+    let pod = |claim: &str| {
+        json!({"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                               "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+               "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]})
+    };
+    let labels = |app: &str| json!({"matchLabels": {"app": app}});
+    let template =
+        |app: &str, claim: &str| json!({"metadata": {"labels": {"app": app}}, "spec": pod(claim)});
+    let objects = [
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": ns},
+            "spec": {"replicas": 3, "serviceName": "db", "podManagementPolicy": "Parallel",
+                "selector": labels("db"),
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{
+                    "name": "db", "image": "registry.k8s.io/pause:3.10",
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data", "annotations": opt_out}, "spec": {
+                    "accessModes": [RWO], "storageClassName": CSI_CLASS,
+                    "resources": {"requests": {"storage": "1Gi"}}}}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns},
+            "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": labels("web"),
+                "template": template("web", "web-data")}}),
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "backup", "namespace": ns},
+            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "OnFailure", "containers": pod("web-data")["containers"],
+                "volumes": pod("web-data")["volumes"]}}}}}}),
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": ns},
+            "spec": {"selector": labels("agent"), "template": template("agent", "agent-data")}}),
+        json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "report", "namespace": ns},
+            "spec": {"schedule": "0 4 * * *", "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": {"template": {"spec": {
+                "restartPolicy": "OnFailure", "containers": pod("report-data")["containers"],
+                "volumes": pod("report-data")["volumes"]}}}}}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": ns},
+            "spec": pod("debug-data")}),
+    ];
+    env.apply(&objects)?;
+    for name in ["web-data", "agent-data", "report-data", "debug-data"]
+        .iter()
+        .map(|n| (*n).to_owned())
+        .chain(db_claims.iter().cloned())
+    {
+        wait_bound_nudging(env, ns, &name)?;
+    }
+
+    // The scan, in every format.
+    let table = env.rwop(&["scan", "-n", ns], "");
+    anyhow::ensure!(table.code == 0, "{table:#?}");
+    let row = |kind: &str, name: &str, rule: &str| {
+        table.stdout.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.len() > 3 && cells[0] == kind && cells[2] == name && cells[3] == rule
+        })
+    };
+    for (kind, name, rule) in [
+        ("StatefulSet", "db", "migration-candidate"),
+        (
+            "PersistentVolumeClaim",
+            "report-data",
+            "migration-candidate",
+        ),
+        ("PersistentVolumeClaim", "web-data", "migration-blocked"),
+        ("PersistentVolumeClaim", "agent-data", "migration-blocked"),
+        ("PersistentVolumeClaim", "debug-data", "migration-blocked"),
+    ] {
+        anyhow::ensure!(
+            row(kind, name, rule),
+            "no {rule} row for {kind} {name}:\n{}",
+            table.stdout
+        );
+    }
+    for claim in &db_claims {
+        anyhow::ensure!(
+            !table.stdout.lines().any(
+                |l| l.contains(&format!(" {claim} ")) && l.starts_with("PersistentVolumeClaim")
+            ),
+            "{claim} is reported on its own:\n{}",
+            table.stdout
+        );
+    }
+    let json_out = env.rwop(&["scan", "-n", ns, "-o", "json"], "");
+    anyhow::ensure!(json_out.code == 0, "{json_out:#?}");
+    let report: Value = serde_json::from_str(&json_out.stdout)?;
+    let findings = report["findings"].as_array().context("findings")?;
+    let find = |kind: &str, name: &str| {
+        findings
+            .iter()
+            .find(|f| f["object"]["kind"] == kind && f["object"]["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let commands: Vec<String> = findings
+        .iter()
+        .filter(|f| f["rule"] == "migration-candidate")
+        .filter_map(|f| f["command"].as_str().map(str::to_owned))
+        .collect();
+    anyhow::ensure!(
+        commands
+            == [
+                format!("rwop-guard migrate {ns}/report-data"),
+                format!("rwop-guard migrate --statefulset {ns}/db"),
+            ],
+        "{commands:?}\n{}",
+        json_out.stdout
+    );
+    for (kind, name, words) in [
+        (
+            "PersistentVolumeClaim",
+            "web-data",
+            "is used by Deployment web and CronJob backup",
+        ),
+        (
+            "PersistentVolumeClaim",
+            "agent-data",
+            "the DaemonSet's pods on every other node would stay Pending",
+        ),
+        (
+            "PersistentVolumeClaim",
+            "debug-data",
+            "pass --allow-delete-pods",
+        ),
+    ] {
+        let f = find(kind, name);
+        anyhow::ensure!(
+            f["rule"] == "migration-blocked" && text(&f["detail"]).contains(words),
+            "{kind} {name} should be blocked saying {words:?}: {f:#}"
+        );
+    }
+    for format in ["policyreport", "openreports"] {
+        let out = env.rwop(&["scan", "-n", ns, "-o", format], "");
+        anyhow::ensure!(out.code == 0, "{format}: {out:#?}");
+        for rule in ["migration-candidate", "migration-blocked"] {
+            anyhow::ensure!(
+                out.stdout.contains(&format!("rule: {rule}")),
+                "{format} lacks {rule}:\n{}",
+                out.stdout
+            );
+        }
+        anyhow::ensure!(
+            out.stdout
+                .contains(&format!("rwop-guard migrate --statefulset {ns}/db")),
+            "{format} lacks the StatefulSet's command:\n{}",
+            out.stdout
+        );
+    }
+
+    // Each suggested command as printed, answering its question.
+    for command in &commands {
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let mut args = args;
+        args.push(TIMEOUT);
+        let out = env.rwop(&args, "y\n");
+        anyhow::ensure!(out.code == 0, "{command}: {out:#?}");
+    }
+    for claim in db_claims.iter().map(String::as_str).chain(["report-data"]) {
+        let c = env.get("pvc", Some(ns), claim)?;
+        anyhow::ensure!(
+            c["spec"]["accessModes"] == json!([RWOP]) && c["status"]["phase"] == "Bound",
+            "{claim}: {c:#}"
+        );
+    }
+    let sts = env.get("statefulset", Some(ns), "db")?;
+    anyhow::ensure!(
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] == json!([RWOP])
+            && sts["spec"]["replicas"] == 3,
+        "{sts:#}"
+    );
+    let report = env.get("cronjob", Some(ns), "report")?;
+    anyhow::ensure!(
+        report["spec"]["suspend"] != json!(true),
+        "the CronJob is resumed after the run: {report:#}"
+    );
+    for claim in ["web-data", "agent-data", "debug-data"] {
+        let c = env.get("pvc", Some(ns), claim)?;
+        anyhow::ensure!(
+            c["spec"]["accessModes"] == json!([RWO]),
+            "{claim} stays: {c:#}"
+        );
+    }
+    // Nothing left to move, and no workload on a ReadWriteOncePod claim that could not start.
+    let again = env.rwop(&["scan", "-n", ns, "-o", "json"], "");
+    let after: Value = serde_json::from_str(&again.stdout)?;
+    let rules: Vec<&str> = after["findings"]
+        .as_array()
+        .context("findings")?
+        .iter()
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    anyhow::ensure!(
+        rules.iter().all(|r| *r == "migration-blocked") && rules.len() == 3,
+        "{}",
+        again.stdout
+    );
     Ok(())
 }

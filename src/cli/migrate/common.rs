@@ -26,10 +26,13 @@ use crate::migrate::{MigrateOptions, Progress};
 /// Refused before anything is written: claims not Bound or not exactly [ReadWriteOnce], non-CSI
 /// volumes (unless --allow-non-csi), workloads with more than one replica (only one pod can use a
 /// ReadWriteOncePod claim), Deployments whose rollouts would surge (RollingUpdate with maxSurge >
-/// 0, the default; unless --switch-to-recreate), pods without a controller (unless
-/// --allow-delete-pods), other controllers (DaemonSets, Jobs, operators), and autoscalers that
-/// would scale a consumer from zero: HPAs with minReplicas 0, active KEDA ScaledObjects (pause
-/// them with the annotation autoscaling.keda.sh/paused=true).
+/// 0, the default; unless --switch-to-recreate), a claim two workloads use (whichever starts
+/// second would stay Pending) or a DaemonSet mounts, pods without a controller (unless
+/// --allow-delete-pods), pods of operators and ReplicationControllers, workloads an operator
+/// manages, and autoscalers that would scale a consumer from zero: HPAs with minReplicas 0,
+/// active KEDA ScaledObjects (pause them with the annotation autoscaling.keda.sh/paused=true).
+/// A CronJob using the claim is suspended for the run and resumed after. `rwop-guard scan` says
+/// the same of every claim.
 ///
 /// The claim and volume keep the annotation rwop-guard.dev/migrated-from: ReadWriteOnce, so
 /// re-applied [ReadWriteOnce] manifests keep [ReadWriteOncePod] (rule M2) and --rollback can
