@@ -16,6 +16,7 @@ use kube::{Api, Client, Resource};
 
 use crate::migrate::model::history::Note;
 use crate::migrate::model::plan::Progress;
+use crate::migrate::model::state::MigrationState;
 
 /// `reportingController` of every Event a run records.
 pub const REPORTER: &str = "rwop-guard.dev/migrate";
@@ -74,6 +75,18 @@ impl History {
             regarding.push(reference::<PersistentVolume>(None, volume, uid));
         }
         self.publish(note, &regarding, progress).await;
+    }
+
+    /// Records `note` on the claim and the volume of the run of `state`.
+    pub async fn record_run(
+        &self,
+        note: &Note,
+        state: &MigrationState,
+        volume: &str,
+        progress: &mut dyn FnMut(Progress),
+    ) {
+        self.record(note, &state.namespace, &state.claim, Some(volume), progress)
+            .await;
     }
 
     /// Records `note` on the StatefulSet `namespace/name` (a refusal of `migrate --statefulset`).

@@ -31,7 +31,7 @@ use crate::policy::AccessMode;
 #[allow(clippy::too_many_arguments)]
 pub async fn execute(
     client: &Client,
-    history: &History,
+    events: &History,
     volume: &str,
     state: &mut MigrationState,
     opts: &MigrateOptions,
@@ -59,15 +59,7 @@ pub async fn execute(
             Ok(skipped) => skipped,
             Err(e) => {
                 let note = history::failed(state, volume, &e.to_string());
-                history
-                    .record(
-                        &note,
-                        &state.namespace,
-                        &state.claim,
-                        Some(volume),
-                        progress,
-                    )
-                    .await;
+                events.record_run(&note, state, volume, progress).await;
                 return Err(e);
             }
         };
@@ -80,26 +72,10 @@ pub async fn execute(
             }),
         }
         state.completed = i + 1;
-        history
-            .record(
-                &note,
-                &state.namespace,
-                &state.claim,
-                Some(volume),
-                progress,
-            )
-            .await;
+        events.record_run(&note, state, volume, progress).await;
         if state.completed == total {
             let note = history::completed(state, volume);
-            history
-                .record(
-                    &note,
-                    &state.namespace,
-                    &state.claim,
-                    Some(volume),
-                    progress,
-                )
-                .await;
+            events.record_run(&note, state, volume, progress).await;
         }
         if !after_step(i + 1) {
             return Err(MigrateError::Interrupted { completed: i + 1 });

@@ -23,7 +23,8 @@ use serde::de::IgnoredAny;
 
 pub use crate::migrate::access::claims::claims_of;
 use crate::migrate::access::claims::locate;
-use crate::migrate::lockstep;
+/// Runs a fleet plan: its groups with bounded concurrency, each phase by phase.
+pub use crate::migrate::lockstep::execute;
 use crate::migrate::model::error::MigrateError;
 pub use crate::migrate::model::plan::{
     Action, Entry, FleetEvent, FleetOptions, FleetPlan, Outcome, Summary,
@@ -226,17 +227,4 @@ pub async fn plan(
         entries,
         groups,
     }
-}
-
-/// Runs `plan`. `after_step(claim, done)` is called after each recorded step; false stops that
-/// claim there (tests use it to inject crashes). Returns every claim's outcome, in plan order.
-pub async fn execute(
-    client: &Client,
-    plan: FleetPlan,
-    opts: &MigrateOptions,
-    fleet: &FleetOptions,
-    report: &dyn Fn(FleetEvent),
-    after_step: &dyn Fn(&str, usize) -> bool,
-) -> Vec<(String, Outcome)> {
-    lockstep::execute(client, plan, opts, fleet, report, after_step).await
 }
