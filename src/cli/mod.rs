@@ -67,7 +67,7 @@ pub(crate) fn runtime(
 #[derive(Debug, Parser)]
 #[command(
     name = "rwop-guard",
-    version,
+    version = env!("RWOP_GUARD_LONG_VERSION"),
     about = "Enforce and adopt ReadWriteOncePod for single-writer Kubernetes volumes",
     long_about = "rwop-guard is a Kubernetes admission webhook. It rejects PersistentVolumes and \
                   PersistentVolumeClaims that mix ReadWriteOncePod with other access modes, allows \
