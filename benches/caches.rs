@@ -23,10 +23,6 @@
 //! under `cargo test --benches`), a smoke run at small sizes checks that every step works and
 //! judges no target.
 
-#[allow(dead_code, clippy::all)]
-#[path = "../tests/support/fake_apiserver/mod.rs"]
-mod fake_apiserver;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -35,7 +31,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fake_apiserver::FakeApiServer;
+use rwop_test_support::fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
 const VOLUMES: &str = "/api/v1/persistentvolumes";

@@ -2,7 +2,7 @@
 //! `kube::Client`: initial list (paginated), live changes, bookmarks, 410 Gone → relist, broken
 //! watches, readiness, and mutation decisions made from the live facts.
 
-mod support;
+use rwop_test_support as support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! webhook's rules and the safety invariants (never deleted, never unclaimed with reclaim policy
 //! Delete).
 
-mod support;
+use rwop_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -613,34 +613,32 @@ async fn a_claim_that_does_not_bind_times_out_keeping_the_volume() {
 
 // ---- The binary, also as the kubectl plugin ------------------------------------------------------
 
-/// A kubeconfig with a context for the fake server and a default context that leads nowhere, so
-/// only an honoured `--context` reaches the fake.
-fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n- name: closed\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\n- name: nowhere\n  context: {{cluster: closed, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// `program ARGS` (the binary through its kubectl plugin link): (exit code, stdout, stderr).
+async fn run_plugin(program: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = support::binary::command(program);
+    command.args(args);
+    let r = support::binary::run_async(command, b"").await;
+    (r.code, r.stdout, r.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &c.fake.url());
+    // The current context leads nowhere: only an honoured `--context fake` reaches the fake.
+    let config = support::kubeconfig::write(dir.path(), &c.fake.url(), NS, "nowhere");
     let config = config.to_str().unwrap();
     let plugin = dir.path().join("kubectl-rwop");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rwop-guard"), &plugin).unwrap();
+    std::os::unix::fs::symlink(support::binary::path(), &plugin).unwrap();
 
-    let (code, _, err) = support::cli::run(&plugin, &["--help"]).await;
+    let (code, _, err) = run_plugin(&plugin, &["--help"]).await;
     assert_eq!(code, 0, "{err}");
-    let (_, help, _) = support::cli::run(&plugin, &["--help"]).await;
+    let (_, help, _) = run_plugin(&plugin, &["--help"]).await;
     assert!(help.contains("kubectl rwop"), "{help}");
 
     // Dry run, namespace from -n, context chosen with --context: the plan, and no write.
     let before = c.fake.resource_version();
-    let (code, plan, err) = support::cli::run(
+    let (code, plan, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -687,7 +685,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     );
 
     // Without --context the kubeconfig's current context (a closed port) is used: a clear error.
-    let (code, _, err) = support::cli::run(
+    let (code, _, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -702,7 +700,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert!(err.contains("cannot read claim shop/orders-db"), "{err}");
 
     // Not confirmed (no terminal, no --yes): nothing changes.
-    let (code, _, err) = support::cli::run(
+    let (code, _, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -719,7 +717,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert_eq!(c.fake.resource_version(), before);
 
     // The real thing, with progress lines.
-    let (code, _, err) = support::cli::run(
+    let (code, _, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",

@@ -640,7 +640,7 @@ fn m2_mutated_claim_survives_reapply(env: &Env) -> anyhow::Result<()> {
     )?;
     let helm = |verb: &str| {
         crate::harness::run_tool(
-            std::process::Command::new(crate::harness::tool("helm", "HELM"))
+            std::process::Command::new(crate::harness::tool("helm"))
                 .args([verb, "e2e-app"])
                 .arg(chart.path())
                 .args(["--namespace", ns, "--kubeconfig"])

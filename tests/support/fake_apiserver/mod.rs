@@ -171,12 +171,10 @@ use tokio::sync::{mpsc, watch};
 /// How long a watch without `timeoutSeconds` stays open.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// Reads `tests/fixtures/api/{name}`.
+/// Reads `tests/fixtures/api/{name}` (see [`crate::fixtures`]).
 pub fn api_fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/api")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    String::from_utf8(crate::fixtures::read(&format!("api/{name}")))
+        .unwrap_or_else(|e| panic!("tests/fixtures/api/{name} is not UTF-8: {e}"))
 }
 
 type Hook = Arc<dyn Fn(&mut Store, &WriteEvent) + Send + Sync>;
