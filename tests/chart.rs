@@ -1237,8 +1237,7 @@ fn alerts_pass_promtool_check_and_unit_tests() {
         rendered_alerts(&[]).to_string(),
     )
     .unwrap();
-    let tests =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts/rwop-guard.test.yaml");
+    let tests = support::fixtures::path("alerts/rwop-guard.test.yaml");
     std::fs::copy(&tests, dir.path().join("rwop-guard.test.yaml")).unwrap();
     promtool(dir.path(), &["check", "rules", "rules.yaml"]);
     promtool(dir.path(), &["test", "rules", "rwop-guard.test.yaml"]);
