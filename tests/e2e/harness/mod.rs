@@ -266,10 +266,9 @@ impl Env {
     /// Runs the rwop-guard binary with another identity's kubeconfig (an RBAC check).
     pub fn rwop_as(&self, kubeconfig: &Path, args: &[&str]) -> Out {
         run(
-            Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+            rwop_test_support::binary::command(rwop_test_support::binary::path())
                 .args(args)
-                .env("KUBECONFIG", kubeconfig)
-                .env_remove("RWOP_GUARD_CONFIG"),
+                .env("KUBECONFIG", kubeconfig),
             "",
         )
     }
