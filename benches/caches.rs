@@ -23,19 +23,15 @@
 //! under `cargo test --benches`), a smoke run at small sizes checks that every step works and
 //! judges no target.
 
-#[allow(dead_code, clippy::all)]
-#[path = "../tests/support/fake_apiserver/mod.rs"]
-mod fake_apiserver;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fake_apiserver::FakeApiServer;
+use rwop_test_support::fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
 const VOLUMES: &str = "/api/v1/persistentvolumes";
@@ -219,16 +215,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn start_guard(dir: &Path, fake: &FakeApiServer) -> anyhow::Result<(ChildGuard, SocketAddr)> {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            fake.url()
-        ),
-    )?;
+    let kubeconfig = rwop_test_support::kubeconfig::write(dir, &fake.url(), "default", "fake");
     let certs = rwop_guard::certs::generate(
         "caches bench",
         &["localhost".to_owned()],
@@ -239,7 +226,7 @@ fn start_guard(dir: &Path, fake: &FakeApiServer) -> anyhow::Result<(ChildGuard, 
     std::fs::write(&cert, &certs.cert_pem)?;
     std::fs::write(&key, &certs.key_pem)?;
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+    let mut command = rwop_test_support::binary::command(rwop_test_support::binary::path());
     command
         .arg("serve")
         .arg("--tls-cert")
@@ -256,12 +243,6 @@ fn start_guard(dir: &Path, fake: &FakeApiServer) -> anyhow::Result<(ChildGuard, 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(dir.join("rwop-guard.log"))?);
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("RWOP_GUARD_") || name == "KUBECONFIG" {
-            command.env_remove(name);
-        }
-    }
     let child = command
         .spawn()
         .context("cannot start the rwop-guard binary")?;
@@ -466,10 +447,9 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
 /// holding every object) instead of the scan.
 fn run_scan(dir: &Path) -> anyhow::Result<(Duration, f64, f64)> {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+    let mut child = rwop_test_support::binary::command(rwop_test_support::binary::path())
         .args(["scan", "-A", "-o", "json", "--kubeconfig"])
         .arg(dir.join("kubeconfig"))
-        .env_remove("RWOP_GUARD_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(dir.join("scan.log"))?)

@@ -9,7 +9,6 @@
 //! Run: `cargo bench --bench review` (about a minute).
 
 use std::hint::black_box;
-use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -65,10 +64,7 @@ const CASES: &[Case] = &[
 const MUTATION_POLICY: &str = "mutation:\n  enabled: true\n  storageClasses: [fast-csi]\n";
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/admission")
-        .join(name);
-    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let raw = rwop_test_support::fixtures::admission(name);
     let value: serde_json::Value = serde_json::from_slice(&raw).expect("fixture is JSON");
     serde_json::to_vec(&value).expect("JSON")
 }

@@ -688,17 +688,94 @@ mod tests {
 
     type Model = [BTreeMap<u8, (u8, u8)>; 3];
 
-    /// The facts of caches that saw nothing but one full list of `model`.
-    fn listed(model: &Model) -> Facts {
-        let mut c = Caches::default();
-        for (res, objects) in model.iter().enumerate() {
-            c.apply(marker(res, false));
-            for (name, (value, other)) in objects {
-                c.apply(init(object(res, *name, *value, *other)));
-            }
-            c.apply(marker(res, true));
+    /// The facts of `model`, built from the model alone (not through `Caches`): what each
+    /// rule reads of each object, as [`object`] describes it.
+    fn expected(model: &Model) -> Facts {
+        let name = |n: &u8| format!("o{n}");
+        let storage_classes = model[0]
+            .iter()
+            .map(|(n, (value, _))| {
+                let provisioner = if *value == 2 {
+                    "kubernetes.io/gce-pd".to_owned()
+                } else {
+                    format!("p{value}.csi")
+                };
+                (name(n), StorageClassFacts { provisioner })
+            })
+            .collect();
+        // The newest class marked default (created at `other` * 100 s); among equals, the
+        // first by name.
+        let default_storage_class = model[0]
+            .iter()
+            .filter(|(_, (value, _))| *value == 1)
+            .max_by_key(|(n, (_, other))| (*other, std::cmp::Reverse(**n)))
+            .map(|(n, _)| name(n));
+        let volumes = model[1]
+            .iter()
+            .map(|(n, (value, _))| {
+                let modes = [
+                    &["ReadWriteOnce"][..],
+                    &["ReadWriteOncePod"],
+                    &["ReadWriteMany", "ReadOnlyMany"],
+                ][usize::from(*value)];
+                let modes: Vec<String> = modes.iter().map(|m| (*m).to_owned()).collect();
+                (Arc::from(name(n)), AccessModes::from_optional(Some(&modes)))
+            })
+            .collect();
+        let namespaces = model[2]
+            .iter()
+            .map(|(n, (value, _))| {
+                let labels: Labels = [None, Some("a"), Some("b")][usize::from(*value)]
+                    .map(|team| ("team".to_owned(), team.to_owned()))
+                    .into_iter()
+                    .collect();
+                (Arc::from(name(n)), Arc::new(labels))
+            })
+            .collect();
+        Facts {
+            cluster: Some(ClusterFacts {
+                storage_classes,
+                default_storage_class,
+                volumes,
+                namespaces,
+            }),
         }
-        c.facts()
+    }
+
+    /// Applies `update`; a relist's start and items must not change what readers see (they
+    /// see a relist only whole, at its end).
+    fn apply(c: &mut Caches, update: Update) {
+        let (_, listing) = update.kind();
+        let before = c.facts();
+        c.apply(update);
+        if listing {
+            assert_eq!(c.facts(), before, "half a relist is visible");
+        }
+    }
+
+    #[test]
+    fn readers_never_see_half_a_list() {
+        /// Lists `objects` of `res` into `c`, each step checked by [`apply`].
+        fn list(c: &mut Caches, res: usize, objects: &BTreeMap<u8, (u8, u8)>) {
+            apply(c, marker(res, false));
+            for (n, (value, other)) in objects {
+                apply(c, init(object(res, *n, *value, *other)));
+            }
+            apply(c, marker(res, true));
+        }
+        let mut c = Caches::default();
+        let first = BTreeMap::from([(0, (0, 0)), (1, (0, 0)), (2, (0, 0))]);
+        let mut model: Model = [first.clone(), first.clone(), first];
+        for (res, objects) in model.iter().enumerate() {
+            list(&mut c, res, objects);
+        }
+        assert_eq!(c.facts(), expected(&model));
+        // A relist of each resource in which every object changed and one is gone.
+        for res in 0..model.len() {
+            model[res] = BTreeMap::from([(0, (1, 1)), (1, (2, 0))]);
+            list(&mut c, res, &model[res]);
+            assert_eq!(c.facts(), expected(&model), "after the relist of {res}");
+        }
     }
 
     proptest! {
@@ -712,8 +789,8 @@ mod tests {
             let mut model: Model = Default::default();
             let mut c = Caches::default();
             for res in 0..3 {
-                c.apply(marker(res, false));
-                c.apply(marker(res, true));
+                apply(&mut c, marker(res, false));
+                apply(&mut c, marker(res, true));
             }
             // Per resource: the items of a relist in progress, and events held back meanwhile
             // (the watch after a list delivers what happened during it).
@@ -723,19 +800,19 @@ mod tests {
             let step = |c: &mut Caches, relists: &mut [Option<VecDeque<Update>>; 3], held: &mut [Vec<Update>; 3], res: usize| {
                 if let Some(items) = &mut relists[res] {
                     match items.pop_front() {
-                        Some(item) => { c.apply(item); }
+                        Some(item) => apply(c, item),
                         None => {
                             relists[res] = None;
-                            c.apply(marker(res, true));
+                            apply(c, marker(res, true));
                             for u in held[res].drain(..) {
-                                c.apply(u);
+                                apply(c, u);
                             }
                         }
                     }
                 }
             };
             let start = |c: &mut Caches, relists: &mut [Option<VecDeque<Update>>; 3], model: &Model, res: usize| {
-                c.apply(marker(res, false));
+                apply(c, marker(res, false));
                 relists[res] = Some(
                     model[res].iter().map(|(n, (v, o))| init(object(res, *n, *v, *o))).collect(),
                 );
@@ -766,7 +843,7 @@ mod tests {
                 };
                 match (event, seen) {
                     (Some(u), true) if relists[res].is_some() => held[res].push(u),
-                    (Some(u), true) => { c.apply(u); }
+                    (Some(u), true) => apply(&mut c, u),
                     (Some(_), false) => missed[res] = true,
                     (None, _) => {}
                 }
@@ -782,7 +859,7 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(c.facts(), listed(&model));
+            prop_assert_eq!(c.facts(), expected(&model));
         }
     }
 }

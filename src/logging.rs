@@ -146,26 +146,47 @@ mod tests {
         }
     }
 
+    /// How long the test waits for the writes before it calls them blocked. Generous: the
+    /// writes take microseconds; a writer that blocks never finishes.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
     #[test]
     fn a_stuck_sink_never_blocks_a_writer_and_drops_are_counted() {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let open = |gate: &(Mutex<bool>, Condvar)| {
+            *gate.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            gate.1.notify_all();
+        };
         let (tx, rx) = mpsc::channel();
         let (writer, guard) = start(Gated(gate.clone(), tx));
         let lines = QUEUED_LINES * 3;
-        for i in 0..lines {
-            // Returns at once although the sink writes nothing: lines queue, then drop.
-            writer
-                .make_writer()
-                .write_all(format!("line {i}\n").as_bytes())
-                .unwrap();
+        // The writes run on a thread of their own, so a writer that blocks on the stuck sink
+        // fails this test instead of hanging `cargo test`.
+        let (done_tx, done_rx) = mpsc::channel();
+        let writes = std::thread::spawn(move || {
+            for i in 0..lines {
+                // Returns at once although the sink writes nothing: lines queue, then drop.
+                writer
+                    .make_writer()
+                    .write_all(format!("line {i}\n").as_bytes())
+                    .unwrap();
+            }
+            let _ = done_tx.send(());
+        });
+        if done_rx.recv_timeout(PATIENCE).is_err() {
+            // Let the blocked writer and the worker finish, so the guard's drop cannot hang.
+            open(&gate);
+            panic!(
+                "a writer blocked on the stuck sink ({lines} lines not written within {PATIENCE:?})"
+            );
         }
+        writes.join().unwrap();
         let dropped = dropped_total();
         assert!(
             dropped >= (lines - QUEUED_LINES - 1) as u64,
             "{dropped} dropped"
         );
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        open(&gate);
         drop(guard);
         let written = rx.try_iter().count();
         // Every line was either written (in order) or counted as dropped.

@@ -1,14 +1,13 @@
 //! `rwop-guard certs`: what it writes, what it refuses, and renewal from an existing CA.
 
-#[path = "support/binary.rs"]
-mod binary;
+use rwop_test_support as support;
 
 use std::path::Path;
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::parse_x509_pem;
 
-use binary::run;
+use support::binary::{self, run};
 
 struct Cert {
     der: Vec<u8>,
@@ -144,9 +143,9 @@ fn reuse_ca_issues_a_new_serving_certificate_from_the_existing_ca() {
     let renewed = certs(dir.path(), &["--reuse-ca", "--ip", "127.0.0.1"]);
     assert_eq!(renewed.code, 0, "{}", renewed.stderr);
     assert!(
-        String::from_utf8_lossy(&renewed.stdout).contains("signed by the existing ca.crt"),
+        renewed.stdout.contains("signed by the existing ca.crt"),
         "{}",
-        String::from_utf8_lossy(&renewed.stdout)
+        renewed.stdout
     );
     assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
     assert_eq!(

@@ -1,18 +1,16 @@
 //! Renders the Helm chart with the real `helm template` and checks what a cluster would get.
 //!
-//! helm comes from `$HELM`, else `PATH`; promtool likewise (`$PROMTOOL`). `scripts/test.sh`
-//! (what CI runs) installs both and puts them on `PATH`. Without one, the tests that need it
-//! pass after one line on stderr says they were skipped, so that `cargo test` works with only
-//! Rust installed; under `CI=true` they fail instead.
+//! helm and promtool are found, and skipped when missing (a failure when `CI` is set), by the
+//! one rule of every suite: `support::tools` (`$HELM`/`$PROMTOOL`, the tools cache
+//! `scripts/install-tools.sh` fills, `PATH`).
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-mod support;
+use rwop_test_support as support;
 
 use support::fake_apiserver::FakeApiServer;
 
@@ -26,42 +24,18 @@ fn chart_dir() -> PathBuf {
 }
 
 fn helm() -> PathBuf {
-    tool("helm").expect("needs!(\"helm\") checked it")
+    tool("helm")
 }
 
-/// A tool from `$<NAME>`, else `PATH`.
-fn tool(name: &str) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(name.to_uppercase()) {
-        return Some(PathBuf::from(path));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+/// A tool [`needs!`] found (see `support::tools`).
+fn tool(name: &str) -> PathBuf {
+    support::tools::find(name).expect("needs! checked it")
 }
 
-/// Whether `name` can be run. When not: under `CI=true` the test fails (CI installs every
-/// tool); otherwise one line on stderr (once per tool) says the tests that need it are skipped.
+/// Whether `name` can be run; when not, the test is skipped, or fails under CI
+/// (`support::tools::require`).
 fn have(name: &'static str) -> bool {
-    static SKIPPED: std::sync::Mutex<BTreeSet<&str>> = std::sync::Mutex::new(BTreeSet::new());
-    if tool(name).is_some() {
-        return true;
-    }
-    let why = format!(
-        "{name} not found (${}, PATH): scripts/install-tools.sh installs it",
-        name.to_uppercase()
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why}; CI=true: failing"
-    );
-    if SKIPPED.lock().is_ok_and(|mut skipped| skipped.insert(name)) {
-        // Past the test harness's capture, which would hide the line of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "chart: skipped the tests that run {name}: {why}"
-        );
-    }
-    false
+    support::tools::require("chart", name).is_some()
 }
 
 /// Returns from the test (skipped) unless every tool named can be run; see [`have`].
@@ -562,17 +536,7 @@ fn existing_tls_secret() -> (Value, String) {
 /// `helm template --dry-run=server` against the fake API server, so that `lookup` reads it.
 async fn render_against(fake: &FakeApiServer, extra: &[&str]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  \
-             cluster:\n    server: {}\ncontexts:\n- name: fake\n  context: {{cluster: fake, \
-             user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = support::kubeconfig::write(dir.path(), &fake.url(), "default", "fake");
     let mut args: Vec<String> = [
         "--dry-run=server",
         // The fake serves no OpenAPI document; other tests validate the manifests.
@@ -1235,7 +1199,7 @@ fn request_timeout_stays_below_the_webhook_timeouts() {
 
 /// Runs `promtool` with `args` in `dir`; panics with its output unless it succeeds.
 fn promtool(dir: &Path, args: &[&str]) {
-    let output = Command::new(tool("promtool").expect("needs!(\"promtool\") checked it"))
+    let output = Command::new(tool("promtool"))
         .args(args)
         .current_dir(dir)
         .output()
@@ -1273,8 +1237,7 @@ fn alerts_pass_promtool_check_and_unit_tests() {
         rendered_alerts(&[]).to_string(),
     )
     .unwrap();
-    let tests =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts/rwop-guard.test.yaml");
+    let tests = support::fixtures::path("alerts/rwop-guard.test.yaml");
     std::fs::copy(&tests, dir.path().join("rwop-guard.test.yaml")).unwrap();
     promtool(dir.path(), &["check", "rules", "rules.yaml"]);
     promtool(dir.path(), &["test", "rules", "rwop-guard.test.yaml"]);

@@ -1,7 +1,6 @@
 //! `rwop-guard check`: exit codes and output lines on good, bad, mixed and malformed input.
 
-#[path = "support/binary.rs"]
-mod binary;
+use rwop_test_support as support;
 
 use std::path::Path;
 
@@ -9,22 +8,13 @@ use serde_json::Value;
 
 const DIR: &str = "tests/fixtures/manifests";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use support::binary::Run;
 
 fn check(args: &[&str], stdin: Option<&str>) -> Run {
     let args: Vec<&str> = std::iter::once("check")
         .chain(args.iter().copied())
         .collect();
-    let out = binary::run(&args, stdin.unwrap_or("").as_bytes());
-    Run {
-        code: out.code,
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: out.stderr,
-    }
+    support::binary::run(&args, stdin.unwrap_or("").as_bytes())
 }
 
 fn lines(s: &str) -> Vec<&str> {

@@ -1,15 +1,14 @@
 //! The command line as kubectl users expect it: cluster flags where they mean something and
 //! before or after the command, `-o`/`-n`, boolean environment variables, the plugin name.
 
-#[path = "support/binary.rs"]
-mod binary;
+use rwop_test_support as support;
 
-use binary::run;
+use support::binary::{self, run};
 
 fn help(command: &str) -> String {
     let r = run(&[command, "--help"], b"");
     assert_eq!(r.code, 0, "{command} --help: {}", r.stderr);
-    String::from_utf8(r.stdout).unwrap()
+    r.stdout
 }
 
 #[test]
@@ -61,61 +60,58 @@ fn cluster_flags_work_before_the_command_too() {
 fn as_a_kubectl_plugin_it_calls_itself_kubectl_rwop() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("kubectl-rwop");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rwop-guard"), &plugin).unwrap();
-    let out = std::process::Command::new(&plugin)
-        .args([
-            "-n",
-            "shop",
-            "--context",
-            "nowhere",
-            "scan",
-            "--kubeconfig",
-            "/nonexistent/k",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    std::os::unix::fs::symlink(binary::path(), &plugin).unwrap();
+    let plugin_run = |args: &[&str]| {
+        let mut command = binary::command(&plugin);
+        command.args(args);
+        binary::run_command(command, b"")
+    };
+    let out = plugin_run(&[
+        "-n",
+        "shop",
+        "--context",
+        "nowhere",
+        "scan",
+        "--kubeconfig",
+        "/nonexistent/k",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        stderr.contains("cannot read kubeconfig /nonexistent/k"),
-        "{stderr}"
+        out.stderr.contains("cannot read kubeconfig /nonexistent/k"),
+        "{}",
+        out.stderr
     );
-    let out = std::process::Command::new(&plugin)
-        .args(["scan", "--help"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Usage: kubectl rwop scan"), "{stdout}");
+    let out = plugin_run(&["scan", "--help"]);
+    assert!(
+        out.stdout.contains("Usage: kubectl rwop scan"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn boolean_environment_variables_take_1_0_true_false() {
+    let serve = |args: &[&str], dev: &str| {
+        let mut command = binary::command(binary::path());
+        command.args(args).env("RWOP_GUARD_DEV", dev);
+        binary::run_command(command, b"")
+    };
     for value in ["1", "true", "yes", "on"] {
         // --dev from the environment, then a policy that cannot be read: the run gets past
         // the command line (exit 1 from serve, not 2 from clap).
-        let r = std::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-            .args(["serve", "--config", "/nonexistent/policy.yaml"])
-            .env("RWOP_GUARD_DEV", value)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&r.stderr);
-        assert_eq!(r.status.code(), Some(1), "RWOP_GUARD_DEV={value}: {stderr}");
-        assert!(stderr.contains("cannot read policy file"), "{stderr}");
+        let r = serve(&["serve", "--config", "/nonexistent/policy.yaml"], value);
+        assert_eq!(r.code, 1, "RWOP_GUARD_DEV={value}: {}", r.stderr);
+        assert!(r.stderr.contains("cannot read policy file"), "{}", r.stderr);
     }
     for value in ["0", "false"] {
-        // Not --dev: then the certificate is required.
-        let r = std::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-            .args(["serve"])
-            .env("RWOP_GUARD_DEV", value)
-            .env_remove("RWOP_GUARD_TLS_CERT")
-            .env_remove("RWOP_GUARD_TLS_KEY")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&r.stderr);
-        assert_ne!(r.status.code(), Some(0), "RWOP_GUARD_DEV={value}: {stderr}");
+        // Not --dev: then the certificate is required (none comes from the environment).
+        let r = serve(&["serve"], value);
+        assert_ne!(r.code, 0, "RWOP_GUARD_DEV={value}: {}", r.stderr);
         assert!(
-            stderr.contains("--tls-cert and --tls-key are required (or use --dev)"),
-            "RWOP_GUARD_DEV={value}: {stderr}"
+            r.stderr
+                .contains("--tls-cert and --tls-key are required (or use --dev)"),
+            "RWOP_GUARD_DEV={value}: {}",
+            r.stderr
         );
     }
 }
@@ -139,6 +135,6 @@ fn check_takes_o_for_output() {
         b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(report["findings"], serde_json::json!([]));
 }

@@ -2,20 +2,18 @@
 //! `kube::Client`: initial list (paginated), live changes, bookmarks, 410 Gone → relist, broken
 //! watches, readiness, and mutation decisions made from the live facts.
 
-mod support;
+use rwop_test_support as support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rwop_guard::admission::{Webhook, review};
 use rwop_guard::cluster::{self, ClusterWatch};
 use rwop_guard::policy::{AccessMode, Facts, Policy};
 use rwop_guard::server::AppState;
 use serde_json::{Value, json};
-use support::fake_apiserver::{FakeApiServer, api_fixture};
+use support::PATIENCE;
+use support::fake_apiserver::{FakeApiServer, Held, api_fixture};
 use tokio::sync::watch;
-
-const PATIENCE: Duration = Duration::from_secs(20);
 
 const CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
 const VOLUMES: &str = "/api/v1/persistentvolumes";
@@ -103,6 +101,59 @@ fn default_class(state: &AppState) -> Option<String> {
 
 fn synced(state: &AppState) -> bool {
     state.facts_ready()
+}
+
+/// Ready as the probes see it: the caches synced, not shutting down.
+fn ready(state: &AppState) -> bool {
+    state.not_ready_reason().is_none()
+}
+
+/// The volumes of the published facts.
+fn volumes(state: &AppState) -> rwop_guard::policy::ByName<rwop_guard::policy::AccessModes> {
+    let facts = state.facts();
+    facts
+        .cluster
+        .as_ref()
+        .expect("the facts are known")
+        .volumes
+        .clone()
+}
+
+/// `rwop_guard_watch_errors_total` over all resources.
+fn watch_errors(state: &AppState) -> u64 {
+    state
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("rwop_guard_watch_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits until the fake holds `held`'s request.
+async fn arrived(held: &mut Held, what: &str) {
+    tokio::time::timeout(PATIENCE, held.arrived())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// Sets label `team` of namespace `default` (to a value it did not have) and waits until the
+/// published facts show it: a publication after this moment, whatever the other watches do.
+async fn publish_namespace_label(fake: &FakeApiServer, r: &mut Running, team: &str) {
+    fake.patch(
+        &format!("{NAMESPACES}/default"),
+        json!({"metadata": {"labels": {"team": team}}}),
+    )
+    .unwrap();
+    r.until("the namespace label", |s| {
+        s.facts()
+            .cluster
+            .as_ref()
+            .and_then(|c| c.namespaces.get("default")?.get("team").cloned())
+            .as_deref()
+            == Some(team)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -295,29 +346,57 @@ fn count_lists(fake: &FakeApiServer) -> usize {
 #[tokio::test]
 async fn gone_410_relists_and_swaps_the_state_in_whole() {
     let fake = seeded().await;
+    // Two pages of volumes, so a relist can be caught half done.
+    for i in 0..600 {
+        fake.create(VOLUMES, pv(&format!("bulk-{i:04}"), &["ReadWriteOnce"]))
+            .unwrap();
+    }
     let mut r = start_caches(&fake);
     r.until("first sync", synced).await;
     watches_open(&fake).await;
     let lists_before = count_lists(&fake);
+    let before = volumes(&r.state);
+    assert_eq!(before.len(), 604);
 
-    // While the watches are down and history is compacted, the cluster changes.
+    // The second page of the volumes' relist waits until the test lets it through.
+    let mut second_page = fake.hold_next(|request| {
+        request.starts_with("GET /api/v1/persistentvolumes?") && request.contains("continue=")
+    });
+    // While the watches are down and history is compacted, the cluster changes: a volume that
+    // sorts into the first page appears, one of the second page goes.
     assert_eq!(fake.break_watches(), WATCHES);
     delete_volume(&fake, "pv-rwo");
-    fake.create(VOLUMES, pv("while-away", &["ReadWriteOnce"]))
+    fake.create(VOLUMES, pv("a-while-away", &["ReadWriteOnce"]))
         .unwrap();
     fake.compact();
 
+    // The first page (500 volumes, `a-while-away` among them) has been read. A change of a
+    // namespace is published meanwhile: readers still see the whole old list of volumes, and
+    // the server stays ready.
+    arrived(&mut second_page, "the second page of the relist").await;
+    publish_namespace_label(&fake, &mut r, "during-relist").await;
+    assert!(ready(&r.state), "not ready during the relist");
+    assert!(
+        volumes(&r.state) == before,
+        "half a relist is visible: {} volumes, a-while-away {}, pv-rwo {}",
+        volumes(&r.state).len(),
+        volumes(&r.state).contains_key("a-while-away"),
+        volumes(&r.state).contains_key("pv-rwo"),
+    );
+
+    second_page.release();
     r.until("relisted state", |s| {
         let f = s.facts();
         let c = f.cluster.as_ref().unwrap();
-        c.volumes.contains_key("while-away") && !c.volumes.contains_key("pv-rwo")
+        c.volumes.contains_key("a-while-away") && !c.volumes.contains_key("pv-rwo")
     })
     .await;
+    assert_eq!(volumes(&r.state).len(), 604);
     assert!(
         count_lists(&fake) > lists_before,
         "410 Gone must lead to a relist"
     );
-    assert!(synced(&r.state), "still ready through the relist");
+    assert!(ready(&r.state));
 }
 
 #[tokio::test]
@@ -326,12 +405,25 @@ async fn a_broken_watch_keeps_serving_the_last_state_counts_and_recovers() {
     let mut r = start_caches(&fake);
     r.until("first sync", synced).await;
     watches_open(&fake).await;
+    let before = volumes(&r.state);
 
-    // The next requests fail (as an API server outage would), and open watches drop.
-    fake.fail_next(4, 500);
+    // The next requests fail (as an API server outage would), and open watches drop; the
+    // volumes' first request after the failures waits until the test lets it through.
+    fake.fail_next(3, 500);
+    let mut volumes_back =
+        fake.hold_next(|request| request.starts_with("GET /api/v1/persistentvolumes?"));
     assert_eq!(fake.break_watches(), WATCHES);
     fake.create(VOLUMES, pv("after-outage", &["ReadWriteOncePod"]))
         .unwrap();
+
+    // During the outage of the volumes' watch, another change is published: the volumes are
+    // the last state, whole, and the server is ready.
+    arrived(&mut volumes_back, "the volumes' watch to come back").await;
+    publish_namespace_label(&fake, &mut r, "during-outage").await;
+    assert!(ready(&r.state), "not ready during the outage");
+    assert!(volumes(&r.state) == before, "the last state was not kept");
+
+    volumes_back.release();
     r.until("recovered", |s| {
         s.facts()
             .cluster
@@ -341,31 +433,35 @@ async fn a_broken_watch_keeps_serving_the_last_state_counts_and_recovers() {
             .contains_key("after-outage")
     })
     .await;
-    // The last state was kept throughout: the old volumes are all still there.
     assert!(r.volume_modes("pv-bind-rwop").is_some());
-    assert!(synced(&r.state));
-    let metrics = r.state.metrics.encode();
-    let errors: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("rwop_guard_watch_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(errors >= 1, "{metrics}");
+    assert!(ready(&r.state));
+    // Each failed request is one counted error.
+    assert_eq!(watch_errors(&r.state), 3, "{}", r.state.metrics.encode());
 }
 
 #[tokio::test]
 async fn not_ready_until_the_api_answers() {
     let fake = seeded().await;
     fake.fail_next(3, 500);
+    // The first request after the three failures waits until the test lets it through.
+    let mut after_failures = fake.hold_next(|_| true);
     let mut r = start_caches(&fake);
+    arrived(&mut after_failures, "a request after the failures").await;
+    // Every request so far failed: nothing has synced, so the facts are unknown and the server
+    // is not ready; the caller that tried again has counted its error first.
     assert!(!synced(&r.state));
-    r.until("sync after failures", synced).await;
-    assert!(
-        r.state
-            .metrics
-            .encode()
-            .contains("rwop_guard_watch_errors_total")
+    assert_eq!(
+        r.state.not_ready_reason(),
+        Some("cluster caches have not synced yet")
     );
+    assert!(r.state.facts().cluster.is_none());
+    assert!(watch_errors(&r.state) >= 1, "{}", r.state.metrics.encode());
+
+    after_failures.release();
+    r.until("sync after failures", synced).await;
+    assert!(ready(&r.state));
+    // Each failed request is one counted error.
+    assert_eq!(watch_errors(&r.state), 3, "{}", r.state.metrics.encode());
 }
 
 #[tokio::test]
@@ -375,10 +471,9 @@ async fn mutation_uses_the_live_default_class_and_provisioner() {
     r.until("first sync", synced).await;
     // Mutation on, no class listed: the cluster's facts decide.
     let policy = Policy::from_yaml("mutation:\n  enabled: true\n", "test").unwrap();
-    let mut body: Value = serde_json::from_str(
-        &std::fs::read_to_string("tests/fixtures/admission/01-pvc-create-rwo.pvc.mutate.json")
-            .unwrap(),
-    )
+    let mut body: Value = serde_json::from_slice(&support::fixtures::admission(
+        "01-pvc-create-rwo.pvc.mutate.json",
+    ))
     .unwrap();
     // As the DefaultStorageClass plugin leaves it when no class is given: no storageClassName.
     body["request"]["object"]["spec"]

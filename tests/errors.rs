@@ -1,9 +1,8 @@
 //! Errors as the commands print them: each cause once, with what to do.
 
-#[path = "support/binary.rs"]
-mod binary;
+use rwop_test_support as support;
 
-use binary::run;
+use support::binary::run;
 
 /// `needle` occurs in `haystack` exactly once.
 fn once(haystack: &str, needle: &str) -> bool {

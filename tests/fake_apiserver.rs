@@ -2,11 +2,10 @@
 //! real `kube::Client` / `kube::Api` / `kube::runtime::watcher`, and through raw HTTP where kube
 //! hides the wire format. Real responses to compare with are in `tests/fixtures/api/`.
 
-mod support;
+use rwop_test_support as support;
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::time::Duration;
 
 use axum::body::HttpBody;
 
@@ -22,11 +21,10 @@ use kube::api::{
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use support::PATIENCE;
 use support::fake_apiserver::{Deletion, EventType, FakeApiServer, ResourceDef, api_fixture};
 
 /// Upper bound for anything a test waits for; reaching it fails the test.
-const PATIENCE: Duration = Duration::from_secs(20);
-
 async fn within<F: Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(PATIENCE, f)
         .await

@@ -4,23 +4,23 @@
 //! Whether the objects decide as the webhook does is for the e2e suite (tests/e2e/intree.rs), on
 //! a real API server.
 //!
-//! helm comes from `$HELM`, else `PATH` (`scripts/test.sh` puts the installed tools there).
-//! Without it the chart tests pass after a line on stderr; under `CI=true` they fail.
+//! helm is found, and skipped when missing (a failure when `CI` is set), by the one rule of
+//! every suite: `support::tools`.
+
+use rwop_test_support as support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use support::binary::Run;
 
 use serde_json::{Value, json};
 
 const RELEASE: &str = "guard";
 const FULLNAME: &str = "guard-rwop-guard";
 
-fn rwop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-        .args(args)
-        .env_remove("RWOP_GUARD_CONFIG")
-        .output()
-        .expect("running rwop-guard")
+fn rwop(args: &[&str]) -> Run {
+    support::binary::run(args, b"")
 }
 
 fn export(policy_yaml: &str, args: &[&str]) -> (Vec<Value>, String) {
@@ -37,16 +37,12 @@ fn export(policy_yaml: &str, args: &[&str]) -> (Vec<Value>, String) {
     ];
     all.extend(args);
     let out = rwop(&all);
-    assert!(
-        out.status.success(),
-        "policy export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Value = serde_json::from_slice(&out.stdout).expect("policy export -o json");
+    assert_eq!(out.code, 0, "policy export failed: {}", out.stderr);
+    let list: Value = serde_json::from_str(&out.stdout).expect("policy export -o json");
     assert_eq!(list["kind"], "List");
     (
         list["items"].as_array().cloned().unwrap_or_default(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.stderr,
     )
 }
 
@@ -229,8 +225,8 @@ fn yaml_output_is_a_kubectl_stream_of_the_same_objects() {
     )
     .unwrap();
     let out = rwop(&["policy", "export", "--config", file.to_str().unwrap()]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.stdout;
     assert!(text.starts_with("---\n"), "{text}");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let (json_objects, _) = export(
@@ -243,37 +239,22 @@ fn yaml_output_is_a_kubectl_stream_of_the_same_objects() {
 #[test]
 fn bad_input_is_refused_with_a_reason() {
     let out = rwop(&["policy", "export", "--config", "/nonexistent/policy.yaml"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.code, 2);
+    let stderr = &out.stderr;
     assert!(stderr.contains("/nonexistent/policy.yaml"), "{stderr}");
     assert!(out.stdout.is_empty());
 
     let out = rwop(&["policy", "export", "--prefix", "Bad_Name"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--prefix \"Bad_Name\""),
-        "{out:?}"
-    );
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--prefix \"Bad_Name\""), "{out:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
 // The chart.
 
+/// helm, or None when the test is skipped (`support::tools::require`).
 fn helm() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("HELM") {
-        return Some(PathBuf::from(path));
-    }
-    let found = std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("helm"))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "helm not found ($HELM, PATH): scripts/install-tools.sh installs it; CI=true: failing"
-        );
-        eprintln!("intree: skipped a chart test: helm not found ($HELM, PATH)");
-    }
-    found
+    support::tools::require("intree", "helm")
 }
 
 fn chart_dir() -> PathBuf {

@@ -6,7 +6,7 @@
 //! a blocked claim or StatefulSet is refused with the words `scan` printed, a note is `migrate`'s
 //! refusal, and a claim with nothing to say is already migrated.
 
-mod support;
+use rwop_test_support as support;
 
 use proptest::prelude::*;
 use rwop_guard::migrate::statefulset::{self, StatefulSetPlan};

@@ -5,12 +5,12 @@
 //! webhook's rules and the safety invariants (never deleted, never unclaimed with reclaim policy
 //! Delete).
 
-mod support;
+use rwop_test_support as support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use rwop_guard::migrate::{self, MigrateError, MigrateOptions, Progress, STEPS};
 use rwop_guard::policy::{MIGRATED_FROM_ANNOTATION, MIGRATION_ANNOTATION, OPT_OUT_ANNOTATION};
 use serde_json::{Value, json};
@@ -142,6 +142,14 @@ fn expected(modes: &str) -> Value {
     })
 }
 
+/// A run told to stop after step `k` stopped there, and for no other reason.
+fn assert_interrupted(result: Result<(), MigrateError>, k: usize) {
+    assert!(
+        matches!(result, Err(MigrateError::Interrupted { completed }) if completed == k),
+        "stopped after step {k}: {result:?}"
+    );
+}
+
 fn assert_no_violations(c: &Cluster) {
     let v = c.violations.lock().unwrap();
     assert!(v.is_empty(), "{v:#?}");
@@ -200,10 +208,7 @@ async fn a_crash_after_any_step_then_a_resume_ends_the_same() {
         let c = cluster().await;
         let (first, _) = run(&c, &opts(), Some(k)).await;
         if k < STEPS.len() {
-            assert!(
-                matches!(first, Err(MigrateError::Interrupted { completed }) if completed == k),
-                "step {k}: {first:?}"
-            );
+            assert_interrupted(first, k);
             // The volume carries the progress.
             let state = c.fake.get(PV_PATH).unwrap()["metadata"]["annotations"]
                 [MIGRATION_ANNOTATION]
@@ -232,7 +237,7 @@ async fn a_rollback_from_any_step_returns_to_the_start() {
     for k in 1..STEPS.len() {
         let c = cluster().await;
         let (first, _) = run(&c, &opts(), Some(k)).await;
-        assert!(first.is_err(), "step {k}");
+        assert_interrupted(first, k);
         let rollback = MigrateOptions {
             rollback: true,
             ..opts()
@@ -248,15 +253,12 @@ async fn a_rollback_from_any_step_returns_to_the_start() {
 async fn an_interrupted_rollback_resumes_and_a_forward_run_waits_for_it() {
     for (k, r) in [(6, 3), (7, 6), (8, 2)] {
         let c = cluster().await;
-        assert!(run(&c, &opts(), Some(k)).await.0.is_err());
+        assert_interrupted(run(&c, &opts(), Some(k)).await.0, k);
         let rollback = MigrateOptions {
             rollback: true,
             ..opts()
         };
-        assert!(
-            run(&c, &rollback, Some(r)).await.0.is_err(),
-            "rollback stopped at {r}"
-        );
+        assert_interrupted(run(&c, &rollback, Some(r)).await.0, r);
         // A forward run must not silently undo a half-done rollback.
         let (forward, _) = run(&c, &opts(), None).await;
         assert!(
@@ -277,20 +279,46 @@ async fn an_interrupted_rollback_resumes_and_a_forward_run_waits_for_it() {
 #[tokio::test]
 async fn concurrent_writers_on_the_volume_are_retried() {
     let c = cluster().await;
-    let client = c.fake.client();
-    let writer = tokio::spawn(async move {
-        let pvs: kube::Api<PersistentVolume> = kube::Api::all(client);
-        for i in 0..60 {
-            let patch = kube::api::Patch::Merge(
-                json!({"metadata": {"labels": {"touched": i.to_string()}}}),
-            );
-            let _ = pvs
-                .patch(VOLUME, &kube::api::PatchParams::default(), &patch)
-                .await;
+    let options = opts();
+    let migration = run(&c, &options, None);
+    tokio::pin!(migration);
+    // Every other write of the migration to the volume (the 1st, 3rd, …) is held; meanwhile
+    // another writer changes the volume, so the held write (made from what the migration read
+    // before) meets a real 409 Conflict when it goes on, and must be read again and re-applied.
+    let writes = Arc::new(AtomicUsize::new(0));
+    let hold = || {
+        let writes = writes.clone();
+        c.fake.hold_next(move |request| {
+            request.starts_with("PUT /api/v1/persistentvolumes/pv-orders")
+                && writes.fetch_add(1, Ordering::SeqCst).is_multiple_of(2)
+        })
+    };
+    let mut held = hold();
+    let mut conflicts = 0;
+    let result = loop {
+        tokio::select! {
+            (result, _) = &mut migration => break result,
+            () = held.arrived() => {
+                conflicts += 1;
+                let touched = json!({"metadata": {"labels": {"touched": conflicts.to_string()}}});
+                c.fake.patch(PV_PATH, touched).unwrap();
+                // The next write is looked at before this one goes on (and is let through).
+                std::mem::replace(&mut held, hold()).release();
+            }
         }
-    });
-    run(&c, &opts(), None).await.0.unwrap();
-    writer.await.unwrap();
+    };
+    result.unwrap();
+    // Each held write met its conflict and was retried once, successfully (six writes of the
+    // volume when this was written: the state, Retain, the claim's uid, the modes, the reclaim
+    // policy back, the state removed).
+    assert_eq!(writes.load(Ordering::SeqCst), 2 * conflicts);
+    assert!(conflicts >= 1, "no write met a conflict");
+    let pv = c.fake.get(PV_PATH).unwrap();
+    assert_eq!(
+        pv["metadata"]["labels"]["touched"],
+        conflicts.to_string(),
+        "the other writer's change was written over"
+    );
     assert_eq!(shape(&c), expected("ReadWriteOncePod"));
     assert_no_violations(&c);
 }
@@ -613,34 +641,32 @@ async fn a_claim_that_does_not_bind_times_out_keeping_the_volume() {
 
 // ---- The binary, also as the kubectl plugin ------------------------------------------------------
 
-/// A kubeconfig with a context for the fake server and a default context that leads nowhere, so
-/// only an honoured `--context` reaches the fake.
-fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: nowhere\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n- name: closed\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: u, namespace: shop}}\n- name: nowhere\n  context: {{cluster: closed, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// `program ARGS` (the binary through its kubectl plugin link): (exit code, stdout, stderr).
+async fn run_plugin(program: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = support::binary::command(program);
+    command.args(args);
+    let r = support::binary::run_async(command, b"").await;
+    (r.code, r.stdout, r.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &c.fake.url());
+    // The current context leads nowhere: only an honoured `--context fake` reaches the fake.
+    let config = support::kubeconfig::write(dir.path(), &c.fake.url(), NS, "nowhere");
     let config = config.to_str().unwrap();
     let plugin = dir.path().join("kubectl-rwop");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rwop-guard"), &plugin).unwrap();
+    std::os::unix::fs::symlink(support::binary::path(), &plugin).unwrap();
 
-    let (code, _, err) = support::cli::run(&plugin, &["--help"]).await;
+    let (code, _, err) = run_plugin(&plugin, &["--help"]).await;
     assert_eq!(code, 0, "{err}");
-    let (_, help, _) = support::cli::run(&plugin, &["--help"]).await;
+    let (_, help, _) = run_plugin(&plugin, &["--help"]).await;
     assert!(help.contains("kubectl rwop"), "{help}");
 
     // Dry run, namespace from -n, context chosen with --context: the plan, and no write.
     let before = c.fake.resource_version();
-    let (code, plan, err) = support::cli::run(
+    let (code, plan, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -687,7 +713,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     );
 
     // Without --context the kubeconfig's current context (a closed port) is used: a clear error.
-    let (code, _, err) = support::cli::run(
+    let (code, _, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -702,7 +728,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert!(err.contains("cannot read claim shop/orders-db"), "{err}");
 
     // Not confirmed (no terminal, no --yes): nothing changes.
-    let (code, _, err) = support::cli::run(
+    let (code, _, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -719,7 +745,7 @@ async fn kubectl_rwop_migrate_dry_run_confirm_and_run() {
     assert_eq!(c.fake.resource_version(), before);
 
     // The real thing, with progress lines.
-    let (code, _, err) = support::cli::run(
+    let (code, _, err) = run_plugin(
         &plugin,
         &[
             "--kubeconfig",
@@ -995,7 +1021,7 @@ async fn a_surging_rollout_is_refused_or_switched_to_recreate_and_restored_by_ro
     );
 
     // Interrupted before the switch: its rollback has no strategy to restore, and says none.
-    run(&c, &switch, Some(2)).await.0.unwrap_err();
+    assert_interrupted(run(&c, &switch, Some(2)).await.0, 2);
     let rollback = MigrateOptions {
         rollback: true,
         ..opts()
@@ -1009,8 +1035,7 @@ async fn a_surging_rollout_is_refused_or_switched_to_recreate_and_restored_by_ro
         "{early:?}"
     );
     // Resumed up to after the switch, then rolled back: the strategy is back.
-    let (first, _) = run(&c, &switch, Some(3)).await;
-    assert!(first.is_err());
+    assert_interrupted(run(&c, &switch, Some(3)).await.0, 3);
     let d = c.fake.get(DEPLOYMENT).unwrap();
     assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
     let recorded: Value =

@@ -1,7 +1,7 @@
 //! `migrate --all`: many claims of a namespace against the fake API server, through the real
 //! `kube::Client`, with the controllers a migration depends on emulated (tests/support/seed.rs).
 
-mod support;
+use rwop_test_support as support;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -259,10 +259,14 @@ async fn a_crash_in_a_shared_group_resumes_and_restores_the_consumer_once() {
     assert_eq!(orders_scales(&c), vec![0, 1]);
 }
 
-const BINARY: &str = env!("CARGO_BIN_EXE_rwop-guard");
+/// `rwop-guard ARGS` with `stdin`: (exit code, stdout, stderr).
+async fn binary_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let r = support::binary::run_async(support::binary::rwop_guard(args), stdin.as_bytes()).await;
+    (r.code, r.stdout, r.stderr)
+}
 
 async fn binary(args: &[&str]) -> (i32, String, String) {
-    support::cli::run(BINARY.as_ref(), args).await
+    binary_with_stdin(args, "").await
 }
 
 /// `rwop-guard --kubeconfig CONFIG migrate ARGS…`: (exit code, stdout, stderr).
@@ -276,8 +280,8 @@ async fn migrate(config: &str, args: &[&str]) -> (i32, String, String) {
 async fn the_cli_prints_one_plan_for_the_namespace_then_runs_it() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
-    let config = config.as_str();
+    let config = support::kubeconfig::write(dir.path(), &c.fake.url(), NS, "fake");
+    let config = config.to_str().unwrap();
     let before = c.fake.resource_version();
     let (code, plan, err) = migrate(config, &["--all", "--dry-run"]).await;
     assert_eq!(code, 0, "{err}");
@@ -429,8 +433,8 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     let c = cluster().await;
     add_billing(&c);
     let dir = tempfile::tempdir().unwrap();
-    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
-    let config = config.as_str();
+    let config = support::kubeconfig::write(dir.path(), &c.fake.url(), NS, "fake");
+    let config = config.to_str().unwrap();
     let (code, scan, err) = binary(&["--kubeconfig", config, "scan", "-A", "-o", "json"]).await;
     assert_eq!(code, 0, "{err}");
     let found = fleet::candidates_from_scan(&scan, "the scan", None).unwrap();
@@ -521,8 +525,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     );
 
     // From standard input, it cannot also ask: --yes is needed.
-    let (code, _, err) = support::cli::run_with_stdin(
-        BINARY.as_ref(),
+    let (code, _, err) = binary_with_stdin(
         &["--kubeconfig", config, "migrate", "--from-scan", "-"],
         &scan,
     )
@@ -530,8 +533,7 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("add --yes"), "{err}");
     assert_eq!(c.fake.resource_version(), before);
-    let (code, _, err) = support::cli::run_with_stdin(
-        BINARY.as_ref(),
+    let (code, _, err) = binary_with_stdin(
         &[
             "--kubeconfig",
             config,
@@ -580,8 +582,8 @@ async fn from_scan_plans_the_candidates_of_a_real_scan_judged_again_on_the_live_
 async fn from_scan_refuses_what_is_not_scan_output_and_a_scan_of_another_namespace() {
     let c = cluster().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
-    let config = config.as_str();
+    let config = support::kubeconfig::write(dir.path(), &c.fake.url(), NS, "fake");
+    let config = config.to_str().unwrap();
     let before = c.fake.resource_version();
     let (code, policy_reports, err) =
         binary(&["--kubeconfig", config, "scan", "-o", "policyreport"]).await;

@@ -4,7 +4,7 @@
 //! garbage collector does; the StatefulSet controller is emulated as far as pods follow
 //! `spec.replicas`.
 
-mod support;
+use rwop_test_support as support;
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
@@ -383,11 +383,11 @@ async fn claims_migrated_one_by_one_leave_only_the_template_to_do() {
 
 async fn binary(c: &Cluster, args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let config = support::cli::kubeconfig(dir.path(), &c.fake.url());
-    let mut all = vec!["--kubeconfig", config.as_str()];
+    let config = support::kubeconfig::write(dir.path(), &c.fake.url(), NS, "fake");
+    let mut all = vec!["--kubeconfig", config.to_str().unwrap()];
     all.extend_from_slice(args);
-    let program = std::path::Path::new(env!("CARGO_BIN_EXE_rwop-guard"));
-    support::cli::run(program, &all).await
+    let r = support::binary::run_async(support::binary::rwop_guard(&all), b"").await;
+    (r.code, r.stdout, r.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

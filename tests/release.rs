@@ -9,8 +9,7 @@
 //! The archives, checksums, SBOMs, chart package and image index are checked by
 //! scripts/release.sh and scripts/chart-checks.sh, which CI runs after the release builds.
 
-#[path = "support/binary.rs"]
-mod binary;
+use rwop_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,10 +43,9 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 #[test]
 fn version_names_the_package_version_and_a_commit_of_this_repository() {
-    let r = binary::run(&["--version"], b"");
+    let r = support::binary::run(&["--version"], b"");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let line = String::from_utf8(r.stdout).unwrap();
-    let line = line.trim_end();
+    let line = r.stdout.trim_end();
     let prefix = format!("rwop-guard {} (commit ", env!("CARGO_PKG_VERSION"));
     let rest = line
         .strip_prefix(&prefix)
@@ -66,8 +64,8 @@ fn version_names_the_package_version_and_a_commit_of_this_repository() {
         assert_eq!(commit, "unknown", "{line:?}");
     }
     // -V is the same line.
-    let short = binary::run(&["-V"], b"");
-    assert_eq!(String::from_utf8(short.stdout).unwrap().trim_end(), line);
+    let short = support::binary::run(&["-V"], b"");
+    assert_eq!(short.stdout.trim_end(), line);
 }
 
 /// The build script, compiled on its own (it uses std only) into `dir`.
@@ -251,15 +249,13 @@ fn build_script_stamps_commit_dirty_or_unknown() {
 }
 
 /// The Python that has PyYAML: the tools venv scripts/install-tools.sh makes, else python3.
-/// None (and a line on stderr) when neither has it; under CI=true that fails the test.
+/// None (and a line on stderr) when neither has it; with `CI` set that fails the test (the one
+/// rule of `support::tools`).
 fn python_with_yaml() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let tools = std::env::var_os("RWOP_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/rwop-guard/tools"));
-    for python in [tools.join("venv/bin/python"), PathBuf::from("python3")] {
+    let venv = support::tools::cache_dir()
+        .and_then(|bin| Some(bin.parent()?.join("venv/bin/python")))
+        .into_iter();
+    for python in venv.chain([PathBuf::from("python3")]) {
         let ok = Command::new(&python)
             .args(["-c", "import yaml"])
             .output()
@@ -268,10 +264,11 @@ fn python_with_yaml() -> Option<PathBuf> {
             return Some(python);
         }
     }
-    let why = "release: skipped the krew manifest check tests: no python with PyYAML \
-               (run scripts/install-tools.sh)";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    eprintln!("{why}");
+    let why = "the krew manifest check tests need a python with PyYAML \
+               (scripts/install-tools.sh installs one)";
+    if let Err(failure) = support::tools::skipped("release", why, true) {
+        panic!("{failure}");
+    }
     None
 }
 

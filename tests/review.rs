@@ -1,11 +1,10 @@
 //! Real AdmissionReviews captured from a kube-apiserver, through the library and through
 //! `rwop-guard review`, with the expected decision written down per file.
 
-#[path = "support/binary.rs"]
-mod binary;
+use rwop_test_support as support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -15,13 +14,7 @@ use rwop_guard::admission::{ReviewError, Webhook, review};
 use rwop_guard::policy::{AccessModes, ClusterFacts, Facts, Policy, StorageClassFacts};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
+use support::fixtures::admission as fixture;
 
 const MUTATING_POLICY: &str = "mutation:\n  enabled: true\n  storageClasses: [fast-csi]\n";
 
@@ -412,12 +405,7 @@ fn check_response(x: &Expect, out: &Value) {
 
 #[test]
 fn every_fixture_is_listed() {
-    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    on_disk.sort();
+    let on_disk = support::fixtures::admission_names();
     let mut listed: Vec<String> = EXPECTED
         .iter()
         .filter(|x| !x.mutating)
@@ -443,8 +431,8 @@ fn fixtures_through_the_library() {
     }
 }
 
-fn run_binary(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
-    let out = binary::run(args, stdin);
+fn run_binary(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let out = support::binary::run(args, stdin);
     (out.code, out.stdout, out.stderr)
 }
 
@@ -462,7 +450,7 @@ fn fixtures_through_the_binary_match_the_library() {
         }
         let (code, stdout, stderr) = run_binary(&args, &fixture(x.file));
         assert_eq!(code, 0, "{}: {stderr}", x.file);
-        let out: Value = serde_json::from_slice(&stdout).unwrap();
+        let out: Value = serde_json::from_str(&stdout).unwrap();
         check_response(x, &out);
         assert_eq!(out, run_library(x), "{}", x.file);
     }

@@ -3,11 +3,9 @@
 //! analysis on hand-made inventories; and the binary end to end with a kubeconfig pointing at the
 //! fake server.
 
-mod support;
+use rwop_test_support as support;
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use rwop_guard::manifests::parse_documents;
 use rwop_guard::migrate::model::workloads::{WorkloadInfo, Workloads};
@@ -17,9 +15,8 @@ use rwop_guard::scan::{
     render_table,
 };
 use serde_json::{Value, json};
+use support::binary::Run;
 use support::fake_apiserver::{FakeApiServer, api_fixture};
-
-const PATIENCE: Duration = Duration::from_secs(60);
 
 const CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
 const VOLUMES: &str = "/api/v1/persistentvolumes";
@@ -1156,64 +1153,21 @@ fn json_report_has_the_documented_shape() {
 // The binary, end to end, with a kubeconfig pointing at the fake server
 // ---------------------------------------------------------------------------------------------
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn write_kubeconfig(dir: &Path, server: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
+/// `rwop-guard scan --kubeconfig KUBECONFIG ARGS`.
 async fn run_scan(kubeconfig: &Path, args: &[&str]) -> Run {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-        .arg("scan")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env_remove("RWOP_GUARD_CONFIG")
-        .env_remove("KUBECONFIG")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start rwop-guard");
-    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .expect("rwop-guard scan finished in time")
-        .expect("rwop-guard output");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    let mut command = support::binary::rwop_guard(&["scan", "--kubeconfig"]);
+    command.arg(kubeconfig).args(args);
+    support::binary::run_async(command, b"").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_prints_the_table_and_exits_1_on_violations() {
     let fake = seeded().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), &fake.url());
+    let kubeconfig = support::kubeconfig::write(dir.path(), &fake.url(), "default", "fake");
 
     let run = run_scan(&kubeconfig, &[]).await;
-    assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
+    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
     let first = run.stdout.lines().next().unwrap();
     assert!(
         first.starts_with("KIND") && first.contains("NAMESPACE") && first.ends_with("DETAIL"),
@@ -1260,19 +1214,19 @@ async fn binary_prints_the_table_and_exits_1_on_violations() {
 
     // -A wins over -n.
     let all = run_scan(&kubeconfig, &["-n", "prewebhook", "-A"]).await;
-    assert_eq!(all.code, Some(1), "stderr: {}", all.stderr);
+    assert_eq!(all.code, 1, "stderr: {}", all.stderr);
     assert_eq!(all.stdout, run.stdout);
 
     // A namespace without violations: exit 0.
     let clean = run_scan(&kubeconfig, &["-n", "prewebhook"]).await;
-    assert_eq!(clean.code, Some(0), "stderr: {}", clean.stderr);
+    assert_eq!(clean.code, 0, "stderr: {}", clean.stderr);
     assert_eq!(
         clean.stdout,
         "0 violations, 0 migration candidates, 0 rollout risks; scanned 1 claim, 0 volumes, 0 workloads in namespace prewebhook\n"
     );
     // The exit status does not depend on the output format.
     let default_json = run_scan(&kubeconfig, &["--namespace", "default", "--output", "json"]).await;
-    assert_eq!(default_json.code, Some(1), "legacy-mixed is a V1 violation");
+    assert_eq!(default_json.code, 1, "legacy-mixed is a V1 violation");
     let value: Value = serde_json::from_str(&default_json.stdout).unwrap();
     assert_eq!(value["namespace"], "default");
     assert_eq!(value["summary"]["violations"], 1);
@@ -1291,10 +1245,10 @@ async fn binary_json_and_policyreport_outputs() {
     fake.delete(&format!("{}/legacy-mixed", claims_in("default")))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), &fake.url());
+    let kubeconfig = support::kubeconfig::write(dir.path(), &fake.url(), "default", "fake");
 
     let run = run_scan(&kubeconfig, &["--output", "json"]).await;
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     let value: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
     assert_eq!(
         value["summary"],
@@ -1316,7 +1270,7 @@ async fn binary_json_and_policyreport_outputs() {
     );
 
     let run = run_scan(&kubeconfig, &["--output", "policyreport", "-n", "shop"]).await;
-    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
     assert!(run.stdout.starts_with("---\n"), "{}", run.stdout);
     let docs: Vec<serde_json::Value> = parse_documents(&run.stdout)
         .into_iter()
@@ -1342,11 +1296,11 @@ async fn binary_json_and_policyreport_outputs() {
 async fn binary_exits_2_when_it_cannot_scan() {
     let fake = seeded().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), &fake.url());
+    let kubeconfig = support::kubeconfig::write(dir.path(), &fake.url(), "default", "fake");
 
     fake.fail_next(1, 403);
     let run = run_scan(&kubeconfig, &[]).await;
-    assert_eq!(run.code, Some(2), "stdout: {}", run.stdout);
+    assert_eq!(run.code, 2, "stdout: {}", run.stdout);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert!(
         run.stderr.contains(&format!(
@@ -1362,9 +1316,10 @@ async fn binary_exits_2_when_it_cannot_scan() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let unreachable = write_kubeconfig(dir.path(), &format!("http://{closed}"));
+    let unreachable =
+        support::kubeconfig::write(dir.path(), &format!("http://{closed}"), "default", "fake");
     let run = run_scan(&unreachable, &[]).await;
-    assert_eq!(run.code, Some(2), "stdout: {}", run.stdout);
+    assert_eq!(run.code, 2, "stdout: {}", run.stdout);
     assert!(
         run.stderr.contains(&format!(
             "rwop-guard scan: cannot list persistentvolumeclaims: ServiceError: client error \
@@ -1377,7 +1332,7 @@ async fn binary_exits_2_when_it_cannot_scan() {
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, "validation:\n  action: block\n").unwrap();
     let run = run_scan(&kubeconfig, &["--config", policy.to_str().unwrap()]).await;
-    assert_eq!(run.code, Some(2));
+    assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("key `validation.action`"),
         "{}",
@@ -1385,7 +1340,7 @@ async fn binary_exits_2_when_it_cannot_scan() {
     );
 
     let run = run_scan(&dir.path().join("missing"), &[]).await;
-    assert_eq!(run.code, Some(2));
+    assert_eq!(run.code, 2);
     assert!(
         run.stderr.contains("cannot read kubeconfig"),
         "{}",

@@ -1,14 +1,9 @@
 //! The server over a real TLS socket on 127.0.0.1, with a rustls client trusting the generated CA.
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/server.rs"]
-mod serving;
-
-use http::{HttpResponse, read_response};
-use serving::{
-    Fixture, ServeProcess, fixture, fixtures, new_certs, options, serve_with, write_pair,
-};
+use rwop_test_support::{self as support, PATIENCE};
+use support::fixtures::admission as fixture;
+use support::http::{HttpResponse, http_get, read_response, send};
+use support::server::{Fixture, ServeProcess, new_certs, options, serve_with, write_pair};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,23 +23,17 @@ use tokio::sync::broadcast;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-/// Upper bound for anything a test waits for; reaching it fails the test.
-const PATIENCE: Duration = Duration::from_secs(20);
-
 async fn serve() -> Fixture {
     serve_with(Limits::default(), None).await
 }
 
 fn connector(roots: &[String]) -> TlsConnector {
-    serving::connector(roots, b"http/1.1")
+    support::http::connector(roots, b"http/1.1")
 }
 
+/// An HTTP/1.1 connection over TLS.
 async fn connect(addr: SocketAddr, roots: &[String]) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    connector(roots)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
+    support::http::connect(addr, roots, b"http/1.1").await
 }
 
 fn peer_leaf(stream: &TlsStream<TcpStream>) -> Vec<u8> {
@@ -69,33 +58,8 @@ async fn wait_in_flight(server: &RunningServer, n: i64) {
     .unwrap_or_else(|_| panic!("{n} request(s) in flight"));
 }
 
-async fn send<S: AsyncReadExt + AsyncWriteExt + Unpin>(
-    stream: &mut S,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> HttpResponse {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
-    if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    stream.write_all(req.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    tokio::time::timeout(PATIENCE, read_response(stream))
-        .await
-        .expect("response in time")
-        .expect("a response")
-}
-
 async fn post_review(stream: &mut TlsStream<TcpStream>, path: &str, body: &[u8]) -> HttpResponse {
     send(stream, "POST", path, Some("application/json"), body).await
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    send(&mut tcp, "GET", path, None, b"").await
 }
 
 async fn next_event(rx: &mut broadcast::Receiver<ReloadEvent>) -> ReloadEvent {
@@ -111,12 +75,7 @@ async fn next_event(rx: &mut broadcast::Receiver<ReloadEvent>) -> ReloadEvent {
 async fn every_fixture_gets_the_same_answer_as_review() {
     let f = serve().await;
     let mut stream = connect(f.server.addr, &f.roots).await;
-    let mut names: Vec<_> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
+    let names = support::fixtures::admission_names();
     assert!(names.len() >= 40);
     for name in names {
         let body = fixture(&name);
@@ -141,12 +100,45 @@ async fn every_fixture_gets_the_same_answer_as_review() {
 #[tokio::test]
 async fn http2_is_negotiated_and_answers() {
     let f = serve().await;
-    let tcp = TcpStream::connect(f.server.addr).await.unwrap();
-    let tls = serving::connector(&f.roots, b"h2")
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
+    // `connect` checks that the server chose h2 from the client's offer.
+    let tls = support::http::connect(f.server.addr, &f.roots, b"h2").await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let body = fixture("05-pv-patch-rwo-to-rwop.pv.validate.json");
+    let request = axum::http::Request::post("https://localhost/validate?timeout=5s")
+        .header("content-type", "application/json")
+        .body(())
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut client = client.ready().await.unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream
+        .send_data(axum::body::Bytes::from(body.clone()), true)
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), axum::http::Version::HTTP_2);
+    let mut received = response.into_body();
+    let mut answer = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(PATIENCE, received.data())
+        .await
+        .expect("the body in time")
+    {
+        let chunk = chunk.unwrap();
+        let _ = received.flow_control().release_capacity(chunk.len());
+        answer.extend_from_slice(&chunk);
+    }
+    let expected = review(
+        Webhook::Validate,
+        &Policy::default(),
+        &Facts::default(),
+        &body,
+    )
+    .unwrap();
+    assert_eq!(answer, expected.body);
+    driver.abort();
 }
 
 // ---- Bad input ----------------------------------------------------------------------------
@@ -409,38 +401,64 @@ async fn certificate_rotation_in_place_under_load() {
     let old_leaf = peer_leaf(&old);
     assert_eq!(post_review(&mut old, "/validate", &body).await.status, 200);
 
-    // A stream of requests on fresh connections while the files are rewritten.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // A stream of requests on fresh connections while the files are rewritten: each connection
+    // reports the certificate it got and how its 5 requests went, until told to stop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (report_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
     let addr = f.server.addr;
     let stream_roots = roots.clone();
     let stream_body = body.clone();
     let load = tokio::spawn(async move {
-        let (mut ok, mut failed) = (0u32, 0u32);
-        loop {
+        while !*stop_rx.borrow() {
             let mut s = connect(addr, &stream_roots).await;
+            let mut statuses = Vec::new();
             for _ in 0..5 {
-                let r = post_review(&mut s, "/validate", &stream_body).await;
-                if r.status == 200 {
-                    ok += 1
-                } else {
-                    failed += 1
-                }
+                statuses.push(post_review(&mut s, "/validate", &stream_body).await.status);
             }
-            if *stop_rx.borrow_and_update() {
-                return (ok, failed);
+            if report_tx.send((peer_leaf(&s), statuses)).is_err() {
+                return;
             }
         }
     });
+    let mut next_report = async || {
+        tokio::time::timeout(PATIENCE, reports.recv())
+            .await
+            .expect("the load goes on")
+            .expect("the load task is alive")
+    };
+    let check = |(leaf, statuses): &(Vec<u8>, Vec<u16>)| {
+        assert_eq!(statuses, &[200; 5], "a request failed during the rotation");
+        leaf.clone()
+    };
 
+    // The load runs on the old certificate before the swap ...
+    assert_eq!(check(&next_report().await), old_leaf);
     write_pair(f.dir.path(), &next);
     assert!(matches!(
         next_event(&mut events).await,
         ReloadEvent::TlsReloaded { .. }
     ));
+    // ... and without a break across it, until its connections get the new one.
+    let new_leaf = leaf_der(&next);
+    let after_swap = tokio::time::timeout(PATIENCE, async {
+        let mut old = 0;
+        while check(&next_report().await) != new_leaf {
+            old += 1;
+        }
+        old
+    })
+    .await
+    .expect("new connections get the new certificate");
     stop_tx.send(true).unwrap();
-    let (ok, failed) = load.await.unwrap();
-    assert_eq!(failed, 0);
-    assert!(ok >= 5);
+    while let Some(report) = reports.recv().await {
+        assert_eq!(
+            check(&report),
+            new_leaf,
+            "an old certificate after the new one"
+        );
+    }
+    load.await.unwrap();
+    eprintln!("connections still on the old certificate after the reload event: {after_swap}");
 
     // New connections get the new certificate; the old connection keeps working.
     let fresh = connect(f.server.addr, &roots).await;
@@ -667,25 +685,38 @@ async fn shutdown_fails_readiness_and_drains_in_flight_requests() {
 
     f.server.shutdown();
     assert_eq!(http_get(f.server.metrics_addr, "/readyz").await.status, 503);
-    // No new connections are accepted once draining started.
+    // No new connections once draining started: the listener closes, so a connection is
+    // refused by the kernel. Until then (the accept loop sees the signal on its next turn) a
+    // connection may still be accepted and answered; what ends the loop is a refusal only, not
+    // a connection the server closes later (its header timeout closes any idle one).
+    let mut served_while_draining = 0;
     let refused = tokio::time::timeout(PATIENCE, async {
         loop {
-            match TcpStream::connect(f.server.addr).await {
-                Err(_) => return,
-                Ok(mut tcp) => {
-                    // Accepted by the kernel backlog before the listener closed: it must be closed.
-                    let mut buf = [0u8; 1];
-                    if matches!(tcp.read(&mut buf).await, Ok(0) | Err(_)) {
-                        return;
-                    }
+            let tcp = match TcpStream::connect(f.server.addr).await {
+                Err(e) => return e,
+                Ok(tcp) => tcp,
+            };
+            let handshake = connector(&f.roots)
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await;
+            if let Ok(mut tls) = handshake {
+                let head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                let asked = tls.write_all(head).await.is_ok();
+                let answer = tokio::time::timeout(PATIENCE, read_response(&mut tls)).await;
+                if asked && matches!(answer, Ok(Some(_))) {
+                    served_while_draining += 1;
                 }
             }
         }
     })
-    .await;
-    assert!(
-        refused.is_ok(),
-        "new connections still served while draining"
+    .await
+    .unwrap_or_else(|_| {
+        panic!("new connections still accepted while draining ({served_while_draining} served)")
+    });
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
     );
 
     in_flight.write_all(&body[100..]).await.unwrap();
@@ -850,27 +881,22 @@ async fn certs_command_writes_a_pair_the_server_serves_for_the_service_name() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    let out_arg = out.to_str().unwrap();
     let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
-            .args([
-                "certs",
-                "--service",
-                "guard",
-                "--namespace",
-                "storage",
-                "--out",
-            ])
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap()
+        let mut args = vec![
+            "certs",
+            "--service",
+            "guard",
+            "--namespace",
+            "storage",
+            "--out",
+            out_arg,
+        ];
+        args.extend(extra);
+        support::binary::run(&args, b"")
     };
     let first = run(&[]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert_eq!(first.code, 0, "{}", first.stderr);
     for (file, mode) in [
         ("ca.crt", 0o644),
         ("ca.key", 0o600),
@@ -882,9 +908,9 @@ async fn certs_command_writes_a_pair_the_server_serves_for_the_service_name() {
     }
     // Nothing is overwritten by accident.
     let again = run(&[]);
-    assert_eq!(again.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
-    assert!(run(&["--force"]).status.success());
+    assert_eq!(again.code, 2);
+    assert!(again.stderr.contains("--force"), "{}", again.stderr);
+    assert_eq!(run(&["--force"]).code, 0);
 
     let server = start(options(out.join("tls.crt"), out.join("tls.key")))
         .await
@@ -899,8 +925,25 @@ async fn certs_command_writes_a_pair_the_server_serves_for_the_service_name() {
         assert!(tls.is_ok(), "{name}: {:?}", tls.err());
     }
     let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let wrong = connector(&[ca])
+    let wrong = match connector(&[ca])
         .connect(ServerName::try_from("other.storage.svc").unwrap(), tcp)
-        .await;
-    assert!(wrong.is_err());
+        .await
+    {
+        Ok(_) => panic!("a certificate for another name is accepted"),
+        Err(e) => e,
+    };
+    // Refused for its name, not for anything else (an unknown issuer, an expired certificate).
+    let cause = wrong
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(
+            cause,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. }
+            ))
+        ),
+        "{wrong:?}"
+    );
 }

@@ -6,13 +6,10 @@
 //! Timeouts are set short by the tests; a deadline of the timeout plus [`MARGIN`] is the only
 //! timing asserted. Waits are on conditions (a metric, a socket's end) with [`PATIENCE`].
 
-#[path = "support/http.rs"]
-mod http;
-#[path = "support/server.rs"]
-mod serving;
-
-use http::{HttpResponse, read_response};
-use serving::{ServeProcess, fixture, serve_with};
+use rwop_test_support::{self as support, PATIENCE};
+use support::fixtures::admission as fixture;
+use support::http::{HttpResponse, connect, http_get, read_response, send};
+use support::server::{ServeProcess, serve_with};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,16 +18,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::Request;
-use rustls::pki_types::ServerName;
 use rwop_guard::server::Limits;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio_rustls::client::TlsStream;
 
-/// Upper bound for anything a test waits for; reaching it fails the test.
-const PATIENCE: Duration = Duration::from_secs(20);
 /// Slack on "closed within its timeout", for a busy 2-core machine.
 const MARGIN: Duration = Duration::from_secs(3);
 /// The chart's memory limit.
@@ -41,42 +34,20 @@ const CHART_MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 const H1: &[u8] = b"http/1.1";
 const H2: &[u8] = b"h2";
 
-async fn connect(addr: SocketAddr, roots: &[String], alpn: &[u8]) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = serving::connector(roots, alpn)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
-    tls
-}
-
 fn head(method: &str, path: &str, length: usize) -> String {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
     )
 }
 
+/// A review-shaped HTTP/1.1 request (JSON content type) and its answer.
 async fn h1_request<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> HttpResponse {
-    stream
-        .write_all(head(method, path, body.len()).as_bytes())
-        .await
-        .unwrap();
-    stream.write_all(body).await.unwrap();
-    tokio::time::timeout(PATIENCE, read_response(stream))
-        .await
-        .expect("an answer in time")
-        .expect("an answer")
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    h1_request(&mut tcp, "GET", path, b"").await
+    send(stream, method, path, Some("application/json"), body).await
 }
 
 /// Reads until the peer closes the connection (EOF or an error), within `deadline`.
@@ -205,59 +176,6 @@ async fn assert_closed(metrics_addr: SocketAddr, counts: &[(&str, &str, f64)]) {
 }
 
 // ---- The binary ------------------------------------------------------------------------------
-
-/// What these tests read of the process.
-impl ServeProcess {
-    /// A connection on which `review` was answered 200 (the first one loads what the process
-    /// keeps for TLS).
-    async fn answered(&self, review: &[u8]) -> TlsStream<TcpStream> {
-        let mut tls = connect(self.addr, &self.roots, H1).await;
-        let answer = h1_request(&mut tls, "POST", "/validate", review).await;
-        assert_eq!(answer.status, 200);
-        tls
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap()
-    }
-
-    /// A `/proc/<pid>/status` value in bytes (VmRSS, VmHWM).
-    fn memory(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-            .unwrap()
-            * 1024
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
-    }
-
-    /// Waits until the log has a line for which `check` holds; returns the whole log.
-    async fn wait_log(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let found = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let log = std::fs::read_to_string(&self.log).unwrap();
-                if log.lines().any(&check) {
-                    return log;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "no log line {what}:\n{}",
-                std::fs::read_to_string(&self.log).unwrap()
-            )
-        })
-    }
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)

@@ -122,20 +122,46 @@ pub struct ServeArgs {
     pub kube: super::KubeArgs,
 }
 
-/// Parses `500ms`, `4s`, `2m`, `1h`.
+/// The longest duration [`parse_duration`] accepts: a year. Longer values are typing errors,
+/// and a deadline computed from a near-`u64::MAX` duration would overflow (and panic) where it
+/// is added to the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `500ms`, `4s`, `2m`, `1h` (a whole number and one unit, at most [`MAX_DURATION`]).
+///
+/// Hand-written rather than `humantime`: the syntax is this one line, and checked arithmetic
+/// plus the bound is all the extra a crate would bring.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 4s, 2m)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
+    let too_long = || format!("{s:?} is too long (at most 8760h, a year)");
+    let n: u64 = match number.parse() {
+        Ok(n) => n,
+        // Only digits, yet no u64: a number beyond u64::MAX.
+        Err(_) if !number.is_empty() => return Err(too_long()),
+        Err(_) => {
+            return Err(format!(
+                "{s:?} is not a duration (examples: 500ms, 4s, 2m, 1h)"
+            ));
+        }
+    };
+    let per_unit: u64 = match unit {
+        "ms" => return within(Duration::from_millis(n), too_long),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    let seconds = n.checked_mul(per_unit).ok_or_else(too_long)?;
+    within(Duration::from_secs(seconds), too_long)
+}
+
+fn within(d: Duration, too_long: impl Fn() -> String) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        Err(too_long())
+    } else {
+        Ok(d)
     }
 }
 
@@ -266,5 +292,26 @@ mod tests {
         assert!(parse_duration("4").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("4d").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("525600m"), Ok(MAX_DURATION));
+        // Too long: beyond the bound, beyond u64 once multiplied, beyond u64 as written.
+        let too_long = |s: &str| Err(format!("{s:?} is too long (at most 8760h, a year)"));
+        for s in [
+            "8761h",
+            "31536001s",
+            "31536000001ms",
+            "5124095576030432h",
+            "307445734561825861m",
+            "18446744073709551615ms",
+            "18446744073709551616s",
+            "99999999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(s), too_long(s), "{s}");
+        }
+        assert_eq!(
+            parse_duration("x1h"),
+            Err("\"x1h\" is not a duration (examples: 500ms, 4s, 2m, 1h)".to_owned())
+        );
     }
 }

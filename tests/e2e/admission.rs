@@ -535,13 +535,23 @@ fn claims_bind_with_webhooks(env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rewrites the shared server's policy file and waits until the server has reloaded it.
+/// Rewrites the shared server's policy file (whole, by a rename, as a ConfigMap update lands)
+/// and waits until the server has loaded it: its successful policy reloads go up. A failed
+/// reload is an error at once, so neither a change nor the restore can pass unconfirmed.
 fn set_policy(env: &Env, text: &str) -> anyhow::Result<()> {
+    const OK: &str = r#"rwop_guard_policy_reloads_total{result="ok"}"#;
+    const FAILED: &str = r#"rwop_guard_policy_reloads_total{result="failed"}"#;
     let serve = env.serve();
-    let before = serve.metric("rwop_guard_policy_reloads_total")?;
-    std::fs::write(&env.policy, text)?;
+    let (ok_before, failed_before) = (serve.metric(OK)?, serve.metric(FAILED)?);
+    let new = env.policy.with_extension("yaml.new");
+    std::fs::write(&new, text)?;
+    std::fs::rename(&new, &env.policy)?;
     wait_until("the policy reload", Duration::from_secs(30), || {
-        Ok((serve.metric("rwop_guard_policy_reloads_total")? > before).then_some(()))
+        anyhow::ensure!(
+            serve.metric(FAILED)? == failed_before,
+            "the server failed to reload the policy:\n{text}"
+        );
+        Ok((serve.metric(OK)? > ok_before).then_some(()))
     })
 }
 
@@ -640,7 +650,7 @@ fn m2_mutated_claim_survives_reapply(env: &Env) -> anyhow::Result<()> {
     )?;
     let helm = |verb: &str| {
         crate::harness::run_tool(
-            std::process::Command::new(crate::harness::tool("helm", "HELM"))
+            std::process::Command::new(crate::harness::tool("helm"))
                 .args([verb, "e2e-app"])
                 .arg(chart.path())
                 .args(["--namespace", ns, "--kubeconfig"])

@@ -68,7 +68,7 @@ fn default_install(env: &Env) -> anyhow::Result<()> {
     let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/rwop-guard");
     let helm = |args: &[&str]| {
         crate::harness::run_tool(
-            std::process::Command::new(crate::harness::tool("helm", "HELM"))
+            std::process::Command::new(crate::harness::tool("helm"))
                 .args(args)
                 .args(["--namespace", ns, "--kubeconfig"])
                 .arg(&env.plane.kubeconfig),

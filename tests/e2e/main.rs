@@ -79,21 +79,27 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    // The one rule for what is missing (rwop_test_support::tools): skipped, or a failure under CI.
+    let skip = |why: &str| match rwop_test_support::tools::skipped("e2e", why, true) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::FAILURE
+        }
+    };
+    if let Some(name) = harness::TOOLS
+        .into_iter()
+        .find(|name| rwop_test_support::tools::find(name).is_none())
+    {
+        return skip(&rwop_test_support::tools::missing(name));
+    }
     let assets = match harness::assets() {
         Ok(Some(dir)) => dir,
         Ok(None) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            println!(
-                "e2e: skipped: KUBEBUILDER_ASSETS is not set (a directory with etcd, \
-                 kube-apiserver and kube-controller-manager; README \"Testing\" says where to \
-                 get them){}",
-                if ci { "; CI=true: failing" } else { "" }
+            return skip(
+                "KUBEBUILDER_ASSETS is not set (a directory with etcd, kube-apiserver and \
+                 kube-controller-manager; README \"Testing\" says where to get them)",
             );
-            return if ci {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            };
         }
         Err(e) => {
             eprintln!("e2e: {e:#}");

@@ -1856,11 +1856,10 @@ impl Running {
     /// `rwop-guard ARGS` as a child with this cluster's kubeconfig and stderr piped, to follow
     /// its progress and kill it.
     fn rwop(env: &Env, args: &[&str]) -> anyhow::Result<Self> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+        let mut command = rwop_test_support::binary::command(rwop_test_support::binary::path());
         command
             .args(args)
             .env("KUBECONFIG", &env.plane.kubeconfig)
-            .env_remove("RWOP_GUARD_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -1048,7 +1048,7 @@ fn as_plugin(env: &Env) -> anyhow::Result<()> {
     // kubectl finds plugins on PATH by name: `kubectl rwop` runs `kubectl-rwop`.
     let bin = tempfile::tempdir()?;
     std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_rwop-guard"),
+        rwop_test_support::binary::path(),
         bin.path().join("kubectl-rwop"),
     )?;
     let path = format!(
@@ -1056,7 +1056,7 @@ fn as_plugin(env: &Env) -> anyhow::Result<()> {
         bin.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = std::process::Command::new(crate::harness::tool("kubectl", "KUBECTL"))
+    let out = std::process::Command::new(crate::harness::tool("kubectl"))
         .args(["rwop", "-n", ns, "scan", "-o", "json"])
         .env("PATH", path)
         .env("KUBECONFIG", &env.plane.kubeconfig)

@@ -1,28 +1,15 @@
-//! How the server tests start `rwop_guard::server` in process: a fresh CA and serving certificate
-//! for localhost/127.0.0.1 written to a temporary directory, loopback ports of its own, and a
-//! rustls client that trusts the CA. Included by path (`#[path = "support/server.rs"]`).
-
-// Not every test crate that includes this uses every helper.
-#![allow(dead_code)]
+//! How the server tests start `rwop_guard::server` in process (a fresh CA and serving
+//! certificate for localhost/127.0.0.1 written to a temporary directory, loopback ports of its
+//! own), or `rwop-guard serve --dev` as a child process.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use rwop_guard::certs::{GeneratedCerts, generate};
 use rwop_guard::server::{Limits, RunningServer, ServeOptions, TlsSource, start};
-use tokio_rustls::TlsConnector;
-
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
-}
-
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join(name)).unwrap()
-}
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// A new CA and a serving certificate for `localhost` and `127.0.0.1`, valid for a day.
 pub fn new_certs() -> GeneratedCerts {
@@ -84,25 +71,6 @@ pub async fn serve_with(limits: Limits, policy: Option<&str>) -> Fixture {
     }
 }
 
-/// A TLS client trusting the CAs in `roots_pem` and offering only `alpn`.
-pub fn connector(roots_pem: &[String], alpn: &[u8]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in roots_pem {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(config))
-}
-
 /// `rwop-guard serve --dev` on loopback ports of its own, its log in a file.
 pub struct ServeProcess {
     pub child: tokio::process::Child,
@@ -121,12 +89,8 @@ impl ServeProcess {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.crt");
         let log = dir.path().join("stderr.log");
-        // RWOP_GUARD_TEST_BIN: another build to measure, e.g. target/release/rwop-guard.
-        let binary = std::env::var_os("RWOP_GUARD_TEST_BIN").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_rwop-guard")),
-            PathBuf::from,
-        );
-        let mut child = tokio::process::Command::new(binary)
+        let mut command = crate::binary::command(crate::binary::path());
+        command
             .args([
                 "serve",
                 "--dev",
@@ -137,14 +101,14 @@ impl ServeProcess {
             .arg(&ca)
             .args(extra)
             .env("RUST_LOG", "info")
-            .env_remove("RWOP_GUARD_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = tokio::process::Command::from(command)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        let first = tokio::time::timeout(crate::PATIENCE, lines.next_line())
             .await
             .unwrap()
             .unwrap()
@@ -173,5 +137,63 @@ impl ServeProcess {
             log,
             _dir: dir,
         }
+    }
+
+    /// A connection on which `review` was answered 200 (the first one loads what the process
+    /// keeps for TLS).
+    pub async fn answered(&self, review: &[u8]) -> TlsStream<TcpStream> {
+        let mut tls = crate::http::connect(self.addr, &self.roots, b"http/1.1").await;
+        let answer = crate::http::send(
+            &mut tls,
+            "POST",
+            "/validate",
+            Some("application/json"),
+            review,
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        tls
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
+    /// A `/proc/<pid>/status` value in bytes (VmRSS, VmHWM).
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/<pid>/status"))
+            * 1024
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// Waits until the log has a line for which `check` holds; returns the whole log. The log
+    /// is a file another process writes, with nothing to block on: it is re-read every 50 ms.
+    pub async fn wait_log(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let found = tokio::time::timeout(crate::PATIENCE, async {
+            loop {
+                let log = std::fs::read_to_string(&self.log).unwrap();
+                if log.lines().any(&check) {
+                    return log;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no log line {what}:\n{}",
+                std::fs::read_to_string(&self.log).unwrap()
+            )
+        })
     }
 }

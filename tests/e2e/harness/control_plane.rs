@@ -191,7 +191,7 @@ impl ControlPlane {
     ) -> anyhow::Result<()> {
         wait_until(what, Duration::from_secs(seconds), || {
             self.check_alive()?;
-            let out = Command::new(super::tool("kubectl", "KUBECTL"))
+            let out = Command::new(super::tool("kubectl"))
                 .env("KUBECONFIG", &self.kubeconfig)
                 .args(args)
                 .output()

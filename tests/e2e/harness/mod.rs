@@ -256,10 +256,9 @@ impl Env {
     /// kubeconfig.
     pub fn rwop(&self, args: &[&str], stdin: &str) -> Out {
         run(
-            Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+            rwop_test_support::binary::command(rwop_test_support::binary::path())
                 .args(args)
-                .env("KUBECONFIG", &self.plane.kubeconfig)
-                .env_remove("RWOP_GUARD_CONFIG"),
+                .env("KUBECONFIG", &self.plane.kubeconfig),
             stdin,
         )
     }
@@ -267,10 +266,9 @@ impl Env {
     /// Runs the rwop-guard binary with another identity's kubeconfig (an RBAC check).
     pub fn rwop_as(&self, kubeconfig: &Path, args: &[&str]) -> Out {
         run(
-            Command::new(env!("CARGO_BIN_EXE_rwop-guard"))
+            rwop_test_support::binary::command(rwop_test_support::binary::path())
                 .args(args)
-                .env("KUBECONFIG", kubeconfig)
-                .env_remove("RWOP_GUARD_CONFIG"),
+                .env("KUBECONFIG", kubeconfig),
             "",
         )
     }
@@ -379,7 +377,7 @@ impl Out {
 
 pub fn kubectl_with(kubeconfig: &Path, args: &[&str], stdin: &str) -> Out {
     run(
-        Command::new(tool("kubectl", "KUBECTL"))
+        Command::new(tool("kubectl"))
             .args(args)
             .env("KUBECONFIG", kubeconfig),
         stdin,
@@ -425,20 +423,12 @@ fn run(command: &mut Command, stdin: &str) -> Out {
     }
 }
 
-/// A tool from `$ENV_VAR`, else what scripts/install-tools.sh installed, else `PATH`.
-pub fn tool(name: &str, env_var: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env_var) {
-        return p.into();
-    }
-    let installed = std::env::var_os("HOME").map(|h| {
-        PathBuf::from(h)
-            .join(".cache/rwop-guard/tools/bin")
-            .join(name)
-    });
-    match installed {
-        Some(p) if p.is_file() => p,
-        _ => name.into(),
-    }
+/// The tools the suite runs; `main` checks them before anything starts.
+pub const TOOLS: [&str; 2] = ["kubectl", "helm"];
+
+/// A tool of [`TOOLS`], found by the rule of every suite (`rwop_test_support::tools::find`).
+pub fn tool(name: &str) -> PathBuf {
+    rwop_test_support::tools::find(name).unwrap_or_else(|| name.into())
 }
 
 pub fn free_port() -> anyhow::Result<u16> {

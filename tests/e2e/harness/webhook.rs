@@ -37,7 +37,7 @@ impl Serve {
         let skip = std::fs::read_to_string(spec.log)
             .map(|t| t.lines().count())
             .unwrap_or(0);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rwop-guard"));
+        let mut command = rwop_test_support::binary::command(rwop_test_support::binary::path());
         command
             .arg("serve")
             .arg("--tls-cert")
@@ -50,8 +50,7 @@ impl Serve {
             .args(["--log-format", "json"])
             .args(spec.extra_args)
             .env("KUBECONFIG", spec.kubeconfig)
-            .env("RUST_LOG", "info")
-            .env_remove("RWOP_GUARD_CONFIG");
+            .env("RUST_LOG", "info");
         let mut process = Process::spawn("rwop-guard serve", command, spec.log)?;
         let (addr, metrics_addr) = wait_until(
             "rwop-guard serve to log its addresses",
@@ -155,7 +154,7 @@ impl Chart {
         set: &[&str],
     ) -> anyhow::Result<Self> {
         let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/rwop-guard");
-        let mut command = Command::new(tool("helm", "HELM"));
+        let mut command = Command::new(tool("helm"));
         command
             .args(["template", release])
             .arg(&chart)

@@ -30,7 +30,7 @@ pub(super) async fn handle(
         entry.push('?');
         entry.push_str(&logged_query.join("&"));
     }
-    lock(&shared.requests).push(entry);
+    lock(&shared.requests).push(entry.clone());
     {
         let mut fail = lock(&shared.fail);
         if fail.0 > 0 {
@@ -40,6 +40,16 @@ pub(super) async fn handle(
                 "injected failure (fake apiserver)",
             ));
         }
+    }
+    let hold = {
+        let mut holds = lock(&shared.holds);
+        let found = holds.iter().position(|h| (h.matches)(&entry));
+        found.map(|i| holds.remove(i))
+    };
+    if let Some(hold) = hold {
+        let _ = hold.arrived.send(());
+        // Released, or the test dropped its `Held`: served either way.
+        let _ = hold.release.await;
     }
     if lock(&shared.forbidden)
         .iter()

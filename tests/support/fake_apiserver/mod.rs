@@ -30,6 +30,9 @@
 //!   [`FakeApiServer::fail_next`] (note that kube 5's client itself retries 429/503/504),
 //!   [`FakeApiServer::forbid`] (403 under a path, as RBAC answers),
 //!   [`FakeApiServer::requests`] (`METHOD /path?decoded=query`).
+//! * [`FakeApiServer::hold_next`] holds the next request that matches (after the injected
+//!   failures) until the test releases it: a test acts at a chosen moment of a client's work
+//!   (between its read and its write; in the middle of a paginated list) without sleeping.
 //!
 //! # Layout
 //!
@@ -166,20 +169,45 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How long a watch without `timeoutSeconds` stays open.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// Reads `tests/fixtures/api/{name}`.
+/// Reads `tests/fixtures/api/{name}` (see [`crate::fixtures`]).
 pub fn api_fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/api")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    String::from_utf8(crate::fixtures::read(&format!("api/{name}")))
+        .unwrap_or_else(|e| panic!("tests/fixtures/api/{name} is not UTF-8: {e}"))
 }
 
 type Hook = Arc<dyn Fn(&mut Store, &WriteEvent) + Send + Sync>;
+
+/// A request to hold, see [`FakeApiServer::hold_next`].
+struct Hold {
+    matches: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    arrived: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// A request held by [`FakeApiServer::hold_next`]: served when this is released or dropped.
+pub struct Held {
+    arrived: Option<oneshot::Receiver<()>>,
+    release: oneshot::Sender<()>,
+}
+
+impl Held {
+    /// Waits until the request has arrived (it is held from then on).
+    pub async fn arrived(&mut self) {
+        if let Some(arrived) = self.arrived.take() {
+            arrived.await.expect("the fake API server is running");
+        }
+    }
+
+    /// Lets the request be served (as dropping this does).
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
 
 struct Shared {
     store: Mutex<Store>,
@@ -190,6 +218,7 @@ struct Shared {
     fail: Mutex<(u32, u16)>,
     /// Path prefixes answered 403, as RBAC does for a user without the right.
     forbidden: Mutex<Vec<String>>,
+    holds: Mutex<Vec<Hold>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -260,6 +289,7 @@ impl FakeApiServer {
             requests: Mutex::new(Vec::new()),
             fail: Mutex::new((0, 0)),
             forbidden: Mutex::new(Vec::new()),
+            holds: Mutex::new(Vec::new()),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -415,6 +445,23 @@ impl FakeApiServer {
     /// lock, with the store to read and write. Use it to emulate controllers.
     pub fn on_write(&self, hook: impl Fn(&mut Store, &WriteEvent) + Send + Sync + 'static) {
         lock(&self.shared.hooks).push(Arc::new(hook));
+    }
+
+    /// Holds the next request whose log line (as in [`FakeApiServer::requests`]) `matches`,
+    /// once it got past the injected failures: it is served when the returned [`Held`] is
+    /// released or dropped. Await [`Held::arrived`] to act while it waits.
+    pub fn hold_next(&self, matches: impl Fn(&str) -> bool + Send + Sync + 'static) -> Held {
+        let (arrived_tx, arrived_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        lock(&self.shared.holds).push(Hold {
+            matches: Box::new(matches),
+            arrived: arrived_tx,
+            release: release_rx,
+        });
+        Held {
+            arrived: Some(arrived_rx),
+            release: release_tx,
+        }
     }
 
     /// The number of open watches.

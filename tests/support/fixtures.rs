@@ -1,0 +1,35 @@
+//! Files under `tests/fixtures/`.
+
+use std::path::PathBuf;
+
+/// `tests/fixtures/{relative}`.
+pub fn path(relative: &str) -> PathBuf {
+    crate::package_dir().join("tests/fixtures").join(relative)
+}
+
+/// The bytes of `tests/fixtures/{relative}`; a missing file fails the test with its path.
+pub fn read(relative: &str) -> Vec<u8> {
+    let path = path(relative);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// A captured AdmissionReview, `tests/fixtures/admission/{name}`.
+pub fn admission(name: &str) -> Vec<u8> {
+    read(&format!("admission/{name}"))
+}
+
+/// The names of the captured AdmissionReviews (`*.json` in `tests/fixtures/admission/`), sorted.
+pub fn admission_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path("admission"))
+        .expect("tests/fixtures/admission")
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
