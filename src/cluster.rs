@@ -14,10 +14,13 @@
 //! server reads them (`server::AppState::with_cluster`). Readiness is derived from the facts in
 //! one place: they stay unknown (`cluster: None`) until every cache has listed once.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -33,6 +36,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::migrate::model::workloads::{WorkloadInfo, WorkloadKind, WorkloadView};
 use crate::policy::{AccessModes, ByName, ClusterFacts, Facts, Labels, StorageClassFacts};
 
 const DEFAULT_CLASS_ANNOTATIONS: [&str; 2] = [
@@ -93,15 +97,30 @@ struct ClassEntry {
 }
 
 /// A watched resource: how it is named in metrics and logs, and what is kept of each object.
-trait Cached: Resource<DynamicType = ()> {
+trait Cached {
     type Value: Clone + PartialEq;
     const RESOURCE: &'static str;
     fn value(&self) -> Self::Value;
+    /// The cache key: the name, or `namespace/name` for a namespaced resource.
+    fn key(&self) -> Option<Cow<'_, str>>;
+    /// Whether the cache keeps this value (a workload that mounts no claim is not kept).
+    fn wanted(_value: &Self::Value) -> bool {
+        true
+    }
+}
+
+fn namespaced_key(meta: &ObjectMeta) -> Option<Cow<'_, str>> {
+    let name = meta.name.as_deref()?;
+    let ns = meta.namespace.as_deref().unwrap_or_default();
+    Some(Cow::Owned(format!("{ns}/{name}")))
 }
 
 impl Cached for StorageClass {
     type Value = ClassEntry;
     const RESOURCE: &'static str = "storageclasses";
+    fn key(&self) -> Option<Cow<'_, str>> {
+        self.metadata.name.as_deref().map(Cow::Borrowed)
+    }
     fn value(&self) -> ClassEntry {
         let annotations = self.metadata.annotations.as_ref();
         let is_default = DEFAULT_CLASS_ANNOTATIONS.iter().any(|k| {
@@ -157,6 +176,9 @@ crate::policy::resource_as!(VolumeModes, PersistentVolume);
 impl Cached for VolumeModes {
     type Value = AccessModes;
     const RESOURCE: &'static str = "persistentvolumes";
+    fn key(&self) -> Option<Cow<'_, str>> {
+        self.metadata.name.as_deref().map(Cow::Borrowed)
+    }
     fn value(&self) -> AccessModes {
         AccessModes::from_optional(self.spec.access_modes.as_ref())
     }
@@ -165,9 +187,132 @@ impl Cached for VolumeModes {
 impl Cached for PartialObjectMeta<Namespace> {
     type Value = Arc<Labels>;
     const RESOURCE: &'static str = "namespaces";
+    fn key(&self) -> Option<Cow<'_, str>> {
+        self.metadata.name.as_deref().map(Cow::Borrowed)
+    }
     fn value(&self) -> Arc<Labels> {
         Arc::new(self.metadata.labels.clone().unwrap_or_default())
     }
+}
+
+/// What is read of a PersistentVolumeClaim: namespace, name, resourceVersion and its modes
+/// (rule W2 asks whether a workload's claims are ReadWriteOncePod), the rest skipped unparsed.
+#[derive(Clone, Debug, Deserialize)]
+struct ClaimModes {
+    #[serde(deserialize_with = "namespaced_name_and_version")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: VolumeModesSpec,
+}
+
+fn namespaced_name_and_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    struct Meta {
+        name: Option<String>,
+        namespace: Option<String>,
+        #[serde(rename = "resourceVersion")]
+        resource_version: Option<String>,
+    }
+    let m = Meta::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        resource_version: m.resource_version,
+        ..ObjectMeta::default()
+    })
+}
+
+crate::policy::resource_as!(ClaimModes, PersistentVolumeClaim);
+
+impl Cached for ClaimModes {
+    type Value = AccessModes;
+    const RESOURCE: &'static str = "persistentvolumeclaims";
+    fn value(&self) -> AccessModes {
+        AccessModes::from_optional(self.spec.access_modes.as_ref())
+    }
+    fn key(&self) -> Option<Cow<'_, str>> {
+        namespaced_key(&self.metadata)
+    }
+}
+
+/// The workload kinds whose pod templates W2 and M1 look at, in the order of
+/// [`ClusterFacts::workloads`]. Pods are not watched: a bare pod has no template to roll, and
+/// watching every pod would cost an event per pod start.
+trait WorkloadResource: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + 'static {
+    const RESOURCE: &'static str;
+    const KIND: WorkloadKind;
+    const INDEX: usize;
+}
+
+macro_rules! workload_resource {
+    ($($kind:ident $plural:literal $index:literal),* $(,)?) => {
+        $(impl WorkloadResource for $kind {
+            const RESOURCE: &'static str = $plural;
+            const KIND: WorkloadKind = WorkloadKind::$kind;
+            const INDEX: usize = $index;
+        })*
+        /// The workload resources' names, by index.
+        const WORKLOAD_RESOURCES: [&str; WORKLOAD_KINDS] = [$($plural),*];
+    };
+}
+
+/// How many workload kinds are watched.
+const WORKLOAD_KINDS: usize = 6;
+
+workload_resource!(
+    Deployment "deployments" 0,
+    StatefulSet "statefulsets" 1,
+    DaemonSet "daemonsets" 2,
+    ReplicaSet "replicasets" 3,
+    Job "jobs" 4,
+    CronJob "cronjobs" 5,
+);
+
+/// A watched workload of any kind, as the cache keeps it: `namespace/name` and what the
+/// judgement reads.
+#[derive(Clone, Debug)]
+struct WorkloadEntry {
+    key: Option<String>,
+    value: Arc<WorkloadInfo>,
+}
+
+impl WorkloadEntry {
+    fn of<K: WorkloadResource>(view: WorkloadView<K>) -> WorkloadEntry {
+        WorkloadEntry {
+            key: namespaced_key(&view.metadata).map(Cow::into_owned),
+            value: Arc::new(view.info(K::KIND)),
+        }
+    }
+}
+
+impl Cached for WorkloadEntry {
+    type Value = Arc<WorkloadInfo>;
+    const RESOURCE: &'static str = "workloads";
+    fn value(&self) -> Arc<WorkloadInfo> {
+        self.value.clone()
+    }
+    fn key(&self) -> Option<Cow<'_, str>> {
+        self.key.as_deref().map(Cow::Borrowed)
+    }
+    /// Only workloads that mount a claim, and not a Deployment's ReplicaSets or a CronJob's
+    /// Jobs (they run their owner's template): most workloads mount none.
+    fn wanted(value: &Arc<WorkloadInfo>) -> bool {
+        !value.claims.is_empty() && !crate::policy::runs_a_controllers_template(value)
+    }
+}
+
+/// A workload watch's event, for the cache of its kind.
+fn workload_update<K: WorkloadResource>(event: watcher::Event<WorkloadView<K>>) -> Update {
+    let event = match event {
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(WorkloadEntry::of(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+        watcher::Event::Apply(o) => watcher::Event::Apply(WorkloadEntry::of(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(WorkloadEntry::of(o)),
+    };
+    Update::Workload(K::INDEX, event)
 }
 
 /// One resource's cache: object name -> what a rule reads of it.
@@ -199,12 +344,15 @@ impl<V: Clone + PartialEq> Cache<V> {
                 false
             }
             watcher::Event::InitApply(obj) => {
-                if let (Some(name), Some(buffer)) = (obj.meta().name.as_deref(), &mut self.relist) {
-                    let key = match self.map.get_key_value(name) {
+                let value = obj.value();
+                if let (Some(name), Some(buffer), true) =
+                    (obj.key(), &mut self.relist, K::wanted(&value))
+                {
+                    let key = match self.map.get_key_value(&*name) {
                         Some((key, _)) => key.clone(),
                         None => Arc::from(name),
                     };
-                    buffer.insert(key, obj.value());
+                    buffer.insert(key, value);
                 }
                 false
             }
@@ -216,14 +364,17 @@ impl<V: Clone + PartialEq> Cache<V> {
                 true
             }
             watcher::Event::Apply(obj) => {
-                let Some(name) = obj.meta().name.as_deref() else {
+                let Some(name) = obj.key() else {
                     return false;
                 };
                 let value = obj.value();
-                if self.map.get(name) == Some(&value) {
+                if !K::wanted(&value) {
+                    return self.map.remove(&*name).is_some();
+                }
+                if self.map.get(&*name) == Some(&value) {
                     return false;
                 }
-                match self.map.get_mut(name) {
+                match self.map.get_mut(&*name) {
                     Some(slot) => *slot = value,
                     None => {
                         self.map.insert(Arc::from(name), value);
@@ -232,10 +383,8 @@ impl<V: Clone + PartialEq> Cache<V> {
                 true
             }
             watcher::Event::Delete(obj) => obj
-                .meta()
-                .name
-                .as_deref()
-                .is_some_and(|name| self.map.remove(name).is_some()),
+                .key()
+                .is_some_and(|name| self.map.remove(&*name).is_some()),
         }
     }
 }
@@ -249,6 +398,9 @@ struct Caches {
     default_class: Option<String>,
     volumes: Cache<AccessModes>,
     namespaces: Cache<Arc<Labels>>,
+    claims: Cache<AccessModes>,
+    /// One per kind of [`WORKLOAD_RESOURCES`].
+    workloads: [Cache<Arc<WorkloadInfo>>; WORKLOAD_KINDS],
 }
 
 /// One event of one of the watches.
@@ -256,11 +408,18 @@ enum Update {
     Class(watcher::Event<StorageClass>),
     Volume(watcher::Event<VolumeModes>),
     Namespace(watcher::Event<PartialObjectMeta<Namespace>>),
+    Claim(watcher::Event<ClaimModes>),
+    /// The index of the kind in [`WORKLOAD_RESOURCES`].
+    Workload(usize, watcher::Event<WorkloadEntry>),
 }
 
 impl Caches {
     fn all_synced(&self) -> bool {
-        self.classes.synced && self.volumes.synced && self.namespaces.synced
+        self.classes.synced
+            && self.volumes.synced
+            && self.namespaces.synced
+            && self.claims.synced
+            && self.workloads.iter().all(|w| w.synced)
     }
 
     /// Applies one event; true when the facts changed.
@@ -281,6 +440,8 @@ impl Caches {
             }
             Update::Volume(e) => self.volumes.apply(e),
             Update::Namespace(e) => self.namespaces.apply(e),
+            Update::Claim(e) => self.claims.apply(e),
+            Update::Workload(kind, e) => self.workloads[kind].apply(e),
         }
     }
 
@@ -295,6 +456,8 @@ impl Caches {
                 default_storage_class: self.default_class.clone(),
                 volumes: self.volumes.map.clone(),
                 namespaces: self.namespaces.map.clone(),
+                claims: self.claims.map.clone(),
+                workloads: self.workloads.iter().map(|w| w.map.clone()).collect(),
             }),
         }
     }
@@ -344,14 +507,24 @@ pub fn start(client: Client) -> ClusterWatch {
     let classes = watcher(Api::<StorageClass>::all(client.clone()), config.clone());
     let volumes = watcher(Api::<VolumeModes>::all(client.clone()), config.clone());
     // Labels are all a rule reads of a namespace: its metadata is enough.
-    let namespaces = watcher(Api::<PartialObjectMeta<Namespace>>::all(client), config);
-    let updates = futures_util::stream::select(
-        resource_stream(classes, Update::Class, &metrics),
-        futures_util::stream::select(
-            resource_stream(volumes, Update::Volume, &metrics),
-            resource_stream(namespaces, Update::Namespace, &metrics),
-        ),
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        config.clone(),
     );
+    let claims = watcher(Api::<ClaimModes>::all(client.clone()), config.clone());
+    let streams = vec![
+        resource_stream(classes, StorageClass::RESOURCE, Update::Class, &metrics),
+        resource_stream(volumes, VolumeModes::RESOURCE, Update::Volume, &metrics),
+        resource_stream(namespaces, "namespaces", Update::Namespace, &metrics),
+        resource_stream(claims, ClaimModes::RESOURCE, Update::Claim, &metrics),
+        workload_stream::<Deployment>(&client, &config, &metrics),
+        workload_stream::<StatefulSet>(&client, &config, &metrics),
+        workload_stream::<DaemonSet>(&client, &config, &metrics),
+        workload_stream::<ReplicaSet>(&client, &config, &metrics),
+        workload_stream::<Job>(&client, &config, &metrics),
+        workload_stream::<CronJob>(&client, &config, &metrics),
+    ];
+    let updates = futures_util::stream::select_all(streams);
     let task = tokio::spawn(run(updates, tx, metrics.clone()));
     ClusterWatch {
         task,
@@ -359,31 +532,42 @@ pub fn start(client: Client) -> ClusterWatch {
     }
 }
 
+type Updates = futures_util::stream::BoxStream<'static, (&'static str, Update)>;
+
+/// The watch of one workload kind, read with [`WorkloadView`] (the rest of each object skipped).
+fn workload_stream<K: WorkloadResource>(
+    client: &Client,
+    config: &watcher::Config,
+    metrics: &CacheMetrics,
+) -> Updates {
+    let events = watcher(Api::<WorkloadView<K>>::all(client.clone()), config.clone());
+    resource_stream(events, K::RESOURCE, workload_update::<K>, metrics)
+}
+
 /// A watch with backoff whose errors are logged and counted (the cache keeps its state), as a
 /// stream of [`Update`]s.
 fn resource_stream<K>(
     events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    resource: &'static str,
     update: fn(watcher::Event<K>) -> Update,
     metrics: &CacheMetrics,
-) -> impl Stream<Item = (&'static str, Update)> + Send + Unpin + 'static
+) -> Updates
 where
-    K: Cached + Clone + std::fmt::Debug + Send + 'static,
+    K: Clone + std::fmt::Debug + Send + 'static,
 {
-    let label = ResourceLabel {
-        resource: K::RESOURCE,
-    };
+    let label = ResourceLabel { resource };
     let synced = metrics.synced.get_or_create_owned(&label);
     let errors = metrics.errors.get_or_create_owned(&label);
     events
         .default_backoff()
         .filter_map(move |item| {
             let out = match item {
-                Ok(event) => Some((K::RESOURCE, update(event))),
+                Ok(event) => Some((resource, update(event))),
                 Err(e) => {
                     errors.inc();
                     synced.set(0);
                     tracing::warn!(
-                        resource = K::RESOURCE,
+                        resource,
                         "watch failed, serving the last known state and retrying: {e}"
                     );
                     None
@@ -442,6 +626,8 @@ impl Update {
             Update::Class(e) => of(e),
             Update::Volume(e) => of(e),
             Update::Namespace(e) => of(e),
+            Update::Claim(e) => of(e),
+            Update::Workload(_, e) => of(e),
         }
     }
 }
@@ -452,7 +638,14 @@ impl Caches {
         match resource {
             StorageClass::RESOURCE => (self.classes.map.len(), self.classes.synced),
             VolumeModes::RESOURCE => (self.volumes.map.len(), self.volumes.synced),
-            _ => (self.namespaces.map.len(), self.namespaces.synced),
+            ClaimModes::RESOURCE => (self.claims.map.len(), self.claims.synced),
+            "namespaces" => (self.namespaces.map.len(), self.namespaces.synced),
+            workload => WORKLOAD_RESOURCES
+                .iter()
+                .position(|r| *r == workload)
+                .map_or((0, false), |i| {
+                    (self.workloads[i].map.len(), self.workloads[i].synced)
+                }),
         }
     }
 }
@@ -533,7 +726,7 @@ mod tests {
 
     #[test]
     fn newest_default_class_wins() {
-        let mut c = Caches::default();
+        let mut c = caches_with_empty_workloads();
         let list = |c: &mut Caches, classes: Vec<StorageClass>| {
             c.apply(Update::Class(watcher::Event::Init));
             for sc in classes {
@@ -580,6 +773,82 @@ mod tests {
         assert!(!c.apply(watcher::Event::Delete(volume("w", &[], "Bound"))));
         assert!(c.apply(watcher::Event::Delete(volume("v", &[], "Bound"))));
         assert!(c.map.is_empty());
+    }
+
+    fn view<K: WorkloadResource>(name: &str, claims: &[&str], owner: Option<&str>) -> Update {
+        let volumes: Vec<serde_json::Value> = claims
+            .iter()
+            .map(|c| serde_json::json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+            .collect();
+        let owners: Vec<serde_json::Value> = owner
+            .iter()
+            .map(|o| serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": o, "uid": "u", "controller": true}))
+            .collect();
+        let object: WorkloadView<K> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "ownerReferences": owners},
+            "spec": {"template": {"spec": {"volumes": volumes}}}
+        }))
+        .unwrap();
+        workload_update(watcher::Event::Apply(object))
+    }
+
+    #[test]
+    fn workloads_are_kept_while_they_mount_a_claim_and_claims_by_namespace() {
+        let mut c = caches_with_empty_workloads();
+        for update in [
+            Update::Class(watcher::Event::Init),
+            Update::Class(watcher::Event::InitDone),
+            Update::Volume(watcher::Event::Init),
+            Update::Volume(watcher::Event::InitDone),
+            Update::Namespace(watcher::Event::Init),
+            Update::Namespace(watcher::Event::InitDone),
+        ] {
+            c.apply(update);
+        }
+        assert!(
+            !c.apply(view::<Deployment>("plain", &[], None)),
+            "no claim: not kept"
+        );
+        assert!(c.apply(view::<Deployment>("web", &["data"], None)));
+        assert!(
+            !c.apply(view::<ReplicaSet>("web-1", &["data"], Some("web"))),
+            "a Deployment's ReplicaSet runs its template: not kept"
+        );
+        let claim: ClaimModes = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "data", "namespace": "shop", "resourceVersion": "1"},
+            "spec": {"accessModes": ["ReadWriteOncePod"], "resources": {}}
+        }))
+        .unwrap();
+        assert!(c.apply(Update::Claim(watcher::Event::Apply(claim))));
+        let facts = c.facts();
+        let cluster = facts.cluster.as_ref().expect("synced");
+        let in_shop: Vec<&str> = cluster
+            .workloads_in("shop")
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(in_shop, ["web"]);
+        assert_eq!(
+            cluster.workloads_in("sho").count(),
+            0,
+            "a namespace is matched whole"
+        );
+        assert_eq!(
+            cluster
+                .claim_modes("shop", "data")
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("[ReadWriteOncePod]")
+        );
+        // The claim is unmounted: the workload leaves the cache.
+        assert!(c.apply(view::<Deployment>("web", &[], None)));
+        assert_eq!(
+            c.facts()
+                .cluster
+                .expect("synced")
+                .workloads_in("shop")
+                .count(),
+            0
+        );
     }
 
     /// One object of the model cluster: resource (0 classes, 1 volumes, 2 namespaces), name,
@@ -738,8 +1007,22 @@ mod tests {
                 default_storage_class,
                 volumes,
                 namespaces,
+                claims: ByName::default(),
+                workloads: vec![ByName::default(); WORKLOAD_KINDS],
             }),
         }
+    }
+
+    /// Caches whose claim and workload watches have listed nothing (the model leaves them be).
+    fn caches_with_empty_workloads() -> Caches {
+        let mut c = Caches::default();
+        c.apply(Update::Claim(watcher::Event::Init));
+        c.apply(Update::Claim(watcher::Event::InitDone));
+        for kind in 0..WORKLOAD_KINDS {
+            c.apply(Update::Workload(kind, watcher::Event::Init));
+            c.apply(Update::Workload(kind, watcher::Event::InitDone));
+        }
+        c
     }
 
     /// Applies `update`; a relist's start and items must not change what readers see (they
@@ -763,7 +1046,7 @@ mod tests {
             }
             apply(c, marker(res, true));
         }
-        let mut c = Caches::default();
+        let mut c = caches_with_empty_workloads();
         let first = BTreeMap::from([(0, (0, 0)), (1, (0, 0)), (2, (0, 0))]);
         let mut model: Model = [first.clone(), first.clone(), first];
         for (res, objects) in model.iter().enumerate() {
@@ -787,7 +1070,7 @@ mod tests {
         #[test]
         fn facts_after_any_interleaving_equal_a_full_list(ops in prop::collection::vec(op(), 0..60)) {
             let mut model: Model = Default::default();
-            let mut c = Caches::default();
+            let mut c = caches_with_empty_workloads();
             for res in 0..3 {
                 apply(&mut c, marker(res, false));
                 apply(&mut c, marker(res, true));

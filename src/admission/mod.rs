@@ -17,9 +17,12 @@ use kube::core::{GroupVersionKind, Resource, Status, TypeMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::bounded::{LOG_FIELD_BYTES, MESSAGE_BYTES, NAME_BYTES, truncate, truncate_in_place};
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::migrate::model::workloads::{WorkloadKind, WorkloadView};
 use crate::policy::{
     Claim, Decision, Facts, Outcome, Policy, Subject, Unread, Volume, keep_rwop_on_reapply,
-    mutate_claim, validate_claim, validate_volume,
+    mutate_claim, validate_claim, validate_volume, validate_workload,
 };
 
 /// Which of the two webhooks is answering.
@@ -138,6 +141,12 @@ enum Request {
     // Boxed: a request is 1.6 KiB (claim) to 2.5 KiB (volume), its variants a kilobyte apart.
     Volume(Box<AdmissionRequest<Volume>>),
     Claim(Box<AdmissionRequest<Claim>>),
+    /// A workload or pod (rule W2). The view reads the same fields of every kind; the kind is
+    /// the request's.
+    Workload(
+        WorkloadKind,
+        Box<AdmissionRequest<WorkloadView<Deployment>>>,
+    ),
     Other(Box<AdmissionRequest<Unread>>),
 }
 
@@ -160,6 +169,7 @@ impl Request {
         match self {
             Request::Volume(req) => bound_names(req),
             Request::Claim(req) => bound_names(req),
+            Request::Workload(_, req) => bound_names(req),
             Request::Other(req) => bound_names(req),
         }
     }
@@ -235,6 +245,22 @@ fn apply_policy(
             };
             respond(req, decision)
         }
+        Request::Workload(kind, req) => {
+            let decision = match (webhook, req.object.as_ref(), &req.operation) {
+                (Webhook::Validate, Some(new), Operation::Create | Operation::Update) => {
+                    let mut written = new.info(kind.clone());
+                    if written.namespace.is_empty() {
+                        written.namespace = req.namespace.clone().unwrap_or_default();
+                    }
+                    if written.name.is_empty() {
+                        written.name = req.name.clone();
+                    }
+                    validate_workload(policy, facts, &written)
+                }
+                _ => Decision::allow(),
+            };
+            respond(req, decision)
+        }
         Request::Other(req) => respond(req, Decision::allow()),
     }
 }
@@ -258,8 +284,24 @@ fn decode(body: &[u8]) -> Result<Request, ReviewError> {
     let Some(request) = envelope.request else {
         return Err(ReviewError::NoRequest);
     };
-    let core_v1 = request.kind.group.is_empty() && request.kind.version == "v1";
-    Ok(match request.kind.kind.as_str() {
+    let gvk = &request.kind;
+    let core_v1 = gvk.group.is_empty() && gvk.version == "v1";
+    let workload = match (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()) {
+        ("apps", "v1", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch", "v1", "Job" | "CronJob")
+        | ("", "v1", "Pod") => Some(WorkloadKind::of_owner(&gvk.kind)),
+        _ => None,
+    };
+    if let Some(kind) = workload {
+        // A pod's kind is not an owner kind; of_owner names it Other("Pod").
+        let kind = if gvk.kind == "Pod" {
+            WorkloadKind::Pod
+        } else {
+            kind
+        };
+        return Ok(Request::Workload(kind, decode_typed(body, &request)?));
+    }
+    Ok(match gvk.kind.as_str() {
         "PersistentVolume" if core_v1 => Request::Volume(decode_typed(body, &request)?),
         "PersistentVolumeClaim" if core_v1 => Request::Claim(decode_typed(body, &request)?),
         _ => Request::Other(decode_typed(body, &request)?),

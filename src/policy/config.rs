@@ -31,6 +31,28 @@ impl Action {
 pub struct Policy {
     pub validation: ValidationPolicy,
     pub mutation: MutationPolicy,
+    pub workloads: WorkloadPolicy,
+}
+
+/// Rule W2: workloads applied over ReadWriteOncePod claims they cannot run on.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadPolicy {
+    pub action: WorkloadAction,
+}
+
+/// What W2 does with a workload that cannot run on its ReadWriteOncePod claims.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadAction {
+    /// Allow it, with a warning kubectl prints.
+    #[default]
+    Warn,
+    /// Reject it (pods that would stay Pending, a rollout that would hang); cautions (a
+    /// CronJob's overlapping runs) stay warnings.
+    Deny,
+    /// Say nothing.
+    Off,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -107,7 +129,9 @@ impl Policy {
             return Err(PolicyError::Invalid {
                 origin: origin.to_owned(),
                 key: "(top level)".to_owned(),
-                message: "expected a mapping with the keys `validation` and `mutation`".to_owned(),
+                message:
+                    "expected a mapping with the keys `validation`, `mutation` and `workloads`"
+                        .to_owned(),
             });
         }
         let policy: Policy = serde_path_to_error::deserialize(value).map_err(|e| {

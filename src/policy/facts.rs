@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::AccessModes;
+use crate::migrate::model::workloads::WorkloadInfo;
 
 /// Objects by name, as a persistent map (a B-tree): a copy shares everything with the original,
 /// and a change copies only the path to one entry (O(log n)), so the caches publish a new
@@ -31,6 +32,34 @@ pub struct ClusterFacts {
     pub volumes: ByName<AccessModes>,
     /// Namespace name -> its labels.
     pub namespaces: ByName<Arc<Labels>>,
+    /// `namespace/name` of every PersistentVolumeClaim -> its access modes (rule W2).
+    pub claims: ByName<AccessModes>,
+    /// `namespace/name` of every workload whose pod template mounts a claim -> what the
+    /// judgement reads of it (rule W2, and M1's look before it rewrites a claim). Deployments,
+    /// StatefulSets, DaemonSets, ReplicaSets and Jobs without a controller, CronJobs; not pods.
+    /// One map per kind, in the order the caches watch them.
+    pub workloads: Vec<ByName<Arc<WorkloadInfo>>>,
+}
+
+impl ClusterFacts {
+    /// The workloads of `namespace` whose pod templates mount a claim (a range of the map).
+    pub fn workloads_in<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a Arc<WorkloadInfo>> + 'a {
+        let from: Arc<str> = Arc::from(format!("{namespace}/"));
+        self.workloads.iter().flat_map(move |kind| {
+            let prefix = from.clone();
+            kind.range(from.clone()..)
+                .take_while(move |(k, _)| k.starts_with(&*prefix))
+                .map(|(_, w)| w)
+        })
+    }
+
+    /// The access modes of claim `namespace/name`, if it exists.
+    pub fn claim_modes(&self, namespace: &str, name: &str) -> Option<&AccessModes> {
+        self.claims.get(format!("{namespace}/{name}").as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

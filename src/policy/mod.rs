@@ -11,11 +11,13 @@ mod objects;
 mod reapply;
 mod rules;
 pub mod selector;
+mod workloads;
 
 mod modes;
 
 pub use config::{
     Action, MutationPolicy, Policy, PolicyError, ProvisionerPolicy, ValidationPolicy,
+    WorkloadAction, WorkloadPolicy,
 };
 pub use facts::{ByName, ClusterFacts, Facts, Labels, StorageClassFacts};
 pub use modes::{AccessMode, AccessModes, HasAccessModes};
@@ -30,6 +32,9 @@ pub use reapply::keep_rwop_on_reapply;
 pub use rules::{
     MIGRATION_ANNOTATION, MigrationTarget, RecordedMigration, Rule, Subject, TASK_URL, Violation,
     exclusive_rwop_violation, transition_violation, validate_claim, validate_volume,
+};
+pub use workloads::{
+    W2_AUDIT_KEY, mutation_would_break, runs_a_controllers_template, validate_workload,
 };
 
 use std::collections::BTreeMap;

@@ -6,7 +6,10 @@ use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use kube::core::admission::Operation;
 use serde_json::Value;
 
-use super::{AccessMode, Claim, Decision, Facts, HasAccessModes, Policy, Subject, selector};
+use super::{
+    AccessMode, Claim, Decision, Facts, HasAccessModes, Policy, Subject, mutation_would_break,
+    selector,
+};
 
 /// Set to `"false"` on a claim to keep it as written.
 pub const OPT_OUT_ANNOTATION: &str = "rwop-guard.dev/mutate";
@@ -28,8 +31,18 @@ pub fn mutate_claim(
     if *operation != Operation::Create {
         return Decision::allow();
     }
+    let ns = namespace
+        .or(claim.metadata.namespace.as_deref())
+        .unwrap_or("");
+    let name = claim.metadata.name.as_deref().unwrap_or("");
     match why_not(policy, facts, claim, namespace) {
         Some(reason) => Decision::allow_because(reason),
+        // M1 looks before it leaps: a workload that already mounts the claim must run on it.
+        None if let Some(warning) = mutation_would_break(facts, ns, name) => {
+            let mut decision = Decision::allow_because(warning.clone());
+            decision.warnings.push(warning);
+            decision
+        }
         None => {
             let mut meta = claim.metadata.clone();
             if meta.namespace.is_none() {

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use super::{Finding, Inventory, Note, Passed, ScanReport, ScanRule, Scanned, Summary};
 use crate::migrate::MigrationState;
 use crate::migrate::eligibility::{
-    Allowances, Blocker, ClaimInfo, RolloutRisk, Verdict, VolumeInfo, Workload, claims_refused,
-    judge, missing_claims, statefulset_blocker,
+    Allowances, Blocker, ClaimInfo, SharedClaim, Verdict, VolumeInfo, Workload, claims_refused,
+    judge, missing_claims, statefulset_blocker, trouble,
 };
 use crate::migrate::model::history::resume_command;
 use crate::migrate::model::users::ClaimUsers;
@@ -152,11 +152,8 @@ pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) 
             findings.push(in_progress_finding(pv, state, &claims_by_key));
         }
     }
-    for w in workloads
-        .iter()
-        .filter(|w| w.kind == WorkloadKind::Deployment)
-    {
-        if let Some(f) = rollout_deadlock(w, &claims_by_key) {
+    for w in &workloads {
+        if let Some(f) = rollout_deadlock(w, &claims_by_key, &users) {
             findings.push(f);
         }
     }
@@ -238,37 +235,48 @@ fn qualified(r: &ObjectReference) -> String {
     }
 }
 
+/// A workload that mounts ReadWriteOncePod claims and cannot run on them (the judgement W2 and
+/// `migrate` share: [`trouble`]), with every other user of those claims. A Deployment's
+/// ReplicaSets and a CronJob's Jobs run their owner's template and are judged as the owner.
 fn rollout_deadlock(
-    d: &WorkloadInfo,
+    w: &WorkloadInfo,
     claims: &HashMap<(&str, &str), &ClaimInfo>,
+    users: &ClaimUsers,
 ) -> Option<Finding> {
-    let rwop: Vec<&ClaimInfo> = d
-        .claims
-        .iter()
-        .filter_map(|name| claims.get(&(d.namespace.as_str(), name.as_str())).copied())
-        .filter(|c| c.modes.contains(AccessMode::ReadWriteOncePod))
-        .collect();
-    if rwop.is_empty() {
+    let owned = matches!(w.kind, WorkloadKind::ReplicaSet | WorkloadKind::Job) && w.owner.is_some();
+    let api_version = w.kind.api_version()?;
+    if owned {
         return None;
     }
-    let risk = RolloutRisk::of_workload(&Workload::of(d))?;
-    let names: Vec<String> = rwop.iter().map(|c| format!("\"{}\"", c.name)).collect();
-    let detail = format!(
-        "mounts ReadWriteOncePod {} {} {}",
-        if names.len() == 1 { "claim" } else { "claims" },
-        names.join(", "),
-        risk.explain()
-    );
+    let rwop: Vec<&ClaimInfo> = w
+        .claims
+        .iter()
+        .filter_map(|name| claims.get(&(w.namespace.as_str(), name.as_str())).copied())
+        .filter(|c| c.modes.contains(AccessMode::ReadWriteOncePod))
+        .collect();
+    let shared: Vec<SharedClaim<'_>> = rwop
+        .iter()
+        .map(|c| SharedClaim {
+            name: &c.name,
+            others: users
+                .of(&w.namespace, &c.name)
+                .iter()
+                .filter(|u| !(u.kind == w.kind && u.name == w.name))
+                .collect(),
+        })
+        .collect();
+    let detail = trouble(&Workload::of(w), &shared)?.detail();
+    let kind = w.kind.as_str();
     let object = reference(
-        "apps/v1",
-        "Deployment",
-        Some(&d.namespace),
-        &d.name,
-        d.uid.as_ref(),
+        api_version,
+        kind,
+        Some(&w.namespace),
+        &w.name,
+        w.uid.as_ref(),
     );
     Some(Finding {
         rule: ScanRule::RolloutDeadlock,
-        message: format!("Deployment \"{}\": {detail}", qualified(&object)),
+        message: format!("{kind} \"{}\": {detail}", qualified(&object)),
         object,
         detail,
         command: None,

@@ -3,13 +3,15 @@
 //! calls it on what it listed, and reports every accepted claim as a migration candidate and
 //! every refused one with the reason.
 //!
-//! The rollout judgement lives here too ([`RolloutRisk`]): what `scan` reports as a rollout
-//! deadlock on a ReadWriteOncePod claim is what `migrate` refuses to create.
+//! Whether a workload can run on a single-pod claim is [`SinglePod`]'s (`single_pod.rs`): what
+//! `migrate` refuses to create is what `scan` and the webhook's W2 report on a ReadWriteOncePod
+//! claim.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
 pub use super::facts::{ClaimInfo, VolumeInfo, Workload};
 pub use super::rollout::{RolloutRisk, describe_strategy};
+pub use super::single_pod::{SharedClaim, SinglePod, Trouble, trouble};
 pub use super::state::StrategySwitch;
 use super::workloads::{Owner, StatefulSetInfo, WorkloadKind};
 use crate::policy::{AccessMode, HasAccessModes, MigrationTarget};
@@ -148,7 +150,7 @@ pub fn judge(
     };
     let mut switches = Vec::new();
     for w in &users {
-        let Some(risk) = RolloutRisk::of_workload(w) else {
+        let Some(risk) = SinglePod::of(w).rollout else {
             continue;
         };
         let what = w.describe();
@@ -209,7 +211,7 @@ fn judge_users<'w>(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<&'w Workload>, String> {
     for w in users {
-        if w.kind == WorkloadKind::DaemonSet {
+        if SinglePod::of(w).every_node {
             return Err(format!(
                 "claim {target} is mounted by {}/{}: ReadWriteOncePod lets one pod in the \
                  whole cluster use it, so the DaemonSet's pods on every other node would stay \
@@ -243,7 +245,7 @@ fn judge_users<'w>(
                 w.describe()
             ));
         }
-        if w.kind == WorkloadKind::CronJob && w.overlapping_runs {
+        if SinglePod::of(w).overlapping_runs {
             warnings.push(format!(
                 "runs of CronJob {} can overlap (concurrencyPolicy: Allow, the default): with \
                  ReadWriteOncePod a run that starts while the previous one still runs stays \

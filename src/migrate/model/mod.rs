@@ -7,6 +7,7 @@ pub mod facts;
 pub mod history;
 pub mod plan;
 pub mod rollout;
+pub mod single_pod;
 pub mod state;
 pub mod steps;
 pub mod templates;

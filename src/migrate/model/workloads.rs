@@ -4,7 +4,9 @@
 //! whole objects at most); `migrate` builds the same from the namespace of its claim, so both
 //! find the same users ([`super::users`]). Pure.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use k8s_openapi::api::apps::v1::{
     DaemonSet, Deployment, DeploymentStrategy, ReplicaSet, StatefulSet,
@@ -12,6 +14,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, PodSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use kube::core::Resource;
+use serde::Deserialize;
 
 use crate::policy::{AccessModes, HasAccessModes};
 
@@ -45,6 +50,19 @@ impl WorkloadKind {
             WorkloadKind::ReplicationController => "ReplicationController",
             WorkloadKind::Pod => "Pod",
             WorkloadKind::Other(kind) => kind,
+        }
+    }
+
+    /// The apiVersion of the kinds rwop-guard reads (`None` for another controller's kind).
+    pub fn api_version(&self) -> Option<&'static str> {
+        match self {
+            WorkloadKind::Deployment
+            | WorkloadKind::StatefulSet
+            | WorkloadKind::DaemonSet
+            | WorkloadKind::ReplicaSet => Some("apps/v1"),
+            WorkloadKind::Job | WorkloadKind::CronJob => Some("batch/v1"),
+            WorkloadKind::ReplicationController | WorkloadKind::Pod => Some("v1"),
+            WorkloadKind::Other(_) => None,
         }
     }
 
@@ -303,4 +321,215 @@ impl From<&Pod> for PodInfo {
 pub struct Workloads {
     pub workloads: Vec<WorkloadInfo>,
     pub pods: Vec<PodInfo>,
+}
+
+/// A workload object (any kind with a pod template, or a pod) decoded for what the judgement
+/// reads and nothing else: the rest of the object, `managedFields` and the containers included,
+/// is skipped by the parser, never allocated. The webhook decodes workload writes with it and
+/// the cluster caches watch with it; `K` is the kind it stands for (its API path).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(bound = "")]
+pub struct WorkloadView<K> {
+    #[serde(default, deserialize_with = "view_metadata")]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<ViewSpec>,
+    #[serde(skip)]
+    kind: PhantomData<fn() -> K>,
+}
+
+/// The fields of every kind's `spec` the judgement reads; a kind has some of them.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewSpec {
+    replicas: Option<i32>,
+    parallelism: Option<i32>,
+    strategy: Option<DeploymentStrategy>,
+    concurrency_policy: Option<String>,
+    suspend: Option<bool>,
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, ReplicationControllers.
+    template: Option<ViewTemplate>,
+    /// CronJobs.
+    job_template: Option<ViewJobTemplate>,
+    /// Pods.
+    volumes: Option<Vec<ViewVolume>>,
+    /// StatefulSets.
+    volume_claim_templates: Option<Vec<ViewClaimTemplate>>,
+    persistent_volume_claim_retention_policy:
+        Option<k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy>,
+    ordinals: Option<k8s_openapi::api::apps::v1::StatefulSetOrdinals>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ViewTemplate {
+    spec: Option<ViewPodSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ViewPodSpec {
+    volumes: Option<Vec<ViewVolume>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ViewJobTemplate {
+    spec: Option<ViewJobSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ViewJobSpec {
+    parallelism: Option<i32>,
+    template: Option<ViewTemplate>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewVolume {
+    persistent_volume_claim: Option<k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct ViewClaimTemplate {
+    #[serde(default, deserialize_with = "view_metadata")]
+    metadata: ObjectMeta,
+    spec: Option<ViewClaimSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewClaimSpec {
+    access_modes: Option<Vec<String>>,
+}
+
+/// Name, namespace, uid, resourceVersion (for the watch) and the controller reference.
+fn view_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Kept {
+        name: Option<String>,
+        generate_name: Option<String>,
+        namespace: Option<String>,
+        uid: Option<String>,
+        resource_version: Option<String>,
+        owner_references: Option<Vec<OwnerReference>>,
+    }
+    let kept = Option::<Kept>::deserialize(d)?;
+    Ok(kept.map_or_else(ObjectMeta::default, |k| ObjectMeta {
+        name: k.name,
+        generate_name: k.generate_name,
+        namespace: k.namespace,
+        uid: k.uid,
+        resource_version: k.resource_version,
+        owner_references: k.owner_references.map(|refs| {
+            refs.into_iter()
+                .filter(|r| r.controller == Some(true))
+                .collect()
+        }),
+        ..ObjectMeta::default()
+    }))
+}
+
+fn pod_spec(t: Option<&ViewTemplate>) -> Option<&Vec<ViewVolume>> {
+    t.and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.volumes.as_ref())
+}
+
+fn claim_names(volumes: Option<&Vec<ViewVolume>>) -> Vec<String> {
+    let mut claims: Vec<String> = volumes
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone())
+        .collect();
+    claims.sort_unstable();
+    claims.dedup();
+    claims
+}
+
+impl<K> WorkloadView<K> {
+    /// What the judgement reads, as a workload of `kind` (a pod's `replicas` is 1).
+    pub fn info(&self, kind: WorkloadKind) -> WorkloadInfo {
+        let spec = self.spec.clone().unwrap_or_default();
+        let job = spec.job_template.and_then(|t| t.spec);
+        let volumes = match &kind {
+            WorkloadKind::Pod => spec.volumes.as_ref(),
+            WorkloadKind::CronJob => pod_spec(job.as_ref().and_then(|j| j.template.as_ref())),
+            _ => pod_spec(spec.template.as_ref()),
+        };
+        let replicas = match &kind {
+            WorkloadKind::Job => spec.parallelism,
+            WorkloadKind::CronJob => job.as_ref().and_then(|j| j.parallelism),
+            WorkloadKind::DaemonSet | WorkloadKind::Pod => Some(1),
+            _ => spec.replicas,
+        }
+        .unwrap_or(1);
+        let mut w = WorkloadInfo {
+            kind,
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+            uid: self.metadata.uid.clone(),
+            replicas,
+            strategy: None,
+            claims: claim_names(volumes),
+            owner: controller_of(&self.metadata),
+            statefulset: None,
+            overlapping_runs: false,
+            suspended: false,
+        };
+        match w.kind {
+            WorkloadKind::Deployment => w.strategy = spec.strategy,
+            WorkloadKind::CronJob => {
+                w.overlapping_runs = spec
+                    .concurrency_policy
+                    .as_deref()
+                    .is_none_or(|p| p == "Allow");
+                w.suspended = spec.suspend == Some(true);
+            }
+            WorkloadKind::StatefulSet => {
+                w.statefulset = Some(StatefulSetInfo {
+                    templates: spec
+                        .volume_claim_templates
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|t| {
+                            let modes = AccessModes::from_optional(
+                                t.spec.and_then(|s| s.access_modes).as_ref(),
+                            );
+                            Some((t.metadata.name?, modes))
+                        })
+                        .collect(),
+                    when_scaled_delete: spec
+                        .persistent_volume_claim_retention_policy
+                        .and_then(|p| p.when_scaled)
+                        .as_deref()
+                        == Some("Delete"),
+                    ordinals_start: spec.ordinals.and_then(|o| o.start).unwrap_or(0),
+                });
+            }
+            _ => {}
+        }
+        w
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for WorkloadView<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
