@@ -115,6 +115,7 @@ fn cluster_facts() -> Facts {
             ]
             .into_iter()
             .collect(),
+            ..ClusterFacts::default()
         }),
     }
 }

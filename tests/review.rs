@@ -809,6 +809,7 @@ fn comparison_settings() -> Vec<(Policy, Facts)> {
             ]
             .into_iter()
             .collect(),
+            ..ClusterFacts::default()
         }),
     };
     vec![

@@ -98,7 +98,8 @@ fn deployment(ns: &str, name: &str, replicas: i32, strategy: Value, claim: &str)
 ///   (objects from before the API server checked this);
 /// - rollout-deadlock: `default/web` (1 replica, default strategy) and `default/replicated`
 ///   (3 replicas, Recreate), mounting the fixtures' RWOP claims `pvc-bind-rwop` and `pvc-ssa`;
-///   `default/worker` (Recreate) and `default/surge0` (maxSurge 0) mount one too, safely;
+///   `default/worker` (Recreate) and `default/surge0` (maxSurge 0) would roll safely, but all
+///   three share `pvc-bind-rwop`, so each is also reported for the others (one pod at a time);
 /// - migration-candidate: `shop/reports` (class `expandable`) and `shop/cache` (in-tree class
 ///   `local-disks`, but a CSI volume: `migrate` accepts it, the detail says to check the driver);
 /// - migration-blocked: the fixtures' `shop/orders-db` once bound to a CSI volume, mounted by the
@@ -304,14 +305,17 @@ async fn every_finding_kind_names_the_object_and_what_to_do() {
             (ScanRule::V1, "pv-mixed".to_owned()),
             (ScanRule::V1, "default/legacy-mixed".to_owned()),
             (ScanRule::RolloutDeadlock, "default/replicated".to_owned()),
+            // surge0, web and worker share the ReadWriteOncePod claim pvc-bind-rwop.
+            (ScanRule::RolloutDeadlock, "default/surge0".to_owned()),
             (ScanRule::RolloutDeadlock, "default/web".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/worker".to_owned()),
             (ScanRule::MigrationCandidate, "shop/cache".to_owned()),
             (ScanRule::MigrationCandidate, "shop/reports".to_owned()),
             (ScanRule::MigrationBlocked, "shop/orders-db".to_owned()),
         ]
     );
     assert_eq!(report.summary.violations, 2);
-    assert_eq!(report.summary.rollout_risks, 2);
+    assert_eq!(report.summary.rollout_risks, 4);
     assert_eq!(report.summary.migration_candidates, 2);
     assert_eq!(report.summary.migration_blocked, 1);
     assert!(report.has_violations());
@@ -356,7 +360,10 @@ async fn every_finding_kind_names_the_object_and_what_to_do() {
         "Deployment \"default/web\": mounts ReadWriteOncePod claim \"pvc-bind-rwop\" with strategy \
          RollingUpdate (the default), maxSurge 25%: a rollout starts the new pod while the old one \
          still holds the volume, and the new pod cannot mount it, so the rollout hangs; set \
-         strategy: Recreate (or rollingUpdate.maxSurge: 0)"
+         strategy: Recreate (or rollingUpdate.maxSurge: 0); mounts ReadWriteOncePod claim \
+         \"pvc-bind-rwop\", which Deployment surge0 and Deployment worker also mount: only one \
+         pod in the whole cluster can use it, so whichever starts second stays Pending while the \
+         other runs; run them in one pod, or use a ReadWriteOnce claim"
     );
     assert_eq!(web.related.len(), 1);
     assert_eq!(web.related[0].name.as_deref(), Some("pvc-bind-rwop"));
@@ -481,7 +488,9 @@ async fn namespace_scope_limits_claims_deployments_and_volumes() {
         [
             (ScanRule::V1, "default/legacy-mixed".to_owned()),
             (ScanRule::RolloutDeadlock, "default/replicated".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/surge0".to_owned()),
             (ScanRule::RolloutDeadlock, "default/web".to_owned()),
+            (ScanRule::RolloutDeadlock, "default/worker".to_owned()),
         ]
     );
     // The fixtures' pre-pv-rwo and pv-bind-rwop are claimed from default.
@@ -839,7 +848,7 @@ async fn table_aligns_columns_and_ends_with_the_summary() {
     assert_eq!(lines[report.findings.len() + 1], "");
     assert_eq!(
         *lines.last().unwrap(),
-        "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 workloads in all namespaces"
+        "2 violations, 2 migration candidates, 4 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 workloads in all namespaces"
     );
 
     let clean = analyze(&Policy::default(), &Inventory::default(), Some("empty"));
@@ -1200,7 +1209,7 @@ async fn binary_prints_the_table_and_exits_1_on_violations() {
     );
     assert!(
         run.stdout.ends_with(
-            "2 violations, 2 migration candidates, 2 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 workloads in all namespaces\n"
+            "2 violations, 2 migration candidates, 4 rollout risks, 1 blocked migration; scanned 10 claims, 8 volumes, 6 workloads in all namespaces\n"
         ),
         "{}",
         run.stdout
@@ -1252,11 +1261,11 @@ async fn binary_json_and_policyreport_outputs() {
     let value: Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
     assert_eq!(
         value["summary"],
-        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 2, "migrationBlocked": 1, "migrationsInProgress": 0})
+        json!({"violations": 0, "migrationCandidates": 2, "rolloutRisks": 4, "migrationBlocked": 1, "migrationsInProgress": 0})
     );
-    assert_eq!(value["findings"].as_array().unwrap().len(), 5);
+    assert_eq!(value["findings"].as_array().unwrap().len(), 7);
     assert_eq!(
-        value["findings"][3]["command"],
+        value["findings"][5]["command"],
         "rwop-guard migrate shop/reports"
     );
     // Every claim migrate refuses and no finding names carries a note with its reason.

@@ -103,6 +103,11 @@ webhook never blocks the namespace it runs in) and webhooks.excludeNamespaces.
 {{- toJson (uniq $ns) }}
 {{- end }}
 
+{{/* CEL: the workload's pod template (a pod's own spec) mounts a claim (W2's matchConditions). */}}
+{{- define "rwop-guard.celMountsClaim" -}}
+(request.kind.kind == 'Pod' ? object.spec.?volumes : request.kind.kind == 'CronJob' ? object.spec.?jobTemplate.?spec.?template.?spec.?volumes : object.spec.?template.?spec.?volumes).orValue([]).exists(v, has(v.persistentVolumeClaim))
+{{- end }}
+
 {{/*
 CEL: true when a PersistentVolume update changes its access modes as a set (order and
 duplicates do not count, as in rwop-guard's own comparison).
@@ -131,7 +136,8 @@ v1beta1
 {{- end }}
 
 {{/*
-Which engine runs each rule, as JSON: {"validation": V2 and W1, "mutation": M1, "keep": M2},
+Which engine runs each rule, as JSON: {"validation": V2 and W1, "mutation": M1, "keep": M2,
+"workloads": W2 (webhook only)},
 each "webhook", "inTree" or "" (off). engine.mode:
   auto    - validation in-tree (ValidatingAdmissionPolicy) unless webhooks.scope=all asks for
             every write to be reviewed by rwop-guard; M1 by the webhook (it needs cluster facts:
@@ -146,7 +152,11 @@ each "webhook", "inTree" or "" (off). engine.mode:
 {{- $map := include "rwop-guard.mapVersion" . -}}
 {{- $m := .Values.policy.mutation -}}
 {{- $keep := .Values.webhooks.mutating.keepOnReapply -}}
-{{- $e := dict "validation" "inTree" "mutation" "" "keep" "" -}}
+{{- $e := dict "validation" "inTree" "mutation" "" "keep" "" "workloads" "" -}}
+{{- /* W2 looks claims up in the webhook's caches: never in-tree; off with engine.mode=inTree. */ -}}
+{{- if and (ne $mode "inTree") (ne (.Values.policy.workloads.action | default "warn") "off") -}}
+{{- $_ := set $e "workloads" "webhook" -}}
+{{- end -}}
 {{- if eq $mode "webhook" -}}
 {{- $_ := set $e "validation" "webhook" -}}
 {{- if $m.enabled }}{{ $_ := set $e "mutation" "webhook" }}{{ end -}}
@@ -178,7 +188,7 @@ each "webhook", "inTree" or "" (off). engine.mode:
 {{/* Non-empty when some rule runs in the webhook: the Deployment, Service, certificates. */}}
 {{- define "rwop-guard.webhookNeeded" -}}
 {{- $e := include "rwop-guard.engines" . | fromJson -}}
-{{- if or (eq $e.validation "webhook") (eq $e.mutation "webhook") (eq $e.keep "webhook") -}}
+{{- if or (eq $e.validation "webhook") (eq $e.mutation "webhook") (eq $e.keep "webhook") (eq $e.workloads "webhook") -}}
 true
 {{- end -}}
 {{- end }}
