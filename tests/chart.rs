@@ -207,7 +207,7 @@ fn validating_webhook_reviews_only_volume_access_mode_changes() {
     );
     assert_eq!(
         webhook_names(&docs, "ValidatingWebhookConfiguration"),
-        ["validate.rwop-guard.dev"]
+        ["validate.rwop-guard.dev", "workloads.rwop-guard.dev"]
     );
     // Mutation is off by default, and so is its webhook; the re-apply one is on.
     assert_eq!(
@@ -944,7 +944,7 @@ fn deployment_is_highly_available() {
 }
 
 #[test]
-fn cluster_role_is_read_only_on_three_resources() {
+fn cluster_role_only_reads_what_the_caches_watch() {
     needs!("helm");
     let docs = render(&[]);
     let role = find(&docs, "ClusterRole");
@@ -964,8 +964,22 @@ fn cluster_role_is_read_only_on_three_resources() {
         "storage.k8s.io/storageclasses",
         "/persistentvolumes",
         "/namespaces",
+        "/persistentvolumeclaims",
     ] {
         for verb in ["get", "list", "watch"] {
+            expected.insert(format!("{resource}:{verb}"));
+        }
+    }
+    // W2 and M1's look ahead: the workloads whose templates mount claims.
+    for resource in [
+        "apps/deployments",
+        "apps/statefulsets",
+        "apps/daemonsets",
+        "apps/replicasets",
+        "batch/jobs",
+        "batch/cronjobs",
+    ] {
+        for verb in ["list", "watch"] {
             expected.insert(format!("{resource}:{verb}"));
         }
     }
@@ -1004,7 +1018,8 @@ fn policy_configmap_holds_the_values() {
                 "enabled": false, "storageClasses": [], "namespaces": [],
                 "excludeNamespaces": ["kube-system"], "namespaceSelector": {},
                 "provisioners": {"allow": [], "deny": []}
-            }
+            },
+            "workloads": {"action": "warn"}
         })
     );
 
@@ -1020,7 +1035,8 @@ fn policy_configmap_holds_the_values() {
                 "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["frozen"]}]
             },
             "provisioners": {"allow": ["kubernetes.io/example"], "deny": ["nfs.csi.k8s.io"]}
-        }
+        },
+        "workloads": {"action": "deny"}
     });
     let docs = render(&["--set-json", &json_arg("policy", &policy)]);
     assert_eq!(rendered_policy(&docs), policy);
@@ -1308,5 +1324,90 @@ fn alert_thresholds_and_selector_come_from_values() {
         expiry["expr"].as_str().unwrap().ends_with("< 604800"),
         "{}",
         expiry["expr"]
+    );
+}
+
+/// W2's webhook: only workload writes whose pod template mounts a claim, warnings only on
+/// failure (Ignore), gone with `policy.workloads.action=off` and with the in-tree engine (W2
+/// needs the webhook's caches). The CEL is compiled and run by the real API server in the
+/// end-to-end suite (`workloads`).
+#[test]
+fn workloads_webhook_sees_only_workloads_that_mount_claims() {
+    needs!("helm");
+    let docs = render(&[]);
+    let hook = all_of_kind(&docs, "ValidatingWebhookConfiguration")
+        .iter()
+        .flat_map(|c| c["webhooks"].as_array().into_iter().flatten())
+        .find(|w| w["name"] == "workloads.rwop-guard.dev")
+        .cloned()
+        .expect("workloads.rwop-guard.dev");
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert_eq!(hook["clientConfig"]["service"]["path"], "/validate");
+    let rules: Vec<String> = hook["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}:{}",
+                strings(&r["apiGroups"]).join(","),
+                strings(&r["resources"]).join(","),
+                strings(&r["operations"]).join(",")
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "apps/deployments,statefulsets,daemonsets,replicasets:CREATE,UPDATE",
+            "batch/jobs,cronjobs:CREATE,UPDATE",
+            "/pods:CREATE",
+        ]
+    );
+    let conditions: Vec<&str> = hook["matchConditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            "rwop-guard-mounts-a-claim",
+            "rwop-guard-spec-changed",
+            "rwop-guard-not-run-by-a-controller"
+        ]
+    );
+    for off in [
+        &["--set", "policy.workloads.action=off"][..],
+        &[
+            "--set",
+            "engine.mode=inTree",
+            "--set",
+            "webhooks.mutating.keepOnReapply=false",
+        ],
+    ] {
+        let docs = render(off);
+        assert!(
+            !webhook_names(&docs, "ValidatingWebhookConfiguration")
+                .iter()
+                .any(|n| n == "workloads.rwop-guard.dev"),
+            "{off:?}"
+        );
+    }
+    // Off in auto mode with nothing else in the webhook: no Deployment at all.
+    let auto = [
+        "--set",
+        "engine.mode=auto",
+        "--set",
+        "webhooks.mutating.keepOnReapply=false",
+    ];
+    let docs = render(&[&auto[..], &["--set", "policy.workloads.action=off"]].concat());
+    assert!(all_of_kind(&docs, "Deployment").is_empty());
+    let docs = render(&auto);
+    assert_eq!(
+        all_of_kind(&docs, "Deployment").len(),
+        1,
+        "W2 needs the webhook"
     );
 }
