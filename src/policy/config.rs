@@ -41,9 +41,10 @@ pub struct WorkloadPolicy {
     pub action: WorkloadAction,
 }
 
-/// What W2 does with a workload that cannot run on its ReadWriteOncePod claims.
+/// What W2 does with a workload that cannot run on its ReadWriteOncePod claims. An unquoted
+/// `off` is YAML 1.1's `false`, and is read as `off`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "ActionWord")]
 pub enum WorkloadAction {
     /// Allow it, with a warning kubectl prints.
     #[default]
@@ -98,6 +99,32 @@ pub struct ProvisionerPolicy {
     pub allow: BTreeSet<String>,
     /// Never mutate claims of classes with these provisioners.
     pub deny: BTreeSet<String>,
+}
+
+/// `warn`, `deny`, `off`, or the boolean an unquoted `off` parses to.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ActionWord {
+    Word(String),
+    Bool(bool),
+}
+
+impl TryFrom<ActionWord> for WorkloadAction {
+    type Error = String;
+    fn try_from(word: ActionWord) -> Result<Self, String> {
+        match word {
+            ActionWord::Word(w) if w == "warn" => Ok(WorkloadAction::Warn),
+            ActionWord::Word(w) if w == "deny" => Ok(WorkloadAction::Deny),
+            ActionWord::Word(w) if w == "off" => Ok(WorkloadAction::Off),
+            ActionWord::Bool(false) => Ok(WorkloadAction::Off),
+            ActionWord::Word(w) => Err(format!(
+                "unknown variant `{w}`, expected one of `warn`, `deny`, `off`"
+            )),
+            ActionWord::Bool(true) => {
+                Err("expected one of `warn`, `deny`, `off`, found a boolean true".to_owned())
+            }
+        }
+    }
 }
 
 /// A policy file that cannot be used. Always names where the problem is.
@@ -253,6 +280,25 @@ mod tests {
             err.to_string().contains("`mutation.storageClasses`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn workloads_action_reads_every_word_and_an_unquoted_off() {
+        for (text, want) in [
+            ("", WorkloadAction::Warn),
+            ("workloads:\n  action: deny\n", WorkloadAction::Deny),
+            ("workloads:\n  action: \"off\"\n", WorkloadAction::Off),
+            ("workloads:\n  action: off\n", WorkloadAction::Off),
+        ] {
+            let p = Policy::from_yaml(text, "p.yaml").unwrap();
+            assert_eq!(p.workloads.action, want, "{text}");
+        }
+        let err = Policy::from_yaml("workloads:\n  action: block\n", "p.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("p.yaml: key `workloads.action`"), "{msg}");
+        assert!(msg.contains("block") && msg.contains("`off`"), "{msg}");
+        let err = Policy::from_yaml("workloads:\n  action: on\n", "p.yaml").unwrap_err();
+        assert!(err.to_string().contains("`workloads.action`"), "{err}");
     }
 
     #[test]

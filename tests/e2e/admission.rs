@@ -94,7 +94,7 @@ fn modes(object: &Value) -> &Value {
 }
 
 /// `Warning: ` lines kubectl printed.
-fn warnings(stderr: &str) -> Vec<&str> {
+pub(crate) fn warnings(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
         .filter_map(|l| l.strip_prefix("Warning: "))
@@ -538,7 +538,7 @@ fn claims_bind_with_webhooks(env: &Env) -> anyhow::Result<()> {
 /// Rewrites the shared server's policy file (whole, by a rename, as a ConfigMap update lands)
 /// and waits until the server has loaded it: its successful policy reloads go up. A failed
 /// reload is an error at once, so neither a change nor the restore can pass unconfirmed.
-fn set_policy(env: &Env, text: &str) -> anyhow::Result<()> {
+pub(crate) fn set_policy(env: &Env, text: &str) -> anyhow::Result<()> {
     const OK: &str = r#"rwop_guard_policy_reloads_total{result="ok"}"#;
     const FAILED: &str = r#"rwop_guard_policy_reloads_total{result="failed"}"#;
     let serve = env.serve();

@@ -17,6 +17,7 @@ mod intree;
 mod migrate;
 mod scan;
 mod serve;
+mod workloads;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         fleet::cases(),
         serve::cases(),
         intree::cases(),
+        workloads::cases(),
     ]
     .into_iter()
     .flatten()
