@@ -298,9 +298,9 @@ async fn live_changes_reach_the_facts() {
     .await;
 }
 
-/// The caches' watches (volumes, classes, namespaces), once all are open on the fake: what the
-/// test does to watches next reaches them.
-const WATCHES: usize = 3;
+/// The caches' watches (classes, volumes, namespaces, claims, and six workload kinds), once all
+/// are open on the fake: what the test does to watches next reaches them.
+const WATCHES: usize = 10;
 
 async fn watches_open(fake: &FakeApiServer) {
     let mut open = fake.open_watches_rx();
@@ -442,8 +442,10 @@ async fn a_broken_watch_keeps_serving_the_last_state_counts_and_recovers() {
 #[tokio::test]
 async fn not_ready_until_the_api_answers() {
     let fake = seeded().await;
-    fake.fail_next(3, 500);
-    // The first request after the three failures waits until the test lets it through.
+    // Each watch's first request fails (one per watch until it is answered), so the request
+    // after the failures is a retry whose caller has counted its error.
+    fake.fail_next(WATCHES as u32, 500);
+    // The first request after the failures waits until the test lets it through.
     let mut after_failures = fake.hold_next(|_| true);
     let mut r = start_caches(&fake);
     arrived(&mut after_failures, "a request after the failures").await;
@@ -461,7 +463,12 @@ async fn not_ready_until_the_api_answers() {
     r.until("sync after failures", synced).await;
     assert!(ready(&r.state));
     // Each failed request is one counted error.
-    assert_eq!(watch_errors(&r.state), 3, "{}", r.state.metrics.encode());
+    assert_eq!(
+        watch_errors(&r.state),
+        WATCHES as u64,
+        "{}",
+        r.state.metrics.encode()
+    );
 }
 
 #[tokio::test]
