@@ -29,25 +29,31 @@ pub enum ScanOutput {
 const LONG_HELP: &str = r#"What it reports:
   V1                   PersistentVolumes and PersistentVolumeClaims that combine
                        ReadWriteOncePod with other access modes (what the webhook denies).
-  rollout-deadlock     Deployments whose pod template mounts a ReadWriteOncePod claim with
-                       more than one replica, or with a RollingUpdate strategy (the default)
-                       whose maxSurge is not 0: the new pod cannot mount the volume while the
-                       old one holds it, so the rollout hangs.
+  rollout-deadlock     Workloads (Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs,
+                       CronJobs, ReplicationControllers, bare pods) whose pod template mounts
+                       a ReadWriteOncePod claim they cannot run on: more than one replica, a
+                       RollingUpdate whose maxSurge is not 0 (the default), a DaemonSet,
+                       overlapping CronJob runs, or a claim another workload also mounts.
+                       The words are those the webhook's rule W2 warns with on apply.
   migration-candidate  Claims `rwop-guard migrate` accepts (the same judgement as its
                        preflight): Bound [ReadWriteOnce] claims on a [ReadWriteOnce] CSI
                        volume bound to them, whatever their class (storageClassName ""
                        included; a class not known to support ReadWriteOncePod is a caution
                        in the detail); each names its `rwop-guard migrate NAMESPACE/NAME`
                        command, with --switch-to-recreate when a Deployment's rollout would
-                       surge.
-  migration-blocked    Such claims migrate refuses because of a Deployment that mounts them
-                       with more than one replica, with migrate's message. Every other claim
-                       migrate would refuse gets a note with the reason (--output json).
+                       surge. A StatefulSet's volumeClaimTemplates claims are one finding on
+                       the StatefulSet, naming `rwop-guard migrate --statefulset NS/NAME`.
+  migration-blocked    Such claims (or StatefulSets) migrate refuses because of the workloads
+                       that use them, with migrate's message. Every other claim migrate would
+                       refuse gets a note with the reason (--output json).
+  migration-in-progress
+                       Volumes a `migrate` run left part-way (resume or roll it back).
 
-Scope: without -n, every namespace. With -n, the claims and Deployments of that namespace and
-the volumes whose claimRef is in it. -A wins over -n, as in kubectl. Lists are paginated (500
-per request), progress goes to stderr. Needs list permission on persistentvolumeclaims,
-persistentvolumes, storageclasses and deployments (apps).
+Scope: without -n, every namespace. With -n, the claims, workloads and pods of that namespace
+and the volumes whose claimRef is in it. -A wins over -n, as in kubectl. Lists are paginated
+(500 per request), progress goes to stderr. Needs list permission on persistentvolumeclaims,
+persistentvolumes, storageclasses, pods and replicationcontrollers, deployments, replicasets,
+statefulsets and daemonsets (apps), jobs and cronjobs (batch).
 
 --output json: {"namespace", "scanned", "summary", "findings": [{"rule", "object", "message",
 "detail", "command", "related"}], "notes": [{"object", "message"}]}; object and related are
@@ -64,7 +70,7 @@ scan (bad policy file or kubeconfig, or a list the API server refused; named on 
 #[derive(Debug, Args)]
 #[command(after_long_help = LONG_HELP)]
 pub struct ScanArgs {
-    /// Scan only this namespace (its claims and Deployments, and the volumes bound to them).
+    /// Scan only this namespace (its claims, workloads and pods, and the volumes bound to them).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Scan every namespace (the default; wins over -n, as in kubectl).

@@ -19,7 +19,7 @@ use crate::policy::{
     exclusive_rwop_violation,
 };
 
-/// Every decision of the scan. `namespace` limits claims and Deployments to that namespace and
+/// Every decision of the scan. `namespace` limits claims and workloads to that namespace and
 /// volumes to those whose `claimRef` is in it.
 pub fn analyze(policy: &Policy, inventory: &Inventory, namespace: Option<&str>) -> ScanReport {
     let facts = Facts {

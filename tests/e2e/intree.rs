@@ -60,8 +60,10 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// `helm install` of the chart with its default values, on an API server that serves
-/// MutatingAdmissionPolicy: every rule in-tree, no Deployment, Service, certificate or webhook
-/// configuration; a volume's access-mode change is decided by the API server itself.
+/// MutatingAdmissionPolicy: every volume and claim rule in-tree, and the webhook only for W2
+/// (`workloads.rwop-guard.dev`, workload writes alone); a volume's access-mode change is decided
+/// by the API server itself, with no webhook on its path. Installed without `--wait`: the
+/// harness runs no kubelet, so the webhook's pods never become ready (W2 fails open).
 fn default_install(env: &Env) -> anyhow::Result<()> {
     let ns = "rwop-install";
     let _ = env.kubectl(&["create", "namespace", ns]);
@@ -74,7 +76,7 @@ fn default_install(env: &Env) -> anyhow::Result<()> {
                 .arg(&env.plane.kubeconfig),
         )
     };
-    let install = helm(&["install", "guard", &chart.display().to_string(), "--wait"]).success()?;
+    let install = helm(&["install", "guard", &chart.display().to_string()]).success()?;
     let result = check_default_install(env, &helm);
     let uninstall = helm(&["uninstall", "guard", "--wait"]).success();
     let _ = install;
@@ -94,15 +96,53 @@ fn check_default_install(env: &Env, helm: &dyn Fn(&[&str]) -> Out) -> anyhow::Re
     anyhow::ensure!(
         sorted
             == [
+                "ClusterRole",
+                "ClusterRoleBinding",
                 "ConfigMap",
+                "Deployment",
                 "MutatingAdmissionPolicy",
                 "MutatingAdmissionPolicyBinding",
+                "PodDisruptionBudget",
+                "Secret",
+                "Service",
+                "ServiceAccount",
                 "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionPolicy",
                 "ValidatingAdmissionPolicyBinding",
                 "ValidatingAdmissionPolicyBinding",
+                "ValidatingWebhookConfiguration",
             ],
-        "the default install has more than the in-tree objects: {kinds:?}"
+        "the default install is not the in-tree objects plus the W2 webhook: {kinds:?}"
+    );
+    // The one webhook configuration holds W2 alone: no volume or claim write goes to it.
+    let config = env.kubectl(&[
+        "get",
+        "validatingwebhookconfiguration",
+        PREFIX_INSTALL,
+        "-o",
+        "json",
+    ]);
+    let config: Value = serde_json::from_str(&config.success()?.stdout)?;
+    let hooks: Vec<(&str, Vec<&str>)> = config["webhooks"]
+        .as_array()
+        .context("webhooks")?
+        .iter()
+        .map(|w| {
+            let resources = w["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["resources"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            (w["name"].as_str().unwrap_or_default(), resources)
+        })
+        .collect();
+    anyhow::ensure!(
+        hooks.len() == 1
+            && hooks[0].0 == "workloads.rwop-guard.dev"
+            && !hooks[0].1.iter().any(|r| r.starts_with("persistentvolume")),
+        "the default install's webhooks are not W2 alone: {hooks:?}"
     );
     // A V2 denial by the release's ValidatingAdmissionPolicy (it runs before the shared
     // webhook, which is also registered).
@@ -151,6 +191,8 @@ const LISTED: [&str; 2] = ["diff-fast", "diff-fast-b"];
 const UNLISTED: &str = "diff-slow";
 /// Volumes of this class are never bound by a claim of the cases.
 const LONE_CLASS: &str = "diff-none";
+/// The chart's full name for the default install's release ("guard").
+const PREFIX_INSTALL: &str = "guard-rwop-guard";
 
 /// One policy under test: the chart values of `policy` (its namespaces are `<prefix>-a` … `-d`)
 /// and how many generated cases of each kind to send.
