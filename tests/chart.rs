@@ -1374,7 +1374,11 @@ fn reports_cronjob_is_off_by_default() {
     needs!("helm");
     let docs = render(&[]);
     assert!(all_of_kind(&docs, "CronJob").is_empty());
-    assert_eq!(all_of_kind(&docs, "ClusterRole").len(), 1, "the webhook's only");
+    assert_eq!(
+        all_of_kind(&docs, "ClusterRole").len(),
+        1,
+        "the webhook's only"
+    );
     assert_eq!(all_of_kind(&docs, "ServiceAccount").len(), 1);
 }
 
@@ -1407,7 +1411,10 @@ fn reports_cronjob_runs_scan_apply_with_the_deployments_hardening() {
     let scan = &containers[0];
     assert_eq!(scan["securityContext"], container(&docs)["securityContext"]);
     assert_eq!(scan["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(scan["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(
+        scan["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
     assert_eq!(scan["image"], container(&docs)["image"]);
     assert_eq!(scan["command"], json!(["rwop-guard"]));
     assert_eq!(
@@ -1443,9 +1450,11 @@ fn reports_cronjob_runs_scan_apply_with_the_deployments_hardening() {
         json!([{"kind": "ServiceAccount", "name": REPORTS_NAME, "namespace": NAMESPACE}])
     );
     // The webhook's role is unchanged.
-    assert!(!grants(named(&docs, "ClusterRole", FULLNAME))
-        .iter()
-        .any(|g| g.contains("report")));
+    assert!(
+        !grants(named(&docs, "ClusterRole", FULLNAME))
+            .iter()
+            .any(|g| g.contains("report"))
+    );
 }
 
 #[test]
@@ -1469,8 +1478,13 @@ fn reports_policyreport_format_grants_only_wgpolicyk8s_reports() {
     );
 
     // Another format is refused by the schema, naming the two it takes.
-    let err = try_render(&["--set", "reports.enabled=true", "--set", "reports.format=yaml"])
-        .expect_err("an unknown format renders nothing");
+    let err = try_render(&[
+        "--set",
+        "reports.enabled=true",
+        "--set",
+        "reports.format=yaml",
+    ])
+    .expect_err("an unknown format renders nothing");
     assert!(
         err.contains("reports/format") && err.contains("'openreports', 'policyreport'"),
         "{err}"

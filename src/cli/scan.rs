@@ -231,7 +231,11 @@ async fn apply(
 }
 
 /// The scan's summary line, then what --apply wrote and deleted.
-fn applied_text(report: &scan::ScanReport, applied: &scan::Applied, format: scan::ReportFormat) -> String {
+fn applied_text(
+    report: &scan::ScanReport,
+    applied: &scan::Applied,
+    format: scan::ReportFormat,
+) -> String {
     let (kind, cluster_kind) = format.kinds();
     let count = |n: usize, kind: &str| format!("{n} {kind}{}", if n == 1 { "" } else { "s" });
     let mut text = format!("{}\n", scan::summary_line(report));

@@ -15,8 +15,7 @@ use std::collections::HashSet;
 use futures_util::{StreamExt, stream};
 use kube::Client;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 
 use super::inventory::{PAGE_SIZE, describe};
@@ -232,15 +231,12 @@ pub async fn apply(
         None => Api::all_with(client.clone(), &namespaced_resource),
     };
     let plural = |p: &str| format!("{p}.{}", format.group());
-    let stale = stale(&namespaced_api, &plural(namespaced_plural), &keep).await?;
-    applied.deleted = delete(client, &namespaced_resource, namespaced_kind, stale).await?;
+    let old = stale(&namespaced_api, &plural(namespaced_plural), &keep).await?;
+    applied.deleted = delete(client, &namespaced_resource, namespaced_kind, old).await?;
     if namespace.is_none() {
         let cluster_api: Api<DynamicObject> = Api::all_with(client.clone(), &cluster_resource);
-        let stale = stale(&cluster_api, &plural(cluster_plural), &keep).await?;
-        applied.deleted_cluster = delete(client, &cluster_resource, cluster_kind, stale)
-            .await?
-            .into_iter()
-            .collect();
+        let old = stale(&cluster_api, &plural(cluster_plural), &keep).await?;
+        applied.deleted_cluster = delete(client, &cluster_resource, cluster_kind, old).await?;
     }
     Ok(applied)
 }
@@ -272,9 +268,7 @@ async fn stale(
     let mut stale = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let mut params = ListParams::default()
-            .labels(&selector)
-            .limit(PAGE_SIZE);
+        let mut params = ListParams::default().labels(&selector).limit(PAGE_SIZE);
         if let Some(t) = &token {
             params = params.continue_token(t);
         }
@@ -330,4 +324,119 @@ async fn delete(
     }
     deleted.sort();
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::ObjectReference;
+
+    use super::*;
+    use crate::scan::reports::{
+        REPORT_POLICY, ReportMeta, ReportResult, ReportTimestamp, ResultStatus, Severity,
+    };
+
+    fn result(status: ResultStatus, name: usize) -> ReportResult {
+        ReportResult {
+            policy: REPORT_POLICY,
+            rule: "V1",
+            result: status,
+            scored: true,
+            severity: Severity::High,
+            category: "ReadWriteOncePod",
+            source: REPORT_POLICY,
+            timestamp: ReportTimestamp {
+                seconds: 1,
+                nanos: 0,
+            },
+            message: String::new(),
+            resources: vec![ObjectReference {
+                name: Some(format!("c{name}")),
+                ..ObjectReference::default()
+            }],
+            properties: BTreeMap::new(),
+        }
+    }
+
+    fn report(namespace: Option<&str>, results: Vec<ReportResult>) -> Report {
+        Report {
+            api_version: "openreports.io/v1alpha1",
+            kind: if namespace.is_some() {
+                "Report"
+            } else {
+                "ClusterReport"
+            },
+            metadata: ReportMeta {
+                name: REPORT_POLICY.to_owned(),
+                namespace: namespace.map(str::to_owned),
+                labels: BTreeMap::from([MANAGED_BY]),
+            },
+            source: Some(REPORT_POLICY),
+            summary: ReportSummary::of(&results),
+            results,
+        }
+    }
+
+    fn heads(reports: &[Report]) -> Vec<(Option<&str>, &str, usize, usize, usize)> {
+        reports
+            .iter()
+            .map(|r| {
+                (
+                    r.metadata.namespace.as_deref(),
+                    r.metadata.name.as_str(),
+                    r.results.len(),
+                    r.summary.pass,
+                    r.summary.warn,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_splits_large_reports_drops_empty_ones_and_keeps_to_the_namespace() {
+        let big: Vec<ReportResult> = (0..MAX_RESULTS * 2 + 3)
+            .map(|i| {
+                let status = if i < 10 {
+                    ResultStatus::Warn
+                } else {
+                    ResultStatus::Pass
+                };
+                result(status, i)
+            })
+            .collect();
+        let reports = || {
+            vec![
+                report(Some("big"), big.clone()),
+                report(Some("empty"), Vec::new()),
+                report(Some("small"), vec![result(ResultStatus::Pass, 0)]),
+                report(None, vec![result(ResultStatus::Pass, 1)]),
+            ]
+        };
+        let all = plan(reports(), None);
+        assert_eq!(
+            heads(&all),
+            [
+                (Some("big"), "rwop-guard", MAX_RESULTS, MAX_RESULTS - 10, 10),
+                (Some("big"), "rwop-guard.2", MAX_RESULTS, MAX_RESULTS, 0),
+                (Some("big"), "rwop-guard.3", 3, 3, 0),
+                (Some("small"), "rwop-guard", 1, 1, 0),
+                (None, "rwop-guard", 1, 1, 0),
+            ]
+        );
+        // Every result once, in order.
+        let names: Vec<&str> = all[..3]
+            .iter()
+            .flat_map(|r| &r.results)
+            .filter_map(|r| r.resources[0].name.as_deref())
+            .collect();
+        let want: Vec<String> = (0..big.len()).map(|i| format!("c{i}")).collect();
+        assert_eq!(names, want);
+        // With a namespace: its report only, never the cluster report.
+        assert_eq!(
+            heads(&plan(reports(), Some("small"))),
+            [(Some("small"), "rwop-guard", 1, 1, 0)]
+        );
+        assert!(plan(reports(), Some("empty")).is_empty());
+    }
 }

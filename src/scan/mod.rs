@@ -28,8 +28,8 @@ pub(crate) use inventory::list_all;
 pub use inventory::{Inventory, PAGE_SIZE, ScanError, collect, collect_workloads};
 pub use output::{render_table, summary_line};
 pub use reports::{
-    MANAGED_BY, REPORT_POLICY, Report, ReportFormat, ReportMeta, ReportResult, ReportSummary, ReportTimestamp,
-    ResultStatus, Severity, policy_reports, reports,
+    MANAGED_BY, REPORT_POLICY, Report, ReportFormat, ReportMeta, ReportResult, ReportSummary,
+    ReportTimestamp, ResultStatus, Severity, policy_reports, reports,
 };
 
 /// What a finding is about.

@@ -15,6 +15,7 @@ mod fleet;
 mod harness;
 mod intree;
 mod migrate;
+mod reports;
 mod scan;
 mod serve;
 
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         fleet::cases(),
         serve::cases(),
         intree::cases(),
+        reports::cases(),
     ]
     .into_iter()
     .flatten()
