@@ -1508,6 +1508,8 @@ fn reports_cronjob_runs_without_the_webhook() {
         "--set",
         "engine.mode=inTree",
         "--set",
+        "engine.mutatingAdmissionPolicy=v1",
+        "--set",
         "reports.enabled=true",
     ]);
     assert!(all_of_kind(&docs, "Deployment").is_empty());
