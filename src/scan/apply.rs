@@ -217,7 +217,7 @@ pub async fn apply(
             None => applied.written_cluster.push(name.clone()),
         }
         keep.insert((namespace, name));
-        if done % 100 == 0 && done < total {
+        if done.is_multiple_of(100) && done < total {
             progress(&format!("wrote {done} of {total} reports…"));
         }
     }
