@@ -221,24 +221,23 @@ async fn apply(
         .map_err(|e| in_server(&e))?;
     let report = scan::analyze(policy, &inventory, args.scope());
     drop(inventory);
+    // Only the reports are kept while writing.
+    let summary = scan::summary_line(&report);
     let planned = scan::plan(scan::reports(&report, now(), format), args.scope());
+    drop(report);
     let applied = scan::apply(&client, format, planned, args.scope(), &mut progress)
         .await
         .map_err(|e| in_server(&e))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    write!(out, "{}", applied_text(&report, &applied, format)).context("cannot write stdout")?;
+    write!(out, "{}", applied_text(&summary, &applied, format)).context("cannot write stdout")?;
     out.flush().context("cannot write stdout")
 }
 
 /// The scan's summary line, then what --apply wrote and deleted.
-fn applied_text(
-    report: &scan::ScanReport,
-    applied: &scan::Applied,
-    format: scan::ReportFormat,
-) -> String {
+fn applied_text(summary: &str, applied: &scan::Applied, format: scan::ReportFormat) -> String {
     let (kind, cluster_kind) = format.kinds();
     let count = |n: usize, kind: &str| format!("{n} {kind}{}", if n == 1 { "" } else { "s" });
-    let mut text = format!("{}\n", scan::summary_line(report));
+    let mut text = format!("{summary}\n");
     text.push_str(&format!(
         "wrote {}, {} ({}, field manager {}); deleted {}, {} that the scan no longer makes\n",
         count(applied.written.len(), kind),
