@@ -254,7 +254,7 @@ fn applied_text(summary: &str, applied: &scan::Applied, format: scan::ReportForm
         text.push_str(&format!("deleted {cluster_kind} {name}\n"));
     }
     for ns in &applied.terminating {
-        text.push_str(&format!("skipped namespace {ns}: it is being deleted\n"));
+        text.push_str(&format!("skipped namespace {ns}: it is being deleted or gone\n"));
     }
     text
 }

@@ -74,8 +74,8 @@ pub struct Applied {
     pub written_cluster: Vec<String>,
     pub deleted: Vec<String>,
     pub deleted_cluster: Vec<String>,
-    /// Namespaces being deleted: their reports could not be written (the namespace's deletion
-    /// removes them).
+    /// Namespaces being deleted, or deleted since the scan listed them: their reports could not
+    /// be written (the namespace's deletion removes them).
     pub terminating: Vec<String>,
 }
 
@@ -241,13 +241,18 @@ pub async fn apply(
     Ok(applied)
 }
 
-/// A write refused because its namespace is being deleted.
+/// A write refused because its namespace is being deleted, or is gone (deleted since the scan
+/// listed its claims).
 fn terminating(status: &kube::core::Status) -> bool {
-    status.code == 403
-        && status
-            .details
-            .as_ref()
-            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+    let Some(details) = &status.details else {
+        return false;
+    };
+    (status.code == 403
+        && details
+            .causes
+            .iter()
+            .any(|c| c.reason == "NamespaceTerminating"))
+        || (status.code == 404 && details.kind == "namespaces")
 }
 
 fn display(namespace: Option<&str>, name: &str) -> String {

@@ -36,6 +36,8 @@ const REPORTS_SA: &str = "e2e-rwop-guard-reports";
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const REPORTS: &str = "reports.openreports.io";
 const CLUSTER_REPORTS: &str = "clusterreports.openreports.io";
+/// A finalizer that keeps a claim (and so its namespace) until the case removes it.
+const HOLD: &str = "e2e.rwop-guard.dev/hold";
 
 /// The strict OpenReports CRDs (idempotent), Established.
 fn install_open_reports(env: &Env) -> anyhow::Result<()> {
@@ -270,8 +272,8 @@ fn chart_role(env: &Env) -> anyhow::Result<()> {
 }
 
 /// First apply; then a finding fixed, a claim deleted, a namespace deleted; a second apply
-/// updates the report of the first namespace, deletes the second's, and the deleted
-/// namespace's is gone; another tool's Report and ClusterReport (without rwop-guard's label),
+/// updates the report of the first namespace, deletes the second's, the deleted namespace's is
+/// gone, and a namespace still being deleted is skipped, said on stdout; another tool's Report and ClusterReport (without rwop-guard's label),
 /// in a namespace whose own report is deleted, are left as they were. `-n` writes only its
 /// namespace's report. Missing CRDs are checked in tests/scan.rs (a real server cannot lose
 /// them on demand while other cases use them).
@@ -384,12 +386,39 @@ fn lifecycle(env: &Env) -> anyhow::Result<()> {
     env.kubectl(&["delete", "namespace", gone, "--wait"])
         .success()?;
 
+    // And a namespace being deleted, its claim held by a finalizer: the scan lists the claim,
+    // the API server refuses a report there; the run says so and goes on.
+    let held = "e2e-reports-terminating";
+    env.namespace(held)?;
+    let mut claim_held = claim("held", held, &["ReadWriteOncePod"], Some(CSI_CLASS));
+    claim_held["metadata"]["finalizers"] = json!([HOLD]);
+    env.apply(&[claim_held])?;
+    env.kubectl(&["delete", "namespace", held, "--wait=false"])
+        .success()?;
+    env.wait_for("namespace", None, held, "Terminating", |n| {
+        n["status"]["phase"] == "Terminating"
+    })?;
+
     let second = env.rwop_as(&config, &["scan", "--apply"]);
+    let release = env.kubectl(&[
+        "patch",
+        "pvc",
+        "held",
+        "-n",
+        held,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
     anyhow::ensure!(second.code == 0, "second apply: {second:#?}");
+    release.success()?;
     anyhow::ensure!(
         second
             .stdout
-            .contains(&format!("deleted Report {b}/rwop-guard\n")),
+            .contains(&format!("deleted Report {b}/rwop-guard\n"))
+            && second.stdout.contains(&format!(
+                "skipped namespace {held}: it is being deleted or gone\n"
+            )),
         "{second:#?}"
     );
     let report_a = env.get(REPORTS, Some(a), "rwop-guard")?;
