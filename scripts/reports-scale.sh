@@ -15,7 +15,9 @@
 # PV binder would resync 100,000 unbound claims every 15 s beside the measurement); install
 # the OpenReports CRDs; create the namespaces and the claims ([ReadWriteOncePod], no class and
 # no volume: Pending, one V1 `pass` each), 8 kubectl processes at a time; then, each under
-# /usr/bin/time -v: the floor (3 runs), `scan -A -o json` (the scan alone), `scan --apply`
+# /usr/bin/time -v: the floor (3 runs of a bare paged list in Python: the same pages of 500
+# claims fetched over one connection and decoded, nothing kept; 2 runs of `kubectl get pvc -A
+# --chunk-size=500 -o name`, which turned out to hold every object), `scan -A -o json` (the scan alone), `scan --apply`
 # (first: creates the reports), `scan --apply` (again: updates them); last, checks the reports
 # on the server (count, results). Prints one line per measurement: wall seconds, peak RSS.
 set -euo pipefail
@@ -105,9 +107,37 @@ measure() { # LABEL COMMAND...
   printf '%-48s wall %7.2f s   peak RSS %7.1f MiB\n' "$label" "$wall" "$rss"
 }
 
+# The bare floor: the same pages (500 claims each) fetched and decoded, nothing kept.
+cat >"$work/pages.py" <<'PY'
+import http.client, json, ssl, subprocess, sys, urllib.parse
+def cfg(path):
+    return subprocess.run(["kubectl", "config", "view", "--raw", "--minify", "-o",
+                           "jsonpath={" + path + "}"], check=True, capture_output=True,
+                          text=True).stdout
+url = urllib.parse.urlparse(cfg(".clusters[0].cluster.server"))
+assert url.hostname in ("127.0.0.1", "localhost"), url  # loopback only
+tls = ssl.create_default_context(cafile=cfg(".clusters[0].cluster.certificate-authority"))
+tls.load_cert_chain(cfg(".users[0].user.client-certificate"), cfg(".users[0].user.client-key"))
+conn = http.client.HTTPSConnection(url.hostname, url.port, context=tls)
+token, n = "", 0
+while True:
+    conn.request("GET", "/api/v1/persistentvolumeclaims?limit=500"
+                 + (f"&continue={urllib.parse.quote(token)}" if token else ""))
+    page = json.loads(conn.getresponse().read())
+    n += len(page["items"])
+    token = page["metadata"].get("continue", "")
+    if not token:
+        break
+print(n)
+PY
+
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in 1 2 3; do
-  measure "floor: kubectl get pvc -A --chunk-size=500 ($i)" kubectl get pvc -A --chunk-size=500 -o name
+  measure "floor: paged list, 500 a page, decoded ($i)" python3 "$work/pages.py"
+  [ "$(cat "$work/out")" -eq "$claims" ] || { echo "reports-scale: the paged list saw $(cat "$work/out")" >&2; exit 1; }
+done
+for i in 1 2; do
+  measure "kubectl get pvc -A --chunk-size=500 -o name ($i)" kubectl get pvc -A --chunk-size=500 -o name
 done
 measure "rwop-guard scan -A -o json" "$rwop" scan -A -o json
 measure "rwop-guard scan --apply (first: creates)" "$rwop" scan --apply
