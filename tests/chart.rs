@@ -1411,3 +1411,209 @@ fn workloads_webhook_sees_only_workloads_that_mount_claims() {
         "W2 needs the webhook"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// reports.enabled: the CronJob that keeps the reports current (`scan --apply`)
+// ---------------------------------------------------------------------------------------------
+
+const REPORTS_NAME: &str = "guard-rwop-guard-reports";
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = all_of_kind(docs, kind)
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "expected one {kind} {name}");
+    found[0]
+}
+
+/// `group/resource:verb` of every rule of a ClusterRole (no resourceNames, no URLs).
+fn grants(role: &Value) -> BTreeSet<String> {
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    granted.insert(format!("{group}/{resource}:{verb}"));
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// What `scan --apply` needs: list on what the scan lists (src/scan/inventory.rs), and on the
+/// format's reports list (its stale ones), create and patch (server-side apply), delete.
+fn reports_grants(group: &str, resources: [&str; 2]) -> BTreeSet<String> {
+    let mut expected: BTreeSet<String> = [
+        "/persistentvolumeclaims",
+        "/persistentvolumes",
+        "/pods",
+        "/replicationcontrollers",
+        "storage.k8s.io/storageclasses",
+        "apps/deployments",
+        "apps/replicasets",
+        "apps/statefulsets",
+        "apps/daemonsets",
+        "batch/jobs",
+        "batch/cronjobs",
+    ]
+    .iter()
+    .map(|r| format!("{r}:list"))
+    .collect();
+    for resource in resources {
+        for verb in ["list", "create", "patch", "delete"] {
+            expected.insert(format!("{group}/{resource}:{verb}"));
+        }
+    }
+    expected
+}
+
+#[test]
+fn reports_cronjob_is_off_by_default() {
+    needs!("helm");
+    let docs = render(&[]);
+    assert!(all_of_kind(&docs, "CronJob").is_empty());
+    assert_eq!(
+        all_of_kind(&docs, "ClusterRole").len(),
+        1,
+        "the webhook's only"
+    );
+    assert_eq!(all_of_kind(&docs, "ServiceAccount").len(), 1);
+}
+
+#[test]
+fn reports_cronjob_runs_scan_apply_with_the_deployments_hardening() {
+    needs!("helm");
+    let docs = render(&["--set", "reports.enabled=true"]);
+    let cron = named(&docs, "CronJob", REPORTS_NAME);
+    assert_eq!(cron["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    assert_eq!(cron["spec"]["schedule"], "17 * * * *", "hourly by default");
+    assert_eq!(
+        cron["metadata"]["labels"]["app.kubernetes.io/component"],
+        "reports"
+    );
+    let job = &cron["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["activeDeadlineSeconds"], 1800);
+    assert_eq!(job["backoffLimit"], 1);
+    let pod = &job["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["serviceAccountName"], REPORTS_NAME);
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["enableServiceLinks"], false);
+    // The same hardening as the webhook's pods, from the same values.
+    let deployment_pod = &find(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"], deployment_pod["securityContext"]);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let scan = &containers[0];
+    assert_eq!(scan["securityContext"], container(&docs)["securityContext"]);
+    assert_eq!(scan["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        scan["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(scan["image"], container(&docs)["image"]);
+    assert_eq!(scan["command"], json!(["rwop-guard"]));
+    assert_eq!(
+        scan["args"],
+        json!([
+            "scan",
+            "--apply",
+            "--output=openreports",
+            "--config=/config/policy.yaml"
+        ])
+    );
+    assert_eq!(scan["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "config", "configMap": {"name": format!("{FULLNAME}-policy")}}])
+    );
+    // The webhook's Service and PDB select component=webhook: never the scan's pods.
+    let pod_labels = &job["template"]["metadata"]["labels"];
+    assert_eq!(pod_labels["app.kubernetes.io/component"], "reports");
+
+    // Its own ServiceAccount, and a ClusterRole with exactly what the scan calls.
+    let account = named(&docs, "ServiceAccount", REPORTS_NAME);
+    assert_eq!(account["metadata"]["namespace"], NAMESPACE);
+    let role = named(&docs, "ClusterRole", REPORTS_NAME);
+    assert_eq!(
+        grants(role),
+        reports_grants("openreports.io", ["reports", "clusterreports"])
+    );
+    let binding = named(&docs, "ClusterRoleBinding", REPORTS_NAME);
+    assert_eq!(binding["roleRef"]["name"], REPORTS_NAME);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": REPORTS_NAME, "namespace": NAMESPACE}])
+    );
+    // The webhook's role is unchanged.
+    assert!(
+        !grants(named(&docs, "ClusterRole", FULLNAME))
+            .iter()
+            .any(|g| g.contains("report"))
+    );
+}
+
+#[test]
+fn reports_policyreport_format_grants_only_wgpolicyk8s_reports() {
+    needs!("helm");
+    let docs = render(&[
+        "--set",
+        "reports.enabled=true",
+        "--set",
+        "reports.format=policyreport",
+        "--set",
+        "reports.schedule=*/30 * * * *",
+    ]);
+    let cron = named(&docs, "CronJob", REPORTS_NAME);
+    assert_eq!(cron["spec"]["schedule"], "*/30 * * * *");
+    let args = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(strings(args).contains(&"--output=policyreport"), "{args}");
+    assert_eq!(
+        grants(named(&docs, "ClusterRole", REPORTS_NAME)),
+        reports_grants("wgpolicyk8s.io", ["policyreports", "clusterpolicyreports"])
+    );
+
+    // Another format is refused by the schema, naming the two it takes.
+    let err = try_render(&[
+        "--set",
+        "reports.enabled=true",
+        "--set",
+        "reports.format=yaml",
+    ])
+    .expect_err("an unknown format renders nothing");
+    assert!(
+        err.contains("reports/format") && err.contains("'openreports', 'policyreport'"),
+        "{err}"
+    );
+    // rbac.create=false: the ServiceAccount and the CronJob, no role (bring your own).
+    let docs = render(&[
+        "--set",
+        "reports.enabled=true",
+        "--set",
+        "rbac.create=false",
+    ]);
+    assert!(all_of_kind(&docs, "ClusterRole").is_empty());
+    named(&docs, "ServiceAccount", REPORTS_NAME);
+    named(&docs, "CronJob", REPORTS_NAME);
+}
+
+#[test]
+fn reports_cronjob_runs_without_the_webhook() {
+    needs!("helm");
+    let docs = render(&[
+        "--set",
+        "engine.mode=inTree",
+        "--set",
+        "engine.mutatingAdmissionPolicy=v1",
+        "--set",
+        "reports.enabled=true",
+    ]);
+    assert!(all_of_kind(&docs, "Deployment").is_empty());
+    named(&docs, "CronJob", REPORTS_NAME);
+    named(&docs, "ConfigMap", &format!("{FULLNAME}-policy"));
+}

@@ -1241,6 +1241,57 @@ async fn binary_prints_the_table_and_exits_1_on_violations() {
     assert_eq!(value["summary"]["violations"], 1);
 }
 
+/// `scan --apply` checks the report CRDs by discovery before anything else: without them it
+/// exits 2 naming both and how to check, and has listed and written nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_apply_without_the_report_crds_exits_2_and_writes_nothing() {
+    let fake = seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = support::kubeconfig::write(dir.path(), &fake.url(), "default", "fake");
+    for (args, missing, check) in [
+        (
+            &["--apply"][..],
+            "reports.openreports.io, clusterreports.openreports.io (openreports.io/v1alpha1)",
+            "kubectl get crd reports.openreports.io clusterreports.openreports.io",
+        ),
+        (
+            &["--apply", "-o", "policyreport", "-n", "shop"][..],
+            "policyreports.wgpolicyk8s.io, clusterpolicyreports.wgpolicyk8s.io \
+             (wgpolicyk8s.io/v1alpha2)",
+            "kubectl get crd policyreports.wgpolicyk8s.io clusterpolicyreports.wgpolicyk8s.io",
+        ),
+    ] {
+        fake.clear_requests();
+        let run = run_scan(&kubeconfig, args).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(
+            run.stderr
+                .contains(&format!("the API server serves no {missing}"))
+                && run.stderr.contains(check),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "", "{args:?}");
+        let requests = fake.requests();
+        assert!(
+            requests.iter().all(|r| r.starts_with("GET /api")
+                && !r.contains("persistentvolume")
+                && !r.contains('?')),
+            "only discovery before the check: {requests:#?}"
+        );
+    }
+    // --apply writes reports: a table or JSON is a usage error.
+    let run = run_scan(&kubeconfig, &["--apply", "-o", "json"]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(
+            "--apply writes reports: use -o openreports (the default) or -o policyreport"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_json_and_policyreport_outputs() {
     let fake = seeded().await;

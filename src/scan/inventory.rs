@@ -69,7 +69,7 @@ pub struct ScanError {
 }
 
 /// `Forbidden (403): <the API server's message>` for API errors, else the error and its causes.
-fn describe(e: &kube::Error) -> String {
+pub(super) fn describe(e: &kube::Error) -> String {
     if let kube::Error::Api(status) = e {
         let reason = if status.reason.is_empty() {
             "error"

@@ -15,17 +15,21 @@ use serde::Serialize;
 use crate::policy::AccessModes;
 
 mod analyze;
+mod apply;
 mod inventory;
 mod output;
 mod reports;
 
 pub use analyze::analyze;
+pub use apply::{
+    Applied, ApplyError, CONCURRENCY, FIELD_MANAGER, MAX_RESULTS, apply, check_crds, plan,
+};
 pub(crate) use inventory::list_all;
 pub use inventory::{Inventory, PAGE_SIZE, ScanError, collect, collect_workloads};
 pub use output::{render_table, summary_line};
 pub use reports::{
-    REPORT_POLICY, Report, ReportFormat, ReportMeta, ReportResult, ReportSummary, ReportTimestamp,
-    ResultStatus, Severity, policy_reports, reports,
+    MANAGED_BY, REPORT_POLICY, Report, ReportFormat, ReportMeta, ReportResult, ReportSummary,
+    ReportTimestamp, ResultStatus, Severity, policy_reports, reports,
 };
 
 /// What a finding is about.

@@ -22,19 +22,54 @@ pub enum ReportFormat {
 }
 
 impl ReportFormat {
-    fn api_version(self) -> &'static str {
+    /// `group/version`.
+    pub fn api_version(self) -> &'static str {
         match self {
             ReportFormat::PolicyReport => "wgpolicyk8s.io/v1alpha2",
             ReportFormat::OpenReports => "openreports.io/v1alpha1",
         }
     }
 
+    /// The API group: `wgpolicyk8s.io` or `openreports.io`.
+    pub fn group(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => "wgpolicyk8s.io",
+            ReportFormat::OpenReports => "openreports.io",
+        }
+    }
+
     /// (namespaced kind, cluster kind)
-    fn kinds(self) -> (&'static str, &'static str) {
+    pub fn kinds(self) -> (&'static str, &'static str) {
         match self {
             ReportFormat::PolicyReport => ("PolicyReport", "ClusterPolicyReport"),
             ReportFormat::OpenReports => ("Report", "ClusterReport"),
         }
+    }
+
+    /// (namespaced resource, cluster resource): the plural names RBAC rules and CRDs use.
+    pub fn resources(self) -> (&'static str, &'static str) {
+        match self {
+            ReportFormat::PolicyReport => ("policyreports", "clusterpolicyreports"),
+            ReportFormat::OpenReports => ("reports", "clusterreports"),
+        }
+    }
+}
+
+/// The label every report rwop-guard writes carries; `scan --apply` prunes only reports with it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", REPORT_POLICY);
+
+impl ReportSummary {
+    /// The counts of `results`.
+    pub fn of(results: &[ReportResult]) -> ReportSummary {
+        let mut summary = ReportSummary::default();
+        for r in results {
+            match r.result {
+                ResultStatus::Pass => summary.pass += 1,
+                ResultStatus::Fail => summary.fail += 1,
+                ResultStatus::Warn => summary.warn += 1,
+            }
+        }
+        summary
     }
 }
 
@@ -178,21 +213,14 @@ pub fn reports(report: &ScanReport, timestamp: i64, format: ReportFormat) -> Vec
     };
     let (namespaced_kind, cluster_kind) = format.kinds();
     let object = |kind, namespace: Option<String>, name: String, results: Vec<ReportResult>| {
-        let mut summary = ReportSummary::default();
-        for r in &results {
-            match r.result {
-                ResultStatus::Pass => summary.pass += 1,
-                ResultStatus::Fail => summary.fail += 1,
-                ResultStatus::Warn => summary.warn += 1,
-            }
-        }
+        let summary = ReportSummary::of(&results);
         Report {
             api_version: format.api_version(),
             kind,
             metadata: ReportMeta {
                 name,
                 namespace,
-                labels: BTreeMap::from([("app.kubernetes.io/managed-by", REPORT_POLICY)]),
+                labels: BTreeMap::from([MANAGED_BY]),
             },
             source: (format == ReportFormat::OpenReports).then_some(REPORT_POLICY),
             summary,

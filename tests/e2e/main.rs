@@ -15,6 +15,7 @@ mod fleet;
 mod harness;
 mod intree;
 mod migrate;
+mod reports;
 mod scan;
 mod serve;
 mod workloads;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         serve::cases(),
         intree::cases(),
         workloads::cases(),
+        reports::cases(),
     ]
     .into_iter()
     .flatten()

@@ -565,7 +565,13 @@ fn report_crd(kind: &str, plural: &str, scope: &str) -> Value {
 }
 
 /// The same schema under another group and version (OpenReports adds a report-level `source`).
-fn report_crd_of(group: &str, version: &str, kind: &str, plural: &str, scope: &str) -> Value {
+pub(crate) fn report_crd_of(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    scope: &str,
+) -> Value {
     let string = json!({"type": "string"});
     let count = json!({"type": "integer"});
     let reference = json!({
@@ -637,7 +643,7 @@ fn install_report_crds(env: &Env) -> anyhow::Result<()> {
 }
 
 /// Applies CRDs and waits until each is Established.
-fn install_crds(env: &Env, crds: &[Value]) -> anyhow::Result<()> {
+pub(crate) fn install_crds(env: &Env, crds: &[Value]) -> anyhow::Result<()> {
     env.kubectl_stdin(&["apply", "-f", "-"], &docs(crds))
         .success()?;
     for crd in crds {

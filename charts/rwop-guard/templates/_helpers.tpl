@@ -197,3 +197,34 @@ true
 {{- define "rwop-guard.celString" -}}
 '{{ . | replace "\\" "\\\\" | replace "'" "\\'" | replace "\n" "\\n" }}'
 {{- end }}
+
+{{/*
+The reports CronJob's name, also its ServiceAccount's, ClusterRole's and ClusterRoleBinding's.
+*/}}
+{{- define "rwop-guard.reportsName" -}}
+{{- printf "%s-reports" (include "rwop-guard.fullname" .) | trunc 52 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of the reports CronJob's objects: those of every object (rwop-guard.labels), with
+component "reports" instead of "webhook", so no webhook selector (Service, PDB, NetworkPolicy)
+ever picks its pods.
+*/}}
+{{- define "rwop-guard.reportsLabels" -}}
+{{- $labels := include "rwop-guard.labels" . | fromYaml }}
+{{- $_ := set $labels "app.kubernetes.io/component" "reports" }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{/*
+The report resources the CronJob writes: the chosen format's two (RBAC names them).
+*/}}
+{{- define "rwop-guard.reportsResources" -}}
+{{- if eq .Values.reports.format "openreports" -}}
+{"group": "openreports.io", "resources": ["reports", "clusterreports"]}
+{{- else if eq .Values.reports.format "policyreport" -}}
+{"group": "wgpolicyk8s.io", "resources": ["policyreports", "clusterpolicyreports"]}
+{{- else -}}
+{{- fail (printf "reports.format must be openreports or policyreport (got %q)" .Values.reports.format) -}}
+{{- end -}}
+{{- end }}
