@@ -377,6 +377,26 @@ fn chart_in_tree_objects_equal_policy_export() {
     assert!(compared > 50, "{compared}");
 }
 
+/// The names of the ValidatingWebhookConfiguration's webhooks (none without one).
+fn validating_hooks(docs: &[Value]) -> Vec<String> {
+    docs.iter()
+        .filter(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .flat_map(|d| d["webhooks"].as_array().cloned().unwrap_or_default())
+        .map(|h| h["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// No validating webhook rule names a volume or a claim.
+fn assert_no_volume_rules(docs: &[Value]) {
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingWebhookConfiguration")
+    {
+        let rules = d["webhooks"].to_string();
+        assert!(!rules.contains("persistentvolume"), "{rules}");
+    }
+}
+
 #[test]
 fn auto_keeps_the_webhook_off_the_volume_update_path() {
     let Some(helm) = helm() else { return };
@@ -384,8 +404,39 @@ fn auto_keeps_the_webhook_off_the_volume_update_path() {
         "--api-versions",
         "admissionregistration.k8s.io/v1beta1/MutatingAdmissionPolicy",
     ];
-    // The default install on a cluster that serves MutatingAdmissionPolicy: no webhook at all.
+    // The default install on a cluster that serves MutatingAdmissionPolicy: validation and M2
+    // in-tree; the webhook runs for W2 alone (it needs the cluster's claims), so no volume or
+    // claim write waits on it.
     let docs = render(&helm, &json!({}), &map).unwrap();
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "MutatingAdmissionPolicy",
+            "MutatingAdmissionPolicyBinding",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingWebhookConfiguration",
+        ]
+    );
+    assert_eq!(validating_hooks(&docs), ["workloads.rwop-guard.dev"]);
+    assert_no_volume_rules(&docs);
+    // W2 off: no webhook at all.
+    let docs = render(
+        &helm,
+        &json!({"policy": {"workloads": {"action": "off"}}}),
+        &map,
+    )
+    .unwrap();
     assert_eq!(
         kinds(&docs),
         [
@@ -398,6 +449,7 @@ fn auto_keeps_the_webhook_off_the_volume_update_path() {
             "ValidatingAdmissionPolicyBinding",
         ]
     );
+    let docs = render(&helm, &json!({}), &map).unwrap();
     let keep = docs
         .iter()
         .find(|d| d["kind"] == "MutatingAdmissionPolicy")
@@ -424,10 +476,8 @@ fn auto_keeps_the_webhook_off_the_volume_update_path() {
     let docs = render(&helm, &json!({}), &[]).unwrap();
     let k = kinds(&docs);
     assert!(k.contains(&"Deployment".to_owned()), "{k:?}");
-    assert!(
-        !k.contains(&"ValidatingWebhookConfiguration".to_owned()),
-        "{k:?}"
-    );
+    assert_eq!(validating_hooks(&docs), ["workloads.rwop-guard.dev"]);
+    assert_no_volume_rules(&docs);
     assert!(!k.contains(&"MutatingAdmissionPolicy".to_owned()), "{k:?}");
     let hooks = &docs
         .iter()
@@ -444,11 +494,7 @@ fn auto_keeps_the_webhook_off_the_volume_update_path() {
         &map,
     )
     .unwrap();
-    let k = kinds(&docs);
-    assert!(
-        !k.contains(&"ValidatingWebhookConfiguration".to_owned()),
-        "{k:?}"
-    );
+    assert_eq!(validating_hooks(&docs), ["workloads.rwop-guard.dev"]);
     let hooks = &docs
         .iter()
         .find(|d| d["kind"] == "MutatingWebhookConfiguration")
