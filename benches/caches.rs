@@ -2,7 +2,10 @@
 //! against the in-process fake API server (tests/support/fake_apiserver/), on loopback.
 //!
 //! The fake is seeded with N PersistentVolumes (as a CSI provisioner writes them, ~1.3 KiB of
-//! JSON each), 10,000 namespaces (two labels) and 100 StorageClasses. `rwop-guard serve` (the
+//! JSON each), a bound claim per volume (N PersistentVolumeClaims), N/4 Deployments that mount
+//! one of them each (1 replica, `Recreate`, a pod template of ~1.5 KiB) with a ReplicaSet each,
+//! N/4 Deployments that mount none (W2's caches keep only the first quarter), 10,000 namespaces
+//! (two labels) and 100 StorageClasses. `rwop-guard serve` (the
 //! release binary) runs as a child process with a kubeconfig pointing at the fake, so its CPU
 //! (`/proc/PID/stat` utime+stime) and peak memory (`/proc/PID/status` VmHWM) are its own. For
 //! each size:
@@ -10,12 +13,14 @@
 //! 1. ready: from the spawn until `/readyz` answers 200 (all caches listed, in pages of 500);
 //! 2. CPU per event: E updates of PV access modes (each one changes the facts: the costly
 //!    case), paced at R per second, until `rwop_guard_watch_events_total` has counted them all;
-//!    the child's CPU over that window divided by E;
+//!    the child's CPU over that window divided by E; then the same for E claim updates (a status
+//!    condition, as a resize writes) and E Deployment status updates (as every rollout and
+//!    scale writes), the most frequent events of the claim and workload watches;
 //! 3. burst (largest size only): B new PVs created as fast as the fake takes them; the time
 //!    from the last write until `rwop_guard_cache_objects` counts them all;
 //! 4. peak RSS before the burst, and after it;
-//! 5. `rwop-guard scan -A -o json` (largest size only, a bound claim added per volume): wall
-//!    time and peak RSS (`VmHWM`, sampled), reported, not judged.
+//! 5. `rwop-guard scan -A -o json` (largest size only): wall time and peak RSS (`VmHWM`,
+//!    sampled), reported, not judged.
 //!
 //! Run: `cargo bench --bench caches`. Settings (environment, bounded): `CACHES_SIZES` volumes
 //! per run, comma-separated (default `1000,100000`), `CACHES_EVENTS` E (default 10000),
@@ -37,6 +42,9 @@ use serde_json::{Value, json};
 const VOLUMES: &str = "/api/v1/persistentvolumes";
 const NAMESPACES: &str = "/api/v1/namespaces";
 const CLASSES: &str = "/apis/storage.k8s.io/v1/storageclasses";
+const CLAIMS: &str = "/api/v1/persistentvolumeclaims";
+const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
+const REPLICASETS: &str = "/apis/apps/v1/replicasets";
 
 const TARGET_READY: Duration = Duration::from_secs(3);
 const TARGET_RSS_MIB: f64 = 48.0;
@@ -165,6 +173,78 @@ fn volume(i: usize, modes: &str) -> Value {
     })
 }
 
+fn namespace_of(i: usize, settings: &Settings) -> String {
+    format!("ns-{:05}", i % settings.namespaces)
+}
+
+/// The bound claim of volume `i`.
+fn claim(i: usize, settings: &Settings) -> Value {
+    json!({"metadata": {"name": format!("data-{i}"), "namespace": namespace_of(i, settings),
+                        "uid": format!("{i:08}-0000-4000-8000-000000000000"),
+                        "annotations": {"pv.kubernetes.io/bind-completed": "yes",
+                                        "volume.kubernetes.io/storage-provisioner": "ebs.csi.aws.com"},
+                        "finalizers": ["kubernetes.io/pvc-protection"]},
+           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}},
+                    "storageClassName": format!("class-{:03}", i % 100),
+                    "volumeName": volume_name(i), "volumeMode": "Filesystem"},
+           "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "10Gi"}}})
+}
+
+/// A Deployment's pod template, mounting `claim` if given.
+fn template(app: &str, claim: Option<&str>) -> Value {
+    let mut spec = json!({
+        "containers": [{"name": "app", "image": "registry.example.com/team/app:1.42.0",
+                        "args": ["--config=/etc/app/config.yaml", "--port=8080"],
+                        "env": [{"name": "LOG_LEVEL", "value": "info"},
+                                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                        "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                      "limits": {"memory": "256Mi"}},
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 10},
+                        "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}]}],
+        "volumes": [{"name": "config", "configMap": {"name": format!("{app}-config")}}],
+        "securityContext": {"runAsNonRoot": true, "fsGroup": 1000},
+        "terminationGracePeriodSeconds": 30
+    });
+    if let Some(claim) = claim {
+        spec["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .map(|m| m.push(json!({"name": "data", "mountPath": "/data"})));
+        spec["volumes"].as_array_mut().map(|v| {
+            v.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}))
+        });
+    }
+    json!({"metadata": {"labels": {"app": app}}, "spec": spec})
+}
+
+/// Deployment `d`: the first half mount claim `data-{2d}`... every fourth claim, the rest none.
+fn deployment(d: usize, settings: &Settings, with_claim: bool) -> Value {
+    let claim_index = d * 4;
+    let name = format!("app-{d}");
+    let claim = with_claim.then(|| format!("data-{claim_index}"));
+    json!({"metadata": {"name": name, "namespace": namespace_of(claim_index, settings),
+                        "uid": format!("{d:08}-1111-4000-8000-000000000000"),
+                        "labels": {"app": name}, "generation": 1},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                    "strategy": {"type": "Recreate"},
+                    "template": template(&name, claim.as_deref())},
+           "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
+                      "availableReplicas": 1, "updatedReplicas": 1}})
+}
+
+/// The ReplicaSet a Deployment's controller makes of it.
+fn replicaset(deployment: &Value) -> Value {
+    let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+    json!({"metadata": {"name": format!("{name}-7d4b9c8f6d"),
+                        "namespace": deployment["metadata"]["namespace"],
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": name, "uid": deployment["metadata"]["uid"],
+                                             "controller": true, "blockOwnerDeletion": true}]},
+           "spec": {"replicas": 1, "selector": deployment["spec"]["selector"],
+                    "template": deployment["spec"]["template"]},
+           "status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}})
+}
+
 fn list(kind: &str, api_version: &str, items: Vec<Value>) -> String {
     json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": items})
         .to_string()
@@ -173,6 +253,15 @@ fn list(kind: &str, api_version: &str, items: Vec<Value>) -> String {
 fn seed(fake: &FakeApiServer, settings: &Settings, volumes: usize) {
     let pvs = (0..volumes).map(|i| volume(i, "ReadWriteOnce")).collect();
     fake.seed_list_fixture(VOLUMES, &list("PersistentVolumeList", "v1", pvs));
+    let claims = (0..volumes).map(|i| claim(i, settings)).collect();
+    fake.seed_list_fixture(CLAIMS, &list("PersistentVolumeClaimList", "v1", claims));
+    let quarter = volumes / 4;
+    let deployments: Vec<Value> = (0..2 * quarter)
+        .map(|d| deployment(d, settings, d < quarter))
+        .collect();
+    let replicasets = deployments[..quarter].iter().map(replicaset).collect();
+    fake.seed_list_fixture(DEPLOYMENTS, &list("DeploymentList", "apps/v1", deployments));
+    fake.seed_list_fixture(REPLICASETS, &list("ReplicaSetList", "apps/v1", replicasets));
     let namespaces = (0..settings.namespaces)
         .map(|i| {
             let name = format!("ns-{i:05}");
@@ -261,10 +350,10 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
-/// A sample of the child's metrics, 0 when absent.
-fn metric(addr: SocketAddr, name: &str) -> u64 {
+/// A sample of the child's metrics for one resource, 0 when absent.
+fn metric(addr: SocketAddr, name: &str, resource: &str) -> u64 {
     let text = http_get(addr, "/metrics").unwrap_or_default();
-    let prefix = format!("{name}{{resource=\"persistentvolumes\"}} ");
+    let prefix = format!("{name}{{resource=\"{resource}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
@@ -318,12 +407,50 @@ struct Figures {
     /// CPU seconds of the child until ready (start-up and the lists).
     list_cpu: f64,
     cpu_per_event_us: f64,
+    claim_cpu_per_event_us: f64,
+    workload_cpu_per_event_us: f64,
     burst: Option<(usize, Duration, Duration)>,
     peak_rss_mib: f64,
     /// Peak RSS at the end, after the burst (with `volumes` + burst volumes).
     burst_peak_rss_mib: f64,
     /// `scan` of the cluster after the burst: wall time, CPU seconds and peak RSS (MiB).
     scan: Option<(Duration, f64, f64)>,
+}
+
+/// `settings.events` merge patches from `patch(n)` (path, patch), paced at `settings.rate` per
+/// second in 10 ms slices, until the child's `rwop_guard_watch_events_total` for `resource` has
+/// counted them all: the child's CPU over that window per event, in µs.
+async fn cpu_per_event(
+    fake: &FakeApiServer,
+    metrics: SocketAddr,
+    pid: u32,
+    settings: &Settings,
+    resource: &str,
+    mut patch: impl FnMut(usize) -> (String, Value),
+) -> anyhow::Result<f64> {
+    let events = "rwop_guard_watch_events_total";
+    let events_before = metric(metrics, events, resource);
+    let cpu_before = cpu_ticks(pid);
+    let per_slice = (settings.rate / 100).max(1);
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < settings.events {
+        for _ in 0..per_slice.min(settings.events - sent) {
+            let (path, body) = patch(sent);
+            fake.patch(&path, body)
+                .map_err(|e| anyhow::anyhow!("patch {path}: {e}"))?;
+            sent += 1;
+        }
+        let next = started + Duration::from_millis(10) * u32::try_from(sent / per_slice)?;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let wanted = events_before + settings.events as u64;
+    until(&format!("the {resource} updates in the caches"), || {
+        metric(metrics, events, resource) >= wanted
+    })
+    .await?;
+    let cpu = (cpu_ticks(pid) - cpu_before) as f64 / USER_HZ;
+    Ok(cpu * 1e6 / settings.events as f64)
 }
 
 async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Result<Figures> {
@@ -348,40 +475,43 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
     .duration_since(spawned);
     let list_cpu = cpu_ticks(pid) as f64 / USER_HZ;
 
-    // CPU per event: each update flips one volume's modes, paced in 10 ms slices.
-    let events_before = metric(metrics, "rwop_guard_watch_events_total");
-    let cpu_before = cpu_ticks(pid);
-    let per_slice = (settings.rate / 100).max(1);
-    let mut sent = 0;
-    let mut flip = 0usize;
-    let started = Instant::now();
-    while sent < settings.events {
-        for _ in 0..per_slice.min(settings.events - sent) {
-            let i = flip % volumes;
-            let modes = if (flip / volumes).is_multiple_of(2) {
-                "ReadWriteOncePod"
-            } else {
-                "ReadWriteOnce"
-            };
-            let name = volume_name(i);
-            fake.patch(
-                &format!("{VOLUMES}/{name}"),
-                json!({"spec": {"accessModes": [modes]}}),
-            )
-            .map_err(|e| anyhow::anyhow!("patch {name}: {e}"))?;
-            flip += 1;
-            sent += 1;
-        }
-        let next = started + Duration::from_millis(10) * u32::try_from(sent / per_slice)?;
-        tokio::time::sleep_until(next.into()).await;
-    }
-    let wanted = events_before + settings.events as u64;
-    until("the updates in the facts", || {
-        metric(metrics, "rwop_guard_watch_events_total") >= wanted
+    // CPU per event: each update flips one volume's modes.
+    let cpu_per_event_us = cpu_per_event(&fake, metrics, pid, settings, "persistentvolumes", |n| {
+        let modes = if (n / volumes).is_multiple_of(2) {
+            "ReadWriteOncePod"
+        } else {
+            "ReadWriteOnce"
+        };
+        (
+            format!("{VOLUMES}/{}", volume_name(n % volumes)),
+            json!({"spec": {"accessModes": [modes]}}),
+        )
     })
     .await?;
-    let cpu = (cpu_ticks(pid) - cpu_before) as f64 / USER_HZ;
-    let cpu_per_event_us = cpu * 1e6 / settings.events as f64;
+    // A claim's status condition, as a resize writes it.
+    let claim_cpu_per_event_us =
+        cpu_per_event(&fake, metrics, pid, settings, "persistentvolumeclaims", |n| {
+            let i = n % volumes;
+            (
+                format!("/api/v1/namespaces/{}/persistentvolumeclaims/data-{i}", namespace_of(i, settings)),
+                json!({"status": {"conditions": [{"type": "Resizing", "status": (n / volumes % 2 == 0).to_string()}]}}),
+            )
+        })
+        .await?;
+    // A Deployment's status, as every rollout and scale writes it (one that mounts a claim).
+    let quarter = (volumes / 4).max(1);
+    let workload_cpu_per_event_us =
+        cpu_per_event(&fake, metrics, pid, settings, "deployments", |n| {
+            let d = n % quarter;
+            (
+                format!(
+                    "/apis/apps/v1/namespaces/{}/deployments/app-{d}",
+                    namespace_of(d * 4, settings)
+                ),
+                json!({"status": {"observedGeneration": 2 + n / quarter}}),
+            )
+        })
+        .await?;
     // Before the burst adds volumes: the figure for `volumes`.
     let peak_rss_mib = peak_rss_mib(pid);
 
@@ -394,7 +524,7 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
         let last = Instant::now();
         let total = (volumes + settings.burst) as u64;
         let current = until("the burst in the facts", || {
-            metric(metrics, "rwop_guard_cache_objects") >= total
+            metric(metrics, "rwop_guard_cache_objects", "persistentvolumes") >= total
         })
         .await?;
         Some((settings.burst, current - last, current - first))
@@ -406,23 +536,8 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
         bail!("rwop-guard exited during the run: {status}");
     }
     drop(guard);
-    // `scan` of the same cluster (largest size only), with a bound claim per volume.
+    // `scan` of the same cluster (largest size only).
     let scan = if burst.is_some() {
-        let claims = (0..volumes)
-            .map(|i| {
-                json!({"metadata": {"name": format!("data-{i}"), "namespace": format!("ns-{:05}", i % settings.namespaces),
-                                    "uid": format!("{i:08}-0000-4000-8000-000000000000"),
-                                    "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
-                       "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}},
-                                "storageClassName": format!("class-{:03}", i % 100),
-                                "volumeName": volume_name(i), "volumeMode": "Filesystem"},
-                       "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "10Gi"}}})
-            })
-            .collect();
-        fake.seed_list_fixture(
-            "/api/v1/persistentvolumeclaims",
-            &list("PersistentVolumeClaimList", "v1", claims),
-        );
         Some(run_scan(dir.path())?)
     } else {
         None
@@ -432,6 +547,8 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
         ready,
         list_cpu,
         cpu_per_event_us,
+        claim_cpu_per_event_us,
+        workload_cpu_per_event_us,
         burst,
         peak_rss_mib,
         burst_peak_rss_mib,
@@ -494,11 +611,18 @@ async fn run(bench: bool) -> anyhow::Result<bool> {
     for &volumes in &settings.sizes {
         let f = measure(&settings, volumes, volumes == largest).await?;
         println!(
-            "{:>7} volumes: ready {:>6.2} s ({:.2} s CPU), CPU/event {:>6.1} µs, peak RSS {:>5.1} MiB{}",
+            "{:>7} volumes and claims, {} Deployments ({} mount a claim), {} ReplicaSets: ready \
+             {:>6.2} s ({:.2} s CPU), CPU/event {:>6.1} µs (claims {:.1} µs, Deployments {:.1} \
+             µs), peak RSS {:>5.1} MiB{}",
             f.volumes,
+            f.volumes / 4 * 2,
+            f.volumes / 4,
+            f.volumes / 4,
             f.ready.as_secs_f64(),
             f.list_cpu,
             f.cpu_per_event_us,
+            f.claim_cpu_per_event_us,
+            f.workload_cpu_per_event_us,
             f.peak_rss_mib,
             match f.burst {
                 Some((n, after, total)) => format!(
@@ -513,7 +637,7 @@ async fn run(bench: bool) -> anyhow::Result<bool> {
         );
         if let Some((took, cpu, rss)) = f.scan {
             println!(
-                "         scan -A of {} volumes and {} claims: {:.2} s ({cpu:.2} s CPU), peak RSS {rss:.1} MiB",
+                "         scan -A of {} volumes, {} claims and the workloads: {:.2} s ({cpu:.2} s CPU), peak RSS {rss:.1} MiB",
                 f.volumes + settings.burst,
                 f.volumes,
                 took.as_secs_f64()
@@ -538,6 +662,18 @@ async fn run(bench: bool) -> anyhow::Result<bool> {
             ),
             f.cpu_per_event_us <= TARGET_CPU_PER_EVENT_US,
         );
+        for (what, us) in [
+            ("claim", f.claim_cpu_per_event_us),
+            ("Deployment", f.workload_cpu_per_event_us),
+        ] {
+            judge(
+                format!(
+                    "{} volumes: CPU/{what} event {us:.1} µs <= {TARGET_CPU_PER_EVENT_US} µs",
+                    f.volumes
+                ),
+                us <= TARGET_CPU_PER_EVENT_US,
+            );
+        }
     }
     if let Some(f) = all.iter().find(|f| f.volumes == largest) {
         judge(
