@@ -207,12 +207,12 @@ fn template(app: &str, claim: Option<&str>) -> Value {
         "terminationGracePeriodSeconds": 30
     });
     if let Some(claim) = claim {
-        spec["containers"][0]["volumeMounts"]
-            .as_array_mut()
-            .map(|m| m.push(json!({"name": "data", "mountPath": "/data"})));
-        spec["volumes"].as_array_mut().map(|v| {
-            v.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}))
-        });
+        if let Some(mounts) = spec["containers"][0]["volumeMounts"].as_array_mut() {
+            mounts.push(json!({"name": "data", "mountPath": "/data"}));
+        }
+        if let Some(volumes) = spec["volumes"].as_array_mut() {
+            volumes.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
+        }
     }
     json!({"metadata": {"labels": {"app": app}}, "spec": spec})
 }
@@ -494,7 +494,7 @@ async fn measure(settings: &Settings, volumes: usize, burst: bool) -> anyhow::Re
             let i = n % volumes;
             (
                 format!("/api/v1/namespaces/{}/persistentvolumeclaims/data-{i}", namespace_of(i, settings)),
-                json!({"status": {"conditions": [{"type": "Resizing", "status": (n / volumes % 2 == 0).to_string()}]}}),
+                json!({"status": {"conditions": [{"type": "Resizing", "status": (n / volumes).is_multiple_of(2).to_string()}]}}),
             )
         })
         .await?;
