@@ -927,9 +927,9 @@ fn deployment_is_highly_available() {
     let resources = &container(&docs)["resources"];
     assert_eq!(
         resources["requests"],
-        json!({"cpu": "20m", "memory": "32Mi"})
+        json!({"cpu": "20m", "memory": "64Mi"})
     );
-    assert_eq!(resources["limits"]["memory"], "64Mi");
+    assert_eq!(resources["limits"]["memory"], "160Mi");
     let pdb = find(&docs, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     assert_eq!(

@@ -11,7 +11,7 @@
 //! their annotations and so their `managedFields`. For a 2 MiB review of two such volumes,
 //! decoding k8s-openapi's whole objects holds 12.7 MiB beyond the body; these types 3 KiB.
 //! The server admits 16 MiB of bodies at once (`--max-buffered-bytes`), so whole objects would
-//! take it past the chart's 64 MiB memory limit with a few such reviews.
+//! take it past the 64 MiB the server's bounds are sized for with a few such reviews.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -37,7 +37,8 @@ pub use metrics::Metrics;
 pub use reload::ReloadEvent;
 
 /// Request and connection limits. Defaults suit an API server calling with `timeoutSeconds: 5`
-/// and a container memory limit of 64 MiB (README, BENCHMARKS.md).
+/// and 64 MiB of memory for what clients can make the server hold (BENCHMARKS.md §3); the
+/// chart's limit adds the cluster caches.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_body_bytes: usize,
