@@ -67,6 +67,16 @@ pub fn cases() -> Vec<Case> {
 fn default_install(env: &Env) -> anyhow::Result<()> {
     let ns = "rwop-install";
     let _ = env.kubectl(&["create", "namespace", ns]);
+    // The pods must pass the restricted Pod Security Standard (docs/security.md says so): the
+    // API server's PodSecurity admission refuses the ReplicaSet's pods otherwise.
+    env.kubectl(&[
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "--overwrite",
+    ])
+    .success()?;
     let chart = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/rwop-guard");
     let helm = |args: &[&str]| {
         crate::harness::run_tool(
@@ -173,6 +183,87 @@ fn check_default_install(env: &Env, helm: &dyn Fn(&[&str]) -> Out) -> anyhow::Re
             Ok((out.stderr.trim_end() == expected).then_some(()))
         },
     )?;
+    // The controller manager's ReplicaSet controller creates the webhook's pods in the
+    // restricted namespace (no kubelet runs them).
+    wait_until(
+        "the webhook's pods admitted under the restricted Pod Security Standard",
+        Duration::from_secs(60),
+        || {
+            let out = env.kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                "rwop-install",
+                "-l",
+                "app.kubernetes.io/instance=guard",
+                "-o",
+                "name",
+            ]);
+            Ok((out.stdout.lines().count() == 2).then_some(()))
+        },
+    )
+    .with_context(|| {
+        let rs = env.kubectl(&["get", "replicasets", "-n", "rwop-install", "-o", "yaml"]);
+        format!("ReplicaSets: {}", rs.stdout)
+    })?;
+    notes_commands_prove_what_they_say(env, helm)
+}
+
+/// The commands the chart's NOTES.txt prints for "see a rule at work", run as printed: the
+/// server-side dry run on a `[ReadWriteOnce]` volume is denied by the release's policy and
+/// writes nothing, and the listing shows the release's rule objects.
+fn notes_commands_prove_what_they_say(
+    env: &Env,
+    helm: &dyn Fn(&[&str]) -> Out,
+) -> anyhow::Result<()> {
+    let name = "rwop-install-notes-pv";
+    env.apply(&[crate::harness::csi_volume(name, &[RWO])])?;
+    let notes = helm(&["get", "notes", "guard"]).success()?.stdout;
+    let command = |start: &str| {
+        notes
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(start))
+            .map(str::to_owned)
+            .with_context(|| format!("NOTES.txt has no command starting {start:?}:\n{notes}"))
+    };
+    let script = [
+        command("PV=$(kubectl get pv")?,
+        command("kubectl patch pv \"$PV\" --dry-run=server")?,
+        command("kubectl get validatingadmissionpolicies")?,
+    ]
+    .join("\n");
+    let kubectl = crate::harness::tool("kubectl");
+    let path = format!(
+        "{}:{}",
+        kubectl
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = crate::harness::run_tool(
+        std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .env("KUBECONFIG", &env.plane.kubeconfig),
+    );
+    anyhow::ensure!(
+        out.stderr.contains(
+            "is forbidden: ValidatingAdmissionPolicy 'guard-rwop-guard-access-modes' with binding \
+             'guard-rwop-guard-access-modes' denied request"
+        ) && out.stderr.contains("-> [ReadWriteMany] is not allowed"),
+        "NOTES.txt's dry run was not denied by the release's policy:\n{script}\n{out:#?}"
+    );
+    anyhow::ensure!(
+        out.stdout.contains(
+            "validatingadmissionpolicy.admissionregistration.k8s.io/guard-rwop-guard-access-modes"
+        ),
+        "NOTES.txt's listing does not show the release's policy:\n{out:#?}"
+    );
+    // A dry run: the volume is as it was.
+    let modes = env.kubectl(&["get", "pv", name, "-o", "jsonpath={.spec.accessModes}"]);
+    anyhow::ensure!(modes.success()?.stdout == format!("[\"{RWO}\"]"));
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //!   KUBEBUILDER_ASSETS=DIR cargo test --test e2e [-- FILTER]
 
 mod admission;
+mod docs;
 mod failsafe;
 mod fleet;
 mod harness;
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         intree::cases(),
         workloads::cases(),
         reports::cases(),
+        docs::cases(),
     ]
     .into_iter()
     .flatten()

@@ -40,7 +40,7 @@ const CLUSTER_REPORTS: &str = "clusterreports.openreports.io";
 const HOLD: &str = "e2e.rwop-guard.dev/hold";
 
 /// The strict OpenReports CRDs (idempotent), Established.
-fn install_open_reports(env: &Env) -> anyhow::Result<()> {
+pub(crate) fn install_open_reports(env: &Env) -> anyhow::Result<()> {
     install_crds(
         env,
         &[
