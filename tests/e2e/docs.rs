@@ -267,7 +267,7 @@ impl Docs<'_> {
                 "namespace",
                 NAMESPACE,
                 "--ignore-not-found",
-                "--wait",
+                "--timeout=120s",
             ])
             .success()?;
         Ok(())
@@ -305,7 +305,7 @@ impl Drop for Docs<'_> {
                 NAMESPACE,
                 REPORTS_NS,
                 "--ignore-not-found",
-                "--wait",
+                "--timeout=120s",
             ]),
         );
         match prefixed(env, ADMISSION_POLICIES) {
@@ -321,7 +321,13 @@ impl Drop for Docs<'_> {
         }
         check(
             "delete the volume",
-            env.kubectl(&["delete", "pv", VERIFY_PV, "--ignore-not-found", "--wait"]),
+            env.kubectl(&[
+                "delete",
+                "pv",
+                VERIFY_PV,
+                "--ignore-not-found",
+                "--timeout=60s",
+            ]),
         );
         for f in failed.into_inner() {
             eprintln!("docs: clean-up: {f}");
@@ -379,7 +385,11 @@ fn install_helm(docs: &Docs, block: &Block) -> anyhow::Result<()> {
 /// volume is denied by the release's ValidatingAdmissionPolicy and changes nothing.
 fn verify(docs: &Docs, block: &Block) -> anyhow::Result<()> {
     let env = docs.env;
-    env.apply(&[csi_volume(VERIFY_PV, &["ReadWriteOnce"])])?;
+    // Reserved for a claim that never exists: the PV controller binds it to no other case's
+    // pending claim (a bound volume's delete would wait on its pv-protection finalizer).
+    let mut volume = csi_volume(VERIFY_PV, &["ReadWriteOnce"]);
+    volume["spec"]["claimRef"] = serde_json::json!({"namespace": "docs-none", "name": "none"});
+    env.apply(&[volume])?;
     let expected = format!(
         "Error from server (Forbidden): persistentvolumes \"{VERIFY_PV}\" is forbidden: \
          ValidatingAdmissionPolicy 'rwop-guard-access-modes' with binding \

@@ -217,7 +217,10 @@ fn notes_commands_prove_what_they_say(
     helm: &dyn Fn(&[&str]) -> Out,
 ) -> anyhow::Result<()> {
     let name = "rwop-install-notes-pv";
-    env.apply(&[crate::harness::csi_volume(name, &[RWO])])?;
+    // Reserved for a claim that never exists, so no other case's pending claim binds it.
+    let mut volume = crate::harness::csi_volume(name, &[RWO]);
+    volume["spec"]["claimRef"] = json!({"namespace": "rwop-install-none", "name": "none"});
+    env.apply(&[volume])?;
     let notes = helm(&["get", "notes", "guard"]).success()?.stdout;
     let command = |start: &str| {
         notes
