@@ -95,6 +95,16 @@ pub enum Close {
 }
 
 impl Close {
+    pub const ALL: [Close; 7] = [
+        Close::Closed,
+        Close::HeaderTimeout,
+        Close::IdleTimeout,
+        Close::TlsFailed,
+        Close::PlainHttp,
+        Close::ConnectionLimit,
+        Close::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Close::Closed => "closed",
@@ -488,5 +498,17 @@ impl Drop for Busy {
         if self.activity.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.activity.idle.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Close;
+    use crate::server::metrics::CLOSE_REASONS;
+
+    /// The metrics start every reason at 0 from their own list: it must be this one.
+    #[test]
+    fn the_metrics_know_every_close_reason() {
+        assert_eq!(Close::ALL.map(Close::as_str), CLOSE_REASONS);
     }
 }

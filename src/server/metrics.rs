@@ -42,6 +42,18 @@ pub struct ListenerLabel {
     pub listener: &'static str,
 }
 
+/// Every `reason` of `rwop_guard_connections_closed_total` (`connections::Close`, which checks
+/// that it says the same).
+pub const CLOSE_REASONS: [&str; 7] = [
+    "closed",
+    "header_timeout",
+    "idle_timeout",
+    "tls_failed",
+    "plain_http",
+    "connection_limit",
+    "shutdown",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClosedLabels {
     pub listener: &'static str,
@@ -179,6 +191,25 @@ impl Metrics {
             "Log lines dropped because stderr did not keep up",
             log_lines_dropped.clone(),
         );
+        // Labelled counters appear at their first sample, and `increase()` does not count the
+        // appearance: a first reload failure, rejection or TLS failure would never alert.
+        // Every label value the alerts and the dashboard select starts at 0.
+        for result in ["ok", "failed"] {
+            let _ = tls_reloads.get_or_create(&ResultLabel { result });
+            let _ = policy_reloads.get_or_create(&ResultLabel { result });
+        }
+        for webhook in ["validate", "mutate"] {
+            for code in [400, 408, 413, 415, 503] {
+                let _ = rejected.get_or_create(&ErrorLabels { webhook, code });
+            }
+        }
+        for listener in ["webhook", "metrics"] {
+            let _ = connections_open.get_or_create(&ListenerLabel { listener });
+            let _ = connections_limited.get_or_create(&ListenerLabel { listener });
+            for reason in CLOSE_REASONS {
+                let _ = connections_closed.get_or_create(&ClosedLabels { listener, reason });
+            }
+        }
         Self {
             registry,
             requests,
@@ -219,5 +250,29 @@ impl Metrics {
                 result: if ok { "ok" } else { "failed" },
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    /// The series the alerts select exist at 0 before their first event, so `increase()` sees
+    /// that event (a series born at 1 has no increase).
+    #[test]
+    fn alerted_series_start_at_zero() {
+        let text = Metrics::new().encode();
+        for series in [
+            r#"rwop_guard_policy_reloads_total{result="failed"} 0"#,
+            r#"rwop_guard_tls_reloads_total{result="failed"} 0"#,
+            r#"rwop_guard_rejected_requests_total{webhook="validate",code="408"} 0"#,
+            r#"rwop_guard_connections_closed_total{listener="webhook",reason="tls_failed"} 0"#,
+            r#"rwop_guard_connections_limited_total{listener="webhook"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "{series} not in:\n{text}"
+            );
+        }
     }
 }
