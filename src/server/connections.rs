@@ -95,6 +95,8 @@ pub enum Close {
 }
 
 impl Close {
+    /// Every reason, for the check that the metrics' own list is the same.
+    #[cfg(test)]
     pub const ALL: [Close; 7] = [
         Close::Closed,
         Close::HeaderTimeout,
