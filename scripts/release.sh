@@ -5,7 +5,8 @@
 #
 #   rwop-guard-VERSION-linux-amd64.tar.gz   the static binary, LICENSE, THIRD-PARTY-LICENSES.txt
 #   rwop-guard-VERSION-linux-arm64.tar.gz   (the license files of the crates in it), README.md,
-#                                           CHANGELOG.md; same for aarch64
+#                                           CHANGELOG.md and docs/ (the README's pages); same
+#                                           for aarch64
 #   rwop-guard-VERSION-linux-amd64.cdx.json CycloneDX SBOM of each binary (its crates, for
 #   rwop-guard-VERSION-linux-arm64.cdx.json its target; cargo-cyclonedx)
 #   rwop-guard-VERSION.tgz                  the Helm chart (helm package)
@@ -167,15 +168,23 @@ for arch in "${platforms[@]}"; do
   step "archive $name.tar.gz"
   install -m 0755 "$bin" "$stage/$name/rwop-guard"
   install -m 0644 LICENSE README.md CHANGELOG.md "$stage/$name/"
+  # The README links to its pages under docs/: they travel with it.
+  cp -R docs "$stage/$name/docs"
+  find "$stage/$name/docs" -type d -exec chmod 0755 {} +
+  find "$stage/$name/docs" -type f -exec chmod 0644 {} +
   # Files at the archive's top level: `tar -xzf` gives ./rwop-guard, and krew's `bin` is
   # `rwop-guard`.
   (cd "$stage/$name" && tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
-    --format=gnu -cf - rwop-guard LICENSE THIRD-PARTY-LICENSES.txt README.md CHANGELOG.md) \
+    --format=gnu -cf - rwop-guard LICENSE THIRD-PARTY-LICENSES.txt README.md CHANGELOG.md docs) \
     | gzip -9 -n >"$out/$name.tar.gz"
   listing="$(tar -tzvf "$out/$name.tar.gz" | awk '{print $1, $2, $6}' | sort)"
-  want="$(printf '%s\n' '-rw-r--r-- 0/0 CHANGELOG.md' '-rw-r--r-- 0/0 LICENSE' \
-    '-rw-r--r-- 0/0 README.md' '-rw-r--r-- 0/0 THIRD-PARTY-LICENSES.txt' \
-    '-rwxr-xr-x 0/0 rwop-guard' | sort)"
+  want="$( {
+    printf '%s\n' '-rw-r--r-- 0/0 CHANGELOG.md' '-rw-r--r-- 0/0 LICENSE' \
+      '-rw-r--r-- 0/0 README.md' '-rw-r--r-- 0/0 THIRD-PARTY-LICENSES.txt' \
+      '-rwxr-xr-x 0/0 rwop-guard'
+    find docs -type d | sed 's|^|drwxr-xr-x 0/0 |; s|$|/|'
+    find docs -type f | sed 's|^|-rw-r--r-- 0/0 |'
+  } | sort)"
   [ "$listing" = "$want" ] || { printf '%s\n' "$listing" >&2; die "$name.tar.gz holds other files or modes"; }
   cmp -s "$bin" <(tar -xzOf "$out/$name.tar.gz" rwop-guard) || die "$name.tar.gz: binary differs from $bin"
 
