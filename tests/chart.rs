@@ -24,27 +24,12 @@ fn chart_dir() -> PathBuf {
 }
 
 fn helm() -> PathBuf {
-    tool("helm")
+    support::tools::found("helm")
 }
 
-/// A tool [`needs!`] found (see `support::tools`).
-fn tool(name: &str) -> PathBuf {
-    support::tools::find(name).expect("needs! checked it")
-}
-
-/// Whether `name` can be run; when not, the test is skipped, or fails under CI
-/// (`support::tools::require`).
-fn have(name: &'static str) -> bool {
-    support::tools::require("chart", name).is_some()
-}
-
-/// Returns from the test (skipped) unless every tool named can be run; see [`have`].
+/// Returns from the test (skipped, or failed under CI) unless every tool named can be run.
 macro_rules! needs {
-    ($($tool:literal),+) => {
-        if !($(have($tool))&&+) {
-            return;
-        }
-    };
+    ($($tool:literal),+) => { support::needs!("chart": $($tool),+) };
 }
 
 /// `helm template` with extra arguments; Ok(documents) or Err(helm's stderr).

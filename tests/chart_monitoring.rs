@@ -33,23 +33,11 @@ fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/rwop-guard")
 }
 
-/// A tool [`needs!`] found (see `support::tools`).
-fn tool(name: &str) -> PathBuf {
-    support::tools::find(name).expect("needs! checked it")
-}
+use support::tools::found as tool;
 
-/// Whether `name` can be run; when not, the test is skipped, or fails under CI.
-fn have(name: &'static str) -> bool {
-    support::tools::require("chart_monitoring", name).is_some()
-}
-
-/// Returns from the test (skipped) unless every tool named can be run; see [`have`].
+/// Returns from the test (skipped, or failed under CI) unless every tool named can be run.
 macro_rules! needs {
-    ($($tool:literal),+) => {
-        if !($(have($tool))&&+) {
-            return;
-        }
-    };
+    ($($tool:literal),+) => { support::needs!("chart_monitoring": $($tool),+) };
 }
 
 /// `helm template` with the webhook engine and extra arguments; Ok(documents) or Err(stderr).

@@ -81,3 +81,19 @@ pub fn skipped(suite: &str, why: &str, say: bool) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A tool a test's [`needs!`](crate::needs) already required: its path.
+pub fn found(name: &str) -> PathBuf {
+    find(name).expect("needs! checked it")
+}
+
+/// `needs!("suite": "helm", "promtool")` returns from the test (skipped, one line on stderr)
+/// unless every tool named can be run; under CI a missing tool fails it ([`require`]).
+#[macro_export]
+macro_rules! needs {
+    ($suite:literal: $($tool:literal),+) => {
+        if !($($crate::tools::require($suite, $tool).is_some())&&+) {
+            return;
+        }
+    };
+}
