@@ -15,17 +15,6 @@ use std::process::Command;
 
 use rwop_test_support as support;
 
-/// The names of the e2e blocks, shared with tests/e2e/docs.rs.
-const E2E_BLOCKS: &str = include_str!("fixtures/docs-e2e-blocks.txt");
-
-fn e2e_blocks() -> Vec<&'static str> {
-    E2E_BLOCKS
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
-}
-
 #[derive(Clone, Debug, PartialEq)]
 enum Marker {
     Fast(String),
@@ -253,10 +242,11 @@ fn every_command_block_is_tested() {
             "runner {name} of tests/docs.rs has no `<!-- docs-test: fast {name} -->` block"
         ));
     }
-    let listed: BTreeSet<&str> = e2e_blocks().into_iter().collect();
+    let names = support::fixtures::docs_e2e_blocks();
+    let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     assert_eq!(
         listed.len(),
-        e2e_blocks().len(),
+        names.len(),
         "tests/fixtures/docs-e2e-blocks.txt lists a name twice"
     );
     for name in e2e.difference(&listed) {

@@ -408,26 +408,7 @@ fn auto_keeps_the_webhook_off_the_volume_update_path() {
     // in-tree; the webhook runs for W2 alone (it needs the cluster's claims), so no volume or
     // claim write waits on it.
     let docs = render(&helm, &json!({}), &map).unwrap();
-    assert_eq!(
-        kinds(&docs),
-        [
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "ConfigMap",
-            "Deployment",
-            "MutatingAdmissionPolicy",
-            "MutatingAdmissionPolicyBinding",
-            "PodDisruptionBudget",
-            "Secret",
-            "Service",
-            "ServiceAccount",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicy",
-            "ValidatingAdmissionPolicyBinding",
-            "ValidatingAdmissionPolicyBinding",
-            "ValidatingWebhookConfiguration",
-        ]
-    );
+    assert_eq!(kinds(&docs), support::DEFAULT_INSTALL_KINDS);
     assert_eq!(validating_hooks(&docs), ["workloads.rwop-guard.dev"]);
     assert_no_volume_rules(&docs);
     // W2 off: no webhook at all.

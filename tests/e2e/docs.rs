@@ -36,17 +36,6 @@ pub fn cases() -> Vec<Case> {
     )]
 }
 
-/// The names of the e2e blocks, shared with tests/docs.rs.
-const E2E_BLOCKS: &str = include_str!("../fixtures/docs-e2e-blocks.txt");
-
-fn e2e_blocks() -> Vec<&'static str> {
-    E2E_BLOCKS
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
-}
-
 type Runner = fn(&Docs, &Block) -> anyhow::Result<()>;
 
 /// The runners, in the order they run (that of the fixture's list).
@@ -152,7 +141,8 @@ fn blocks_in_docs() -> anyhow::Result<BTreeMap<String, Block>> {
 }
 
 fn commands(env: &Env) -> anyhow::Result<()> {
-    let listed = e2e_blocks();
+    let names = rwop_test_support::fixtures::docs_e2e_blocks();
+    let listed: Vec<&str> = names.iter().map(String::as_str).collect();
     let runners: Vec<&str> = RUNNERS.iter().map(|(n, _)| *n).collect();
     anyhow::ensure!(
         runners == listed,
@@ -173,18 +163,9 @@ fn commands(env: &Env) -> anyhow::Result<()> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("charts"),
         dir.path().join("charts"),
     )?;
-    let binary = rwop_test_support::binary::path();
-    let mut dirs: Vec<PathBuf> = [tool("kubectl"), tool("helm"), binary]
-        .iter()
-        .filter_map(|p| p.parent().map(Path::to_owned))
-        .collect();
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
     let docs = Docs {
         env,
         dir: dir.path().to_owned(),
-        path: std::env::join_paths(dirs)?.to_string_lossy().into_owned(),
         delete_crds: std::cell::Cell::new(false),
     };
     let result = RUNNERS.iter().try_for_each(|(name, run)| {
@@ -204,7 +185,6 @@ fn commands(env: &Env) -> anyhow::Result<()> {
 struct Docs<'a> {
     env: &'a Env,
     dir: PathBuf,
-    path: String,
     /// The OpenReports CRDs were installed by this case (no other case had).
     delete_crds: std::cell::Cell<bool>,
 }
@@ -213,13 +193,7 @@ impl Docs<'_> {
     /// The block's text, with its documented substitution, run with bash.
     fn run(&self, block: &Block) -> Out {
         let script = block.text.replace("rollout status deploy/", "get deploy/");
-        let mut command = rwop_test_support::binary::command("bash");
-        command
-            .args(["-e", "-o", "pipefail", "-c", &script])
-            .current_dir(&self.dir)
-            .env("PATH", &self.path)
-            .env("KUBECONFIG", &self.env.plane.kubeconfig);
-        run_tool(&mut command)
+        self.env.shell(&script, &self.dir)
     }
 
     /// Runs the block; an error with what it printed unless it exited 0.

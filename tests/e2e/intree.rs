@@ -104,24 +104,7 @@ fn check_default_install(env: &Env, helm: &dyn Fn(&[&str]) -> Out) -> anyhow::Re
     let mut sorted = kinds.clone();
     sorted.sort();
     anyhow::ensure!(
-        sorted
-            == [
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "ConfigMap",
-                "Deployment",
-                "MutatingAdmissionPolicy",
-                "MutatingAdmissionPolicyBinding",
-                "PodDisruptionBudget",
-                "Secret",
-                "Service",
-                "ServiceAccount",
-                "ValidatingAdmissionPolicy",
-                "ValidatingAdmissionPolicy",
-                "ValidatingAdmissionPolicyBinding",
-                "ValidatingAdmissionPolicyBinding",
-                "ValidatingWebhookConfiguration",
-            ],
+        sorted == rwop_test_support::DEFAULT_INSTALL_KINDS,
         "the default install is not the in-tree objects plus the W2 webhook: {kinds:?}"
     );
     // The one webhook configuration holds W2 alone: no volume or claim write goes to it.
@@ -233,24 +216,10 @@ fn notes_commands_prove_what_they_say(
     let script = [
         command("PV=$(kubectl get pv")?,
         command("kubectl patch pv \"$PV\" --dry-run=server")?,
-        command("kubectl get validatingadmissionpolicies")?,
     ]
     .join("\n");
-    let kubectl = crate::harness::tool("kubectl");
-    let path = format!(
-        "{}:{}",
-        kubectl
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = crate::harness::run_tool(
-        std::process::Command::new("bash")
-            .args(["-c", &script])
-            .env("PATH", path)
-            .env("KUBECONFIG", &env.plane.kubeconfig),
-    );
+    let cwd = std::env::temp_dir();
+    let out = env.shell(&script, &cwd).failure()?;
     anyhow::ensure!(
         out.stderr.contains(
             "is forbidden: ValidatingAdmissionPolicy 'guard-rwop-guard-access-modes' with binding \
@@ -258,6 +227,8 @@ fn notes_commands_prove_what_they_say(
         ) && out.stderr.contains("-> [ReadWriteMany] is not allowed"),
         "NOTES.txt's dry run was not denied by the release's policy:\n{script}\n{out:#?}"
     );
+    let listing = command("kubectl get validatingadmissionpolicies")?;
+    let out = env.shell(&listing, &cwd).success()?;
     anyhow::ensure!(
         out.stdout.contains(
             "validatingadmissionpolicy.admissionregistration.k8s.io/guard-rwop-guard-access-modes"

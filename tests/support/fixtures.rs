@@ -13,6 +13,18 @@ pub fn read(relative: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
+/// The names of the docs' `e2e` command blocks, in the order tests/e2e/docs.rs runs them
+/// (`tests/fixtures/docs-e2e-blocks.txt`: one a line, `#` comments): the list tests/docs.rs
+/// checks the docs against.
+pub fn docs_e2e_blocks() -> Vec<String> {
+    String::from_utf8_lossy(&read("docs-e2e-blocks.txt"))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A captured AdmissionReview, `tests/fixtures/admission/{name}`.
 pub fn admission(name: &str) -> Vec<u8> {
     read(&format!("admission/{name}"))

@@ -32,6 +32,27 @@ pub mod tools;
 /// say so, generous for a debug build on a busy 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The kinds (sorted) the chart installs with its default values on a cluster that serves
+/// MutatingAdmissionPolicy: the in-tree rules, and the webhook for W2 alone. tests/intree.rs
+/// renders them with `helm template`, tests/e2e/intree.rs installs them.
+pub const DEFAULT_INSTALL_KINDS: [&str; 15] = [
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Deployment",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "PodDisruptionBudget",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+];
+
 /// The package's directory (where `Cargo.toml` and `tests/` are).
 pub fn package_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

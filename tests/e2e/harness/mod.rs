@@ -263,6 +263,29 @@ impl Env {
         )
     }
 
+    /// Runs `script` with `bash -e -o pipefail` in `dir`, as an admin's shell would: kubectl,
+    /// helm and rwop-guard first on `PATH`, this cluster's kubeconfig (documented commands,
+    /// run as written).
+    pub fn shell(&self, script: &str, dir: &Path) -> Out {
+        let tools = [
+            tool("kubectl"),
+            tool("helm"),
+            rwop_test_support::binary::path(),
+        ];
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = tools
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_owned))
+            .chain(std::env::split_paths(&path));
+        let mut command = rwop_test_support::binary::command("bash");
+        command
+            .args(["-e", "-o", "pipefail", "-c", script])
+            .current_dir(dir)
+            .env("PATH", std::env::join_paths(dirs).unwrap_or_default())
+            .env("KUBECONFIG", &self.plane.kubeconfig);
+        run(&mut command, "")
+    }
+
     /// Runs the rwop-guard binary with another identity's kubeconfig (an RBAC check).
     pub fn rwop_as(&self, kubeconfig: &Path, args: &[&str]) -> Out {
         run(
